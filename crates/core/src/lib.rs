@@ -1,0 +1,24 @@
+//! Hookline's domain core, shared by every binary and adapter.
+//!
+//! It holds what the ingress, the worker and the CLI agree on: the parsed
+//! [`envelope::Envelope`] of a Stripe event, the queue message built from it,
+//! the [`ports`] (one trait for the queue, one for the store) that the
+//! embedded and AWS adapters implement, the typed [`settings`], the
+//! [`coalescer::SendCoalescer`] that turns concurrent sends into batches, the
+//! pure event [`handlers`], and small [`metrics`] and [`telemetry`] helpers.
+//!
+//! Architecture invariant: nothing here talks to SQLite or AWS; adapters live
+//! in their own crates and are reached only through the ports.
+
+pub mod clock;
+pub mod coalescer;
+pub mod envelope;
+pub mod handlers;
+pub mod message;
+pub mod metrics;
+pub mod ports;
+pub mod records;
+pub mod secrets;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;

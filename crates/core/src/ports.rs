@@ -1,0 +1,163 @@
+//! The two ports: one trait for the queue, one for the store.
+//!
+//! Adapters (embedded SQLite, AWS) implement them; the ingress, the worker
+//! and the CLI hold them as `Arc<dyn Queue>` / `Arc<dyn Store>` and never
+//! know which backend is behind. Every error says whether it is retryable.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::envelope::EventId;
+use crate::message::OutboundMessage;
+use crate::records::{Completion, EventRecord, Projection, StoredItem};
+
+/// A queue or store failure, classified once, where it happens.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PortError {
+    /// Worth retrying: throttling, timeout, 5xx, unreachable, lock contention.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Retrying cannot help: bad request, missing resource, bad data.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl PortError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+/// The limits a backend puts on one batched send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_entries: usize,
+    pub max_bytes: usize,
+}
+
+/// A message handed out by [`Queue::receive`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub message_id: String,
+    /// Opaque handle for delete and visibility changes of this delivery.
+    pub receipt: String,
+    pub body: Bytes,
+    pub attributes: BTreeMap<String, String>,
+    /// How many times the message has been received, this time included.
+    pub receive_count: u32,
+    /// When the message was first sent, Unix milliseconds.
+    pub sent_at_ms: i64,
+}
+
+impl Delivery {
+    /// The message as it would be sent again (replay, dead-lettering).
+    pub fn to_outbound(&self) -> OutboundMessage {
+        let event_id = self
+            .attributes
+            .get(crate::message::attr::EVENT_ID)
+            .cloned()
+            .unwrap_or_else(|| self.message_id.clone());
+        OutboundMessage {
+            body: self.body.clone(),
+            attributes: self.attributes.clone(),
+            group_id: event_id.clone(),
+            dedup_id: event_id,
+        }
+    }
+}
+
+/// Approximate message counts of one queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueCounts {
+    /// Ready to be received.
+    pub waiting: u64,
+    /// Received and not yet deleted or visible again.
+    pub in_flight: u64,
+}
+
+/// A durable message queue with visibility timeouts (SQS semantics).
+#[async_trait]
+pub trait Queue: Send + Sync + std::fmt::Debug {
+    /// What one [`Queue::send_batch`] call may carry.
+    fn batch_limits(&self) -> BatchLimits;
+
+    /// Sends a batch; returns one result per message, in order. A message is
+    /// `Ok` only once the queue durably holds it.
+    async fn send_batch(&self, batch: &[OutboundMessage]) -> Vec<Result<(), PortError>>;
+
+    /// Receives up to `max` messages, waiting up to `wait` for the first,
+    /// hiding each for `visibility`.
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>, PortError>;
+
+    /// Deletes delivered messages; one result per receipt, in order.
+    async fn delete_batch(&self, receipts: &[String]) -> Vec<Result<(), PortError>>;
+
+    /// Hides a delivered message for `timeout` from now (zero: visible now).
+    async fn set_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), PortError>;
+
+    /// Approximate counts; also the readiness probe.
+    async fn counts(&self) -> Result<QueueCounts, PortError>;
+}
+
+/// The result of [`Store::claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller holds the lease and should process; `attempts` counts this try.
+    Started { attempts: u32 },
+    /// Already `COMPLETED`: the delivery is a duplicate.
+    Completed,
+    /// Another worker holds a live lease on it.
+    Busy { lease_until: i64 },
+}
+
+/// The idempotency ledger and the projections, committed together.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Records a processing try: `PROCESSING` with a lease until
+    /// `now + lease_secs` and `attempts + 1`, unless the event is
+    /// `COMPLETED` or `PROCESSING` under another live lease.
+    async fn claim(
+        &self,
+        event_id: &EventId,
+        event_type: &str,
+        now: i64,
+        lease_secs: u64,
+    ) -> Result<Claim, PortError>;
+
+    /// Applies `projection` (if any) and marks the event `COMPLETED`, in one
+    /// atomic commit: the projection changes only when the event is not older
+    /// than the stored one, and never for an event already `COMPLETED`.
+    async fn complete(
+        &self,
+        event_id: &EventId,
+        event_type: &str,
+        projection: Option<&Projection>,
+        now: i64,
+    ) -> Result<Completion, PortError>;
+
+    /// Marks the event `FAILED` with `error`.
+    async fn fail(
+        &self,
+        event_id: &EventId,
+        event_type: &str,
+        error: &str,
+        now: i64,
+    ) -> Result<(), PortError>;
+
+    /// The ledger item of an event.
+    async fn event(&self, event_id: &str) -> Result<Option<EventRecord>, PortError>;
+
+    /// An objects-table item (`pi_`, `po_`, `du_`, `dp_`) or provider item (`acct_`).
+    async fn item(&self, id: &str) -> Result<Option<StoredItem>, PortError>;
+
+    /// Cheap reachability check.
+    async fn ping(&self) -> Result<(), PortError>;
+}

@@ -1,0 +1,187 @@
+//! Stored records, with the attribute names of the SPEC's "Stored records".
+//!
+//! Both backends store these shapes: DynamoDB as items, the embedded backend
+//! as rows whose JSON uses the same attribute names, so `events show --json`
+//! and `objects show --json` print the same thing on either.
+
+use serde::{Deserialize, Serialize};
+
+/// How long a ledger item is kept (DynamoDB TTL on `expiresAt`): longer than
+/// the 14-day maximum retention of an SQS dead-letter queue, so any replay
+/// still finds the ledger.
+pub const LEDGER_TTL_SECS: i64 = 30 * 24 * 3600;
+
+/// `status` of a ledger item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventStatus {
+    Processing,
+    Completed,
+    Failed,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Processing => "PROCESSING",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "PROCESSING" => Some(Self::Processing),
+            "COMPLETED" => Some(Self::Completed),
+            "FAILED" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// `outcome` of a completed event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The projection changed.
+    Applied,
+    /// An older event than the stored state: nothing changed.
+    Stale,
+    /// No enabled handler for the type.
+    Ignored,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Stale => "stale",
+            Self::Ignored => "ignored",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "applied" => Some(Self::Applied),
+            "stale" => Some(Self::Stale),
+            "ignored" => Some(Self::Ignored),
+            _ => None,
+        }
+    }
+}
+
+/// What [`crate::ports::Store::complete`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// This call completed the event with this outcome.
+    Completed(Outcome),
+    /// The event was already `COMPLETED`: nothing changed.
+    Duplicate,
+}
+
+/// A ledger item (events table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRecord {
+    pub event_id: String,
+    pub status: EventStatus,
+    pub event_type: String,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    pub expires_at: i64,
+    /// Unix seconds until which a `PROCESSING` item is leased to a worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<i64>,
+}
+
+/// `objectType` of an objects-table item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectType {
+    PaymentIntent,
+    Payout,
+    Dispute,
+}
+
+/// An objects-table item: the latest state of a payment intent, payout or dispute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRecord {
+    pub object_id: String,
+    pub object_type: ObjectType,
+    pub status: String,
+    pub amount: i64,
+    pub currency: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    pub last_event_id: String,
+    pub last_event_type: String,
+    pub last_event_created: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub charge: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_intent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arrival_date: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_payment_error: Option<String>,
+}
+
+/// A provider-table item: a connected account's onboarding state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderRecord {
+    pub stripe_account_id: String,
+    pub charges_enabled: bool,
+    pub payouts_enabled: bool,
+    pub details_submitted: bool,
+    pub requirements_currently_due: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    pub last_event_id: String,
+    pub last_event_created: i64,
+}
+
+/// The write a handler asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Projection {
+    Object(ObjectRecord),
+    Provider(ProviderRecord),
+}
+
+impl Projection {
+    /// The item's key (`objectId` or `stripeAccountId`).
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Object(o) => &o.object_id,
+            Self::Provider(p) => &p.stripe_account_id,
+        }
+    }
+    /// The event time that orders writes to this item.
+    pub fn event_created(&self) -> i64 {
+        match self {
+            Self::Object(o) => o.last_event_created,
+            Self::Provider(p) => p.last_event_created,
+        }
+    }
+    /// The item as a JSON object with the SPEC's attribute names.
+    pub fn to_item(&self) -> serde_json::Map<String, serde_json::Value> {
+        let value = match self {
+            Self::Object(o) => serde_json::to_value(o),
+            Self::Provider(p) => serde_json::to_value(p),
+        };
+        match value {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        }
+    }
+}
+
+/// An item read back from the objects or provider table, as attribute map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredItem(pub serde_json::Map<String, serde_json::Value>);

@@ -1,0 +1,99 @@
+//! Connection set-up, schema and error classification.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hookline_core::ports::PortError;
+use rusqlite::{Connection, ErrorCode};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue          TEXT    NOT NULL,
+    message_id     TEXT    NOT NULL,
+    body           BLOB    NOT NULL,
+    attributes     TEXT    NOT NULL,
+    group_id       TEXT    NOT NULL,
+    dedup_id       TEXT    NOT NULL,
+    sent_at        INTEGER NOT NULL,
+    visible_at     INTEGER NOT NULL,
+    receive_count  INTEGER NOT NULL DEFAULT 0,
+    receipt        TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, visible_at, seq);
+
+CREATE TABLE IF NOT EXISTS events (
+    event_id      TEXT PRIMARY KEY,
+    status        TEXT    NOT NULL,
+    event_type    TEXT    NOT NULL,
+    attempts      INTEGER NOT NULL,
+    outcome       TEXT,
+    last_error    TEXT,
+    completed_at  TEXT,
+    expires_at    INTEGER NOT NULL,
+    lease_until   INTEGER
+);
+
+CREATE TABLE IF NOT EXISTS objects (
+    object_id           TEXT PRIMARY KEY,
+    last_event_created  INTEGER NOT NULL,
+    item                TEXT    NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS providers (
+    stripe_account_id   TEXT PRIMARY KEY,
+    last_event_created  INTEGER NOT NULL,
+    item                TEXT    NOT NULL
+);
+";
+
+/// A connection shared by one adapter; SQLite calls run on the blocking pool.
+pub(crate) type Shared = Arc<Mutex<Connection>>;
+
+pub(crate) fn connect(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Shared> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a committed send survives power loss, not only a process crash.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(Arc::new(Mutex::new(conn)))
+}
+
+/// Runs `f` with the connection on tokio's blocking pool.
+pub(crate) async fn with_conn<T, F>(conn: &Shared, f: F) -> Result<T, PortError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+{
+    let conn = Arc::clone(conn);
+    tokio::task::spawn_blocking(move || {
+        let mut guard = conn
+            .lock()
+            .map_err(|_| PortError::Transient("database connection poisoned".to_owned()))?;
+        f(&mut guard).map_err(classify)
+    })
+    .await
+    .map_err(|e| PortError::Transient(format!("database task failed: {e}")))?
+}
+
+/// Lock contention and I/O trouble are transient; the rest is permanent.
+pub(crate) fn classify(e: rusqlite::Error) -> PortError {
+    let transient = matches!(
+        e.sqlite_error_code(),
+        Some(
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen
+                | ErrorCode::OutOfMemory
+        )
+    );
+    if transient {
+        PortError::Transient(format!("sqlite: {e}"))
+    } else {
+        PortError::Permanent(format!("sqlite: {e}"))
+    }
+}

@@ -1,0 +1,110 @@
+//! The embedded backend: Hookline's queue and store on one SQLite file
+//! under `DATA_DIR`, so that `make run` works with no AWS at all.
+//!
+//! Same semantics as the AWS backend: a message is durable once
+//! [`Queue::send_batch`](hookline_core::ports::Queue::send_batch) returns
+//! (WAL, `synchronous=FULL`, one transaction per batch), a received message
+//! is hidden for its visibility timeout, each receive counts, and a message
+//! received `MAX_RECEIVES` times is moved to the dead-letter queue on the
+//! next receive, as SQS's redrive policy does. Several processes on one host
+//! share the file: every state change is one `BEGIN IMMEDIATE` transaction.
+//!
+//! Architecture invariant: the only crate that imports `rusqlite`.
+
+mod db;
+mod queue;
+mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use queue::EmbeddedQueue;
+pub use store::EmbeddedStore;
+
+/// Queue names inside the database file.
+pub const MAIN_QUEUE: &str = "main";
+pub const DEAD_LETTER_QUEUE: &str = "dlq";
+
+/// File name of the database inside `DATA_DIR`.
+pub const DB_FILE: &str = "hookline.sqlite";
+
+/// Why the embedded backend cannot open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open database {path}: {source}")]
+    Database {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// How the embedded backend behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Deliveries before a message moves to the DLQ.
+    pub max_receives: u32,
+    /// How long a writer waits for another process's lock before the call
+    /// fails as transient.
+    pub busy_timeout: Duration,
+    /// How often an empty long poll looks again.
+    pub poll_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_receives: 5,
+            busy_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(20),
+        }
+    }
+}
+
+/// The three handles on one database file.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    pub queue: Arc<EmbeddedQueue>,
+    pub dlq: Arc<EmbeddedQueue>,
+    pub store: Arc<EmbeddedStore>,
+}
+
+/// The database path for a data directory.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}
+
+/// Opens (creating if needed) the backend under `data_dir`.
+pub fn open(data_dir: &Path, options: Options) -> Result<Embedded, OpenError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| OpenError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let path = db_path(data_dir);
+    let connect = || {
+        db::connect(&path, options.busy_timeout).map_err(|source| OpenError::Database {
+            path: path.clone(),
+            source,
+        })
+    };
+    let queue = EmbeddedQueue::new(
+        connect()?,
+        MAIN_QUEUE,
+        Some((DEAD_LETTER_QUEUE, options.max_receives)),
+        options.poll_interval,
+    );
+    let dlq = EmbeddedQueue::new(connect()?, DEAD_LETTER_QUEUE, None, options.poll_interval);
+    let store = EmbeddedStore::new(connect()?);
+    Ok(Embedded {
+        queue: Arc::new(queue),
+        dlq: Arc::new(dlq),
+        store: Arc::new(store),
+    })
+}

@@ -1,0 +1,320 @@
+//! The embedded queue: SQS semantics on a SQLite table.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use hookline_core::clock::unix_millis;
+use hookline_core::message::OutboundMessage;
+use hookline_core::ports::{BatchLimits, Delivery, PortError, Queue, QueueCounts};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::db::{with_conn, Shared};
+
+/// One named queue in the database file, with an optional redrive target.
+pub struct EmbeddedQueue {
+    conn: Shared,
+    name: String,
+    /// (dead-letter queue name, max receives)
+    redrive: Option<(String, u32)>,
+    poll_interval: Duration,
+}
+
+impl std::fmt::Debug for EmbeddedQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedQueue")
+            .field("name", &self.name)
+            .field("redrive", &self.redrive)
+            .finish()
+    }
+}
+
+impl EmbeddedQueue {
+    pub(crate) fn new(
+        conn: Shared,
+        name: &str,
+        redrive: Option<(&str, u32)>,
+        poll_interval: Duration,
+    ) -> Self {
+        Self {
+            conn,
+            name: name.to_owned(),
+            redrive: redrive.map(|(q, n)| (q.to_owned(), n)),
+            poll_interval,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn try_receive(
+        conn: &mut Connection,
+        queue: &str,
+        redrive: Option<&(String, u32)>,
+        max: usize,
+        visibility: Duration,
+    ) -> rusqlite::Result<Vec<Delivery>> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = unix_millis();
+        let hidden_until = now.saturating_add(i64::try_from(visibility.as_millis()).unwrap_or(i64::MAX));
+        let mut out = Vec::with_capacity(max);
+        loop {
+            let want = max - out.len();
+            let rows: Vec<(i64, String, Vec<u8>, String, u32, i64)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT seq, message_id, body, attributes, receive_count, sent_at
+                     FROM messages WHERE queue = ?1 AND visible_at <= ?2
+                     ORDER BY visible_at, seq LIMIT ?3",
+                )?;
+                let mapped = stmt.query_map(params![queue, now, want as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                })?;
+                mapped.collect::<rusqlite::Result<_>>()?
+            };
+            if rows.is_empty() {
+                break;
+            }
+            let mut redrove = false;
+            for (seq, message_id, body, attributes, receive_count, sent_at) in rows {
+                if let Some((dlq, max_receives)) = redrive {
+                    if receive_count >= *max_receives {
+                        tx.execute(
+                            "UPDATE messages SET queue = ?1, visible_at = ?2, receipt = NULL
+                             WHERE seq = ?3",
+                            params![dlq, now, seq],
+                        )?;
+                        tracing::warn!(
+                            message = "Message moved to the dead-letter queue.",
+                            message_id = %message_id,
+                            receive_count
+                        );
+                        redrove = true;
+                        continue;
+                    }
+                }
+                let token = uuid::Uuid::new_v4().simple().to_string();
+                let count = receive_count + 1;
+                tx.execute(
+                    "UPDATE messages SET visible_at = ?1, receive_count = ?2, receipt = ?3
+                     WHERE seq = ?4",
+                    params![hidden_until, count, token, seq],
+                )?;
+                out.push(Delivery {
+                    message_id,
+                    receipt: format!("{seq}:{token}"),
+                    body: Bytes::from(body),
+                    attributes: serde_json::from_str(&attributes).unwrap_or_default(),
+                    receive_count: count,
+                    sent_at_ms: sent_at,
+                });
+            }
+            if !redrove || out.len() >= max {
+                break;
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+fn parse_receipt(receipt: &str) -> Result<(i64, String), PortError> {
+    receipt
+        .split_once(':')
+        .and_then(|(seq, token)| Some((seq.parse().ok()?, token.to_owned())))
+        .ok_or_else(|| PortError::Permanent("malformed receipt handle".to_owned()))
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    fn batch_limits(&self) -> BatchLimits {
+        // One transaction per batch: larger batches amortise the fsync.
+        BatchLimits {
+            max_entries: 256,
+            max_bytes: 8 * 1024 * 1024,
+        }
+    }
+
+    async fn send_batch(&self, batch: &[OutboundMessage]) -> Vec<Result<(), PortError>> {
+        let rows: Vec<(Bytes, String, String, String)> = batch
+            .iter()
+            .map(|m| {
+                (
+                    m.body.clone(),
+                    serde_json::to_string(&m.attributes).unwrap_or_else(|_| "{}".to_owned()),
+                    m.group_id.clone(),
+                    m.dedup_id.clone(),
+                )
+            })
+            .collect();
+        let n = rows.len();
+        let queue = self.name.clone();
+        let result = with_conn(&self.conn, move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = unix_millis();
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO messages
+                     (queue, message_id, body, attributes, group_id, dedup_id, sent_at, visible_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                )?;
+                for (body, attributes, group_id, dedup_id) in &rows {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    stmt.execute(params![
+                        queue,
+                        id,
+                        body.as_ref(),
+                        attributes,
+                        group_id,
+                        dedup_id,
+                        now
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+        .await;
+        match result {
+            Ok(()) => (0..n).map(|_| Ok(())).collect(),
+            Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
+        }
+    }
+
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>, PortError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let max = max.clamp(1, 10_000);
+        loop {
+            let queue = self.name.clone();
+            let redrive = self.redrive.clone();
+            let got = with_conn(&self.conn, move |conn| {
+                Self::try_receive(conn, &queue, redrive.as_ref(), max, visibility)
+            })
+            .await?;
+            let now = tokio::time::Instant::now();
+            if !got.is_empty() || now >= deadline {
+                return Ok(got);
+            }
+            tokio::time::sleep(self.poll_interval.min(deadline - now)).await;
+        }
+    }
+
+    async fn delete_batch(&self, receipts: &[String]) -> Vec<Result<(), PortError>> {
+        let parsed: Vec<Result<(i64, String), PortError>> =
+            receipts.iter().map(|r| parse_receipt(r)).collect();
+        let valid: Vec<(i64, String)> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
+        let result = with_conn(&self.conn, move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut stmt =
+                    tx.prepare_cached("DELETE FROM messages WHERE seq = ?1 AND receipt = ?2")?;
+                for (seq, token) in &valid {
+                    stmt.execute(params![seq, token])?;
+                }
+            }
+            tx.commit()
+        })
+        .await;
+        parsed
+            .into_iter()
+            .map(|p| match (&p, &result) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(_), Err(e)) => Err(e.clone()),
+                (Ok(_), Ok(())) => Ok(()),
+            })
+            .collect()
+    }
+
+    async fn set_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), PortError> {
+        let (seq, token) = parse_receipt(receipt)?;
+        let changed = with_conn(&self.conn, move |conn| {
+            let until = unix_millis()
+                .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
+            conn.execute(
+                "UPDATE messages SET visible_at = ?1 WHERE seq = ?2 AND receipt = ?3",
+                params![until, seq, token],
+            )
+        })
+        .await?;
+        if changed == 1 {
+            Ok(())
+        } else {
+            Err(PortError::Permanent(
+                "receipt handle is no longer valid".to_owned(),
+            ))
+        }
+    }
+
+    async fn counts(&self) -> Result<QueueCounts, PortError> {
+        let queue = self.name.clone();
+        with_conn(&self.conn, move |conn| {
+            let now = unix_millis();
+            conn.query_row(
+                "SELECT
+                    COALESCE(SUM(CASE WHEN visible_at <= ?2 THEN 1 ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN visible_at >  ?2 THEN 1 ELSE 0 END), 0)
+                 FROM messages WHERE queue = ?1",
+                params![queue, now],
+                |r| {
+                    Ok(QueueCounts {
+                        waiting: r.get::<_, i64>(0)?.try_into().unwrap_or(0),
+                        in_flight: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
+                    })
+                },
+            )
+        })
+        .await
+    }
+}
+
+/// A message as stored, for tests and inspection tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub queue: String,
+    pub body: Vec<u8>,
+    pub attributes: BTreeMap<String, String>,
+    pub receive_count: u32,
+}
+
+impl EmbeddedQueue {
+    /// Every message of this queue in send order, without changing anything.
+    pub async fn snapshot(&self) -> Result<Vec<StoredMessage>, PortError> {
+        let queue = self.name.clone();
+        with_conn(&self.conn, move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT queue, body, attributes, receive_count FROM messages
+                 WHERE queue = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map(params![queue], |r| {
+                let attributes: String = r.get(2)?;
+                Ok(StoredMessage {
+                    queue: r.get(0)?,
+                    body: r.get(1)?,
+                    attributes: serde_json::from_str(&attributes).unwrap_or_default(),
+                    receive_count: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Looks up one message's receive count by message id (tests).
+    pub async fn receive_count_of(&self, message_id: &str) -> Result<Option<u32>, PortError> {
+        let id = message_id.to_owned();
+        with_conn(&self.conn, move |conn| {
+            conn.query_row(
+                "SELECT receive_count FROM messages WHERE message_id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+}

@@ -1,0 +1,242 @@
+//! The embedded store: ledger and projections in one SQLite transaction.
+
+use async_trait::async_trait;
+use hookline_core::clock::rfc3339;
+use hookline_core::envelope::EventId;
+use hookline_core::ports::{Claim, PortError, Store};
+use hookline_core::records::{
+    Completion, EventRecord, EventStatus, Outcome, Projection, StoredItem, LEDGER_TTL_SECS,
+};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::db::{with_conn, Shared};
+
+/// The idempotency ledger and the projections.
+pub struct EmbeddedStore {
+    conn: Shared,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore").finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    pub(crate) fn new(conn: Shared) -> Self {
+        Self { conn }
+    }
+}
+
+fn status_of(conn: &Connection, event_id: &str) -> rusqlite::Result<Option<(String, u32, Option<i64>)>> {
+    conn.query_row(
+        "SELECT status, attempts, lease_until FROM events WHERE event_id = ?1",
+        params![event_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .optional()
+}
+
+fn projection_table(p: &Projection) -> (&'static str, &'static str) {
+    match p {
+        Projection::Object(_) => ("objects", "object_id"),
+        Projection::Provider(_) => ("providers", "stripe_account_id"),
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn claim(
+        &self,
+        event_id: &EventId,
+        event_type: &str,
+        now: i64,
+        lease_secs: u64,
+    ) -> Result<Claim, PortError> {
+        let id = event_id.as_str().to_owned();
+        let event_type = event_type.to_owned();
+        let lease_until = now.saturating_add(i64::try_from(lease_secs).unwrap_or(i64::MAX));
+        with_conn(&self.conn, move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let claim = match status_of(&tx, &id)? {
+                Some((status, _, _)) if status == EventStatus::Completed.as_str() => Claim::Completed,
+                Some((status, _, Some(until)))
+                    if status == EventStatus::Processing.as_str() && until > now =>
+                {
+                    Claim::Busy { lease_until: until }
+                }
+                Some((_, attempts, _)) => {
+                    tx.execute(
+                        "UPDATE events SET status = 'PROCESSING', attempts = attempts + 1,
+                         lease_until = ?2 WHERE event_id = ?1",
+                        params![id, lease_until],
+                    )?;
+                    Claim::Started { attempts: attempts + 1 }
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO events (event_id, status, event_type, attempts, expires_at, lease_until)
+                         VALUES (?1, 'PROCESSING', ?2, 1, ?3, ?4)",
+                        params![id, event_type, now + LEDGER_TTL_SECS, lease_until],
+                    )?;
+                    Claim::Started { attempts: 1 }
+                }
+            };
+            tx.commit()?;
+            Ok(claim)
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        event_id: &EventId,
+        event_type: &str,
+        projection: Option<&Projection>,
+        now: i64,
+    ) -> Result<Completion, PortError> {
+        let id = event_id.as_str().to_owned();
+        let event_type = event_type.to_owned();
+        let write = projection.map(|p| {
+            let (table, key_col) = projection_table(p);
+            (
+                table,
+                key_col,
+                p.key().to_owned(),
+                p.event_created(),
+                serde_json::Value::Object(p.to_item()).to_string(),
+            )
+        });
+        with_conn(&self.conn, move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing = status_of(&tx, &id)?;
+            if matches!(&existing, Some((s, _, _)) if s == EventStatus::Completed.as_str()) {
+                return Ok(Completion::Duplicate);
+            }
+            let outcome = match &write {
+                None => Outcome::Ignored,
+                Some((table, key_col, key, created, item)) => {
+                    let stored: Option<i64> = tx
+                        .query_row(
+                            &format!("SELECT last_event_created FROM {table} WHERE {key_col} = ?1"),
+                            params![key],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    if stored.is_some_and(|s| s > *created) {
+                        Outcome::Stale
+                    } else {
+                        tx.execute(
+                            &format!(
+                                "INSERT INTO {table} ({key_col}, last_event_created, item) VALUES (?1, ?2, ?3)
+                                 ON CONFLICT ({key_col}) DO UPDATE SET
+                                   last_event_created = excluded.last_event_created, item = excluded.item"
+                            ),
+                            params![key, created, item],
+                        )?;
+                        Outcome::Applied
+                    }
+                }
+            };
+            let completed_at = rfc3339(now);
+            if existing.is_some() {
+                tx.execute(
+                    "UPDATE events SET status = 'COMPLETED', outcome = ?2, completed_at = ?3,
+                     lease_until = NULL, expires_at = ?4 WHERE event_id = ?1",
+                    params![id, outcome.as_str(), completed_at, now + LEDGER_TTL_SECS],
+                )?;
+            } else {
+                tx.execute(
+                    "INSERT INTO events (event_id, status, event_type, attempts, outcome, completed_at, expires_at)
+                     VALUES (?1, 'COMPLETED', ?2, 1, ?3, ?4, ?5)",
+                    params![id, event_type, outcome.as_str(), completed_at, now + LEDGER_TTL_SECS],
+                )?;
+            }
+            tx.commit()?;
+            Ok(Completion::Completed(outcome))
+        })
+        .await
+    }
+
+    async fn fail(
+        &self,
+        event_id: &EventId,
+        event_type: &str,
+        error: &str,
+        now: i64,
+    ) -> Result<(), PortError> {
+        let id = event_id.as_str().to_owned();
+        let event_type = event_type.to_owned();
+        let error = error.to_owned();
+        with_conn(&self.conn, move |conn| {
+            conn.execute(
+                "INSERT INTO events (event_id, status, event_type, attempts, last_error, expires_at)
+                 VALUES (?1, 'FAILED', ?2, 1, ?3, ?4)
+                 ON CONFLICT (event_id) DO UPDATE SET status = 'FAILED', last_error = excluded.last_error,
+                   lease_until = NULL
+                 WHERE events.status <> 'COMPLETED'",
+                params![id, event_type, error, now + LEDGER_TTL_SECS],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn event(&self, event_id: &str) -> Result<Option<EventRecord>, PortError> {
+        let id = event_id.to_owned();
+        with_conn(&self.conn, move |conn| {
+            conn.query_row(
+                "SELECT event_id, status, event_type, attempts, outcome, last_error, completed_at,
+                        expires_at, lease_until
+                 FROM events WHERE event_id = ?1",
+                params![id],
+                |r| {
+                    let status: String = r.get(1)?;
+                    let outcome: Option<String> = r.get(4)?;
+                    Ok(EventRecord {
+                        event_id: r.get(0)?,
+                        status: EventStatus::parse(&status).unwrap_or(EventStatus::Failed),
+                        event_type: r.get(2)?,
+                        attempts: r.get(3)?,
+                        outcome: outcome.as_deref().and_then(Outcome::parse),
+                        last_error: r.get(5)?,
+                        completed_at: r.get(6)?,
+                        expires_at: r.get(7)?,
+                        lease_until: r.get(8)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn item(&self, id: &str) -> Result<Option<StoredItem>, PortError> {
+        let key = id.to_owned();
+        let (table, key_col) = if id.starts_with("acct_") {
+            ("providers", "stripe_account_id")
+        } else {
+            ("objects", "object_id")
+        };
+        let raw: Option<String> = with_conn(&self.conn, move |conn| {
+            conn.query_row(
+                &format!("SELECT item FROM {table} WHERE {key_col} = ?1"),
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await?;
+        match raw {
+            None => Ok(None),
+            Some(text) => match serde_json::from_str(&text) {
+                Ok(serde_json::Value::Object(map)) => Ok(Some(StoredItem(map))),
+                _ => Err(PortError::Permanent(format!("stored item {id} is not a JSON object"))),
+            },
+        }
+    }
+
+    async fn ping(&self) -> Result<(), PortError> {
+        with_conn(&self.conn, |conn| conn.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+}

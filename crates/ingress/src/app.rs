@@ -1,0 +1,314 @@
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use hookline_backend::{Backend, BackendKind, Tuning};
+use hookline_core::clock::unix_secs;
+use hookline_core::coalescer::SendCoalescer;
+use hookline_core::envelope::Envelope;
+use hookline_core::message::OutboundMessage;
+use hookline_core::ports::Queue;
+use hookline_core::secrets::{check_key_mode, parse_webhook_secrets, SecretRuleError};
+use hookline_core::settings::{AppEnv, EventFilter};
+use hookline_signature::Verifier;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::IngressMetrics;
+use crate::settings::IngressArgs;
+
+const RECEIVED: &str = r#"{"received":true}"#;
+const BAD_SIGNATURE: &str = r#"{"error":"Webhook signature verification failed"}"#;
+const BAD_PAYLOAD: &str = r#"{"error":"Invalid event payload"}"#;
+const TOO_LARGE: &str = r#"{"error":"Payload too large"}"#;
+const QUEUE_UNAVAILABLE: &str = r#"{"error":"Queue unavailable"}"#;
+
+/// Why the ingress cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Rule(#[from] SecretRuleError),
+    #[error(transparent)]
+    Backend(#[from] hookline_backend::BackendError),
+    #[error("STRIPE_WEBHOOK_SECRET_ID needs the AWS backend's Secrets Manager client, which this build does not have")]
+    SecretsManagerUnavailable,
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("WEBHOOK_PATH must start with '/'")]
+    WebhookPath,
+}
+
+/// Everything a request needs, shared by all requests.
+#[derive(Debug)]
+pub struct AppState {
+    verifier: RwLock<Arc<Verifier>>,
+    coalescer: SendCoalescer,
+    queue: Arc<dyn Queue>,
+    app_env: AppEnv,
+    enabled: EventFilter,
+    tolerance_secs: u64,
+    max_body_bytes: usize,
+    enqueue_timeout: Duration,
+    pub metrics: IngressMetrics,
+}
+
+impl AppState {
+    fn verifier(&self) -> Arc<Verifier> {
+        match self.verifier.read() {
+            Ok(v) => Arc::clone(&v),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn coalescer(&self) -> &SendCoalescer {
+        &self.coalescer
+    }
+}
+
+/// The ingress's routes over `state`: the webhook path, `/healthz`,
+/// `/readyz` and `/metrics`.
+pub fn router(state: Arc<AppState>, webhook_path: &str, request_timeout: Duration) -> Router {
+    Router::new()
+        .route(webhook_path, post(webhook))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .with_state(state)
+}
+
+/// A bound, ready-to-run ingress (port 0 in tests).
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: Arc<AppState>,
+    backend: BackendKind,
+}
+
+impl Application {
+    /// Loads secrets, opens the backend and binds the listener.
+    pub async fn build(args: IngressArgs, tuning: Tuning) -> Result<Self, BuildError> {
+        if let Some(key) = &args.common.stripe_secret_key {
+            check_key_mode(args.common.app_env, key)?;
+        }
+        if args.webhook.stripe_webhook_secret_id.is_some() {
+            return Err(BuildError::SecretsManagerUnavailable);
+        }
+        let secrets = match &args.webhook.stripe_webhook_secret {
+            Some(value) => parse_webhook_secrets(value)?,
+            None => return Err(SecretRuleError::NoWebhookSecret.into()),
+        };
+        if !args.webhook_path.starts_with('/') {
+            return Err(BuildError::WebhookPath);
+        }
+        let verifier = Verifier::new(secrets.iter().map(|s| s.expose_secret().as_bytes()));
+        let backend: Backend = hookline_backend::open(&args.common, &args.tables, tuning)?;
+        let coalescer = SendCoalescer::spawn(Arc::clone(&backend.queue), backend.coalescer);
+        let state = Arc::new(AppState {
+            verifier: RwLock::new(Arc::new(verifier)),
+            coalescer,
+            queue: Arc::clone(&backend.queue),
+            app_env: args.common.app_env,
+            enabled: args.events.enabled_events.clone(),
+            tolerance_secs: args.webhook_tolerance_secs,
+            max_body_bytes: args.max_body_bytes,
+            enqueue_timeout: Duration::from_millis(args.enqueue_timeout_ms),
+            metrics: IngressMetrics::default(),
+        });
+        let router = router(
+            Arc::clone(&state),
+            &args.webhook_path,
+            Duration::from_secs(args.request_timeout_secs),
+        );
+        let listener = TcpListener::bind(&args.bind_addr)
+            .await
+            .map_err(|source| BuildError::Bind {
+                addr: args.bind_addr.clone(),
+                source,
+            })?;
+        tracing::info!(
+            message = "Ingress ready.",
+            addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            path = %args.webhook_path,
+            backend = %backend.kind,
+            app_env = args.common.app_env.as_str(),
+            secrets = secrets.len(),
+            enabled_events = %args.events.enabled_events,
+        );
+        Ok(Self {
+            listener,
+            router,
+            state,
+            backend: backend.kind,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        Arc::clone(&self.state)
+    }
+
+    pub fn backend(&self) -> &BackendKind {
+        &self.backend
+    }
+
+    /// Serves until `shutdown` fires, then lets in-flight requests finish.
+    pub async fn run_until(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await?;
+        tracing::info!(message = "Ingress stopped.");
+        Ok(())
+    }
+}
+
+fn json(status: StatusCode, body: &'static str) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn webhook(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let start = Instant::now();
+    app.metrics.received.inc();
+    let response = handle_webhook(&app, &headers, body).await;
+    app.metrics.latency.observe(start.elapsed());
+    response
+}
+
+async fn handle_webhook(app: &AppState, headers: &HeaderMap, body: Body) -> Response {
+    // 1. Body size.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > app.max_body_bytes as u64) {
+        app.metrics.too_large.inc();
+        return json(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE);
+    }
+    let raw = match axum::body::to_bytes(body, app.max_body_bytes).await {
+        Ok(raw) => raw,
+        Err(error) => {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || error.to_string().contains("length limit");
+            if too_large {
+                app.metrics.too_large.inc();
+                return json(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE);
+            }
+            tracing::debug!(message = "Cannot read request body.", %error);
+            return json(StatusCode::BAD_REQUEST, BAD_PAYLOAD);
+        }
+    };
+
+    // 2. Signature over the raw bytes.
+    let header = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let now = unix_secs();
+    if let Err(reason) = app.verifier().verify(header, &raw, now, app.tolerance_secs) {
+        app.metrics.signature_failures.inc();
+        tracing::warn!(message = "Webhook signature verification failed.", %reason);
+        return json(StatusCode::BAD_REQUEST, BAD_SIGNATURE);
+    }
+    app.metrics.verified.inc();
+
+    // 3. Payload.
+    let envelope = match Envelope::parse(&raw) {
+        Ok(e) => e,
+        Err(error) => {
+            app.metrics.invalid_payload.inc();
+            tracing::warn!(message = "Signed body is not a Stripe event.", %error);
+            return json(StatusCode::BAD_REQUEST, BAD_PAYLOAD);
+        }
+    };
+
+    // 4. Livemode and event type: acknowledged, not enqueued.
+    if !app.app_env.accepts_livemode(envelope.livemode) {
+        app.metrics.ignored_livemode.inc();
+        tracing::info!(
+            message = "Event ignored: livemode does not match APP_ENV.",
+            event_id = %envelope.id,
+            event_type = %envelope.event_type,
+            livemode = envelope.livemode,
+            app_env = app.app_env.as_str(),
+        );
+        return json(StatusCode::OK, RECEIVED);
+    }
+    if !app.enabled.allows(&envelope.event_type) {
+        app.metrics.ignored_event_type.inc();
+        tracing::info!(
+            message = "Event ignored: type not enabled.",
+            event_id = %envelope.id,
+            event_type = %envelope.event_type,
+        );
+        return json(StatusCode::OK, RECEIVED);
+    }
+
+    // 5. Enqueue; answer 200 only once the queue holds the message.
+    let message = OutboundMessage::for_event(&envelope, raw, now);
+    match tokio::time::timeout(app.enqueue_timeout, app.coalescer.send(message)).await {
+        Ok(Ok(())) => {
+            app.metrics.enqueued.inc();
+            tracing::debug!(
+                message = "Event enqueued.",
+                event_id = %envelope.id,
+                event_type = %envelope.event_type,
+            );
+            json(StatusCode::OK, RECEIVED)
+        }
+        Ok(Err(error)) => {
+            app.metrics.enqueue_failures.inc();
+            tracing::error!(message = "Enqueue failed.", event_id = %envelope.id, %error);
+            json(StatusCode::SERVICE_UNAVAILABLE, QUEUE_UNAVAILABLE)
+        }
+        Err(_) => {
+            app.metrics.enqueue_failures.inc();
+            tracing::error!(message = "Enqueue timed out.", event_id = %envelope.id);
+            json(StatusCode::SERVICE_UNAVAILABLE, QUEUE_UNAVAILABLE)
+        }
+    }
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    let secrets = app.verifier().secret_count();
+    let queue = tokio::time::timeout(Duration::from_secs(2), app.queue.counts()).await;
+    match (secrets, queue) {
+        (0, _) => (StatusCode::SERVICE_UNAVAILABLE, "no webhook secret loaded").into_response(),
+        (_, Ok(Ok(_))) => (StatusCode::OK, "ready").into_response(),
+        (_, Ok(Err(error))) => {
+            tracing::warn!(message = "Readiness: queue unreachable.", %error);
+            (StatusCode::SERVICE_UNAVAILABLE, "queue unreachable").into_response()
+        }
+        (_, Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, "queue check timed out").into_response(),
+    }
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}

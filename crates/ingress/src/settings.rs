@@ -1,0 +1,47 @@
+use hookline_core::settings::{CommonSettings, EventSettings, TableSettings, WebhookSecretSettings};
+
+/// Settings of `hookline-ingress` (environment variables or flags).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "hookline-ingress",
+    version,
+    about = "Receives Stripe webhooks: verifies the Stripe-Signature, enqueues the raw event durably, answers 200.",
+    after_help = "Example:\n  STRIPE_WEBHOOK_SECRET=whsec_test_dev hookline-ingress --bind-addr 127.0.0.1:8080\n\nWith QUEUE_URL unset it uses the embedded SQLite backend under DATA_DIR."
+)]
+pub struct IngressArgs {
+    #[command(flatten)]
+    pub common: CommonSettings,
+
+    #[command(flatten)]
+    pub webhook: WebhookSecretSettings,
+
+    #[command(flatten)]
+    pub events: EventSettings,
+
+    #[command(flatten)]
+    pub tables: TableSettings,
+
+    /// Listen address.
+    #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0:8080")]
+    pub bind_addr: String,
+
+    /// Webhook route.
+    #[arg(long, env = "WEBHOOK_PATH", default_value = "/api/stripe-webhook")]
+    pub webhook_path: String,
+
+    /// A signature timestamp more than this many seconds from now fails.
+    #[arg(long, env = "WEBHOOK_TOLERANCE_SECS", default_value_t = 300)]
+    pub webhook_tolerance_secs: u64,
+
+    /// Largest accepted body; a larger one gets 413.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 262_144)]
+    pub max_body_bytes: usize,
+
+    /// Seconds a request may take in all before it is answered 408.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    pub request_timeout_secs: u64,
+
+    /// Milliseconds to wait for the queue to accept an event before answering 503.
+    #[arg(long, env = "ENQUEUE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub enqueue_timeout_ms: u64,
+}
