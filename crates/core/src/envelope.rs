@@ -134,14 +134,19 @@ mod tests {
             b"{\"id\":\"\",\"type\":\"x\"}",
             b"{\"id\":5,\"type\":\"x\"}",
         ] {
-            assert!(Envelope::parse(body).is_err(), "{}", String::from_utf8_lossy(body));
+            assert!(
+                Envelope::parse(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
     #[test]
     fn escaped_strings_are_decoded() {
-        let env = Envelope::parse(br#"{"id":"evt_\u0041","type":"a.b","data":{"object":{"id":"pi_1"}}}"#)
-            .expect("parses");
+        let env =
+            Envelope::parse(br#"{"id":"evt_\u0041","type":"a.b","data":{"object":{"id":"pi_1"}}}"#)
+                .expect("parses");
         assert_eq!(env.id.as_str(), "evt_A");
         assert_eq!(env.object_id.as_deref(), Some("pi_1"));
         assert_eq!(env.created, None);

@@ -113,7 +113,8 @@ fn payment_intent(raw: &[u8]) -> Result<Projection, HandlerError> {
         currency: pi.currency,
         account: e.account,
         last_payment_error: if e.event_type == "payment_intent.payment_failed" {
-            pi.last_payment_error.and_then(|err| err.message.or(err.code))
+            pi.last_payment_error
+                .and_then(|err| err.message.or(err.code))
         } else {
             None
         },
@@ -265,7 +266,10 @@ mod tests {
     fn payment_intent_failed_keeps_the_error_message() {
         let o = object(payment_intent(&fixture("payment_intent.payment_failed")).expect("handles"));
         assert_eq!(o.status, "requires_payment_method");
-        assert!(o.last_payment_error.as_deref().is_some_and(|m| !m.is_empty()));
+        assert!(o
+            .last_payment_error
+            .as_deref()
+            .is_some_and(|m| !m.is_empty()));
     }
 
     #[test]

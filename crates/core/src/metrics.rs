@@ -101,7 +101,11 @@ impl Exposition {
     }
 
     pub fn counter(&mut self, name: &str, help: &str, c: &Counter) -> &mut Self {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());
+        let _ = writeln!(
+            self.0,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            c.get()
+        );
         self
     }
 
@@ -121,7 +125,11 @@ impl Exposition {
     }
 
     pub fn gauge(&mut self, name: &str, help: &str, g: &Gauge) -> &mut Self {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", g.get());
+        let _ = writeln!(
+            self.0,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+            g.get()
+        );
         self
     }
 
@@ -159,7 +167,8 @@ mod tests {
         h.observe(Duration::from_millis(5));
         h.observe(Duration::from_secs(1));
         let mut e = Exposition::new();
-        e.counter("x_total", "X.", &c).histogram("lat_seconds", "Lat.", &h);
+        e.counter("x_total", "X.", &c)
+            .histogram("lat_seconds", "Lat.", &h);
         let text = e.finish();
         assert!(text.contains("x_total 3\n"));
         assert!(text.contains("lat_seconds_bucket{le=\"0.001\"} 1\n"));

@@ -97,7 +97,9 @@ mod tests {
         assert!(check_key_mode(dev, &s("rk_test_fake123")).is_ok());
         assert!(check_key_mode(prod, &s("sk_live_fake123")).is_ok());
         let e = check_key_mode(dev, &s("sk_live_fakeSECRETVALUE")).expect_err("refused");
-        assert!(e.to_string().contains("live keys are refused outside production"));
+        assert!(e
+            .to_string()
+            .contains("live keys are refused outside production"));
         assert!(!e.to_string().contains("fakeSECRETVALUE"));
         assert_eq!(
             check_key_mode(prod, &s("rk_test_fake")),

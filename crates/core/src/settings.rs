@@ -143,7 +143,12 @@ impl EventFilter {
 
 impl Default for EventFilter {
     fn default() -> Self {
-        Self::Only(DEFAULT_ENABLED_EVENTS.iter().map(|s| (*s).to_owned()).collect())
+        Self::Only(
+            DEFAULT_ENABLED_EVENTS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+        )
     }
 }
 

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use queue::EmbeddedQueue;
+pub use queue::{EmbeddedQueue, StoredMessage};
 pub use store::EmbeddedStore;
 
 /// Queue names inside the database file.

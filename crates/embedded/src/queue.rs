@@ -58,7 +58,8 @@ impl EmbeddedQueue {
     ) -> rusqlite::Result<Vec<Delivery>> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = unix_millis();
-        let hidden_until = now.saturating_add(i64::try_from(visibility.as_millis()).unwrap_or(i64::MAX));
+        let hidden_until =
+            now.saturating_add(i64::try_from(visibility.as_millis()).unwrap_or(i64::MAX));
         let mut out = Vec::with_capacity(max);
         loop {
             let want = max - out.len();
@@ -69,7 +70,14 @@ impl EmbeddedQueue {
                      ORDER BY visible_at, seq LIMIT ?3",
                 )?;
                 let mapped = stmt.query_map(params![queue, now, want as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
                 })?;
                 mapped.collect::<rusqlite::Result<_>>()?
             };
@@ -207,7 +215,10 @@ impl Queue for EmbeddedQueue {
     async fn delete_batch(&self, receipts: &[String]) -> Vec<Result<(), PortError>> {
         let parsed: Vec<Result<(i64, String), PortError>> =
             receipts.iter().map(|r| parse_receipt(r)).collect();
-        let valid: Vec<(i64, String)> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
+        let valid: Vec<(i64, String)> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().cloned())
+            .collect();
         let result = with_conn(&self.conn, move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {

@@ -28,7 +28,10 @@ impl EmbeddedStore {
     }
 }
 
-fn status_of(conn: &Connection, event_id: &str) -> rusqlite::Result<Option<(String, u32, Option<i64>)>> {
+fn status_of(
+    conn: &Connection,
+    event_id: &str,
+) -> rusqlite::Result<Option<(String, u32, Option<i64>)>> {
     conn.query_row(
         "SELECT status, attempts, lease_until FROM events WHERE event_id = ?1",
         params![event_id],
@@ -231,12 +234,17 @@ impl Store for EmbeddedStore {
             None => Ok(None),
             Some(text) => match serde_json::from_str(&text) {
                 Ok(serde_json::Value::Object(map)) => Ok(Some(StoredItem(map))),
-                _ => Err(PortError::Permanent(format!("stored item {id} is not a JSON object"))),
+                _ => Err(PortError::Permanent(format!(
+                    "stored item {id} is not a JSON object"
+                ))),
             },
         }
     }
 
     async fn ping(&self) -> Result<(), PortError> {
-        with_conn(&self.conn, |conn| conn.query_row("SELECT 1", [], |_| Ok(()))).await
+        with_conn(&self.conn, |conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+        })
+        .await
     }
 }

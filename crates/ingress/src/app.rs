@@ -135,12 +135,13 @@ impl Application {
             &args.webhook_path,
             Duration::from_secs(args.request_timeout_secs),
         );
-        let listener = TcpListener::bind(&args.bind_addr)
-            .await
-            .map_err(|source| BuildError::Bind {
-                addr: args.bind_addr.clone(),
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(&args.bind_addr)
+                .await
+                .map_err(|source| BuildError::Bind {
+                    addr: args.bind_addr.clone(),
+                    source,
+                })?;
         tracing::info!(
             message = "Ingress ready.",
             addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),

@@ -10,7 +10,10 @@ async fn main() -> std::process::ExitCode {
     match run(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(message = "hookline-ingress failed.", error = format!("{error:#}"));
+            tracing::error!(
+                message = "hookline-ingress failed.",
+                error = format!("{error:#}")
+            );
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE
         }

@@ -1,10 +1,13 @@
-use hookline_core::settings::{CommonSettings, EventSettings, TableSettings, WebhookSecretSettings};
+use hookline_core::settings::{
+    CommonSettings, EventSettings, TableSettings, WebhookSecretSettings,
+};
 
 /// Settings of `hookline-ingress` (environment variables or flags).
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "hookline-ingress",
     version,
+    args_override_self = true,
     about = "Receives Stripe webhooks: verifies the Stripe-Signature, enqueues the raw event durably, answers 200.",
     after_help = "Example:\n  STRIPE_WEBHOOK_SECRET=whsec_test_dev hookline-ingress --bind-addr 127.0.0.1:8080\n\nWith QUEUE_URL unset it uses the embedded SQLite backend under DATA_DIR."
 )]

@@ -1,0 +1,63 @@
+//! `hookline dev send`: sign a fixture event and post it to the ingress.
+
+use anyhow::{bail, Context};
+use secrecy::ExposeSecret;
+
+use hookline_core::clock::unix_secs;
+use hookline_core::secrets::parse_webhook_secrets;
+use hookline_core::settings::WebhookSecretSettings;
+
+/// Arguments of `hookline dev send`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SendArgs {
+    /// Event type of the fixture to send (one of the six default types).
+    pub event_type: String,
+
+    /// Ingress webhook URL.
+    #[arg(
+        long,
+        env = "HOOKLINE_URL",
+        default_value = "http://127.0.0.1:8080/api/stripe-webhook"
+    )]
+    pub url: String,
+
+    #[command(flatten)]
+    pub webhook: WebhookSecretSettings,
+}
+
+/// Sends the event; returns the event id and the ingress's answer.
+pub async fn send(args: &SendArgs) -> anyhow::Result<(String, u16, String)> {
+    let Some(value) = &args.webhook.stripe_webhook_secret else {
+        bail!("STRIPE_WEBHOOK_SECRET is required to sign the event");
+    };
+    let secrets = parse_webhook_secrets(value)?;
+    let Some(secret) = secrets.first() else {
+        bail!("STRIPE_WEBHOOK_SECRET is empty");
+    };
+    let now = unix_secs();
+    let Some(body) = crate::fixtures::fresh_event(&args.event_type, now) else {
+        let known: Vec<&str> = crate::fixtures::EVENTS.iter().map(|(t, _)| *t).collect();
+        bail!(
+            "no sample event of type {}; known types: {}",
+            args.event_type,
+            known.join(", ")
+        );
+    };
+    let id = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let header =
+        hookline_signature::header_for(secret.expose_secret().as_bytes(), now, body.as_bytes());
+    let response = reqwest::Client::new()
+        .post(&args.url)
+        .header("content-type", "application/json")
+        .header("stripe-signature", header)
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the ingress at {}", args.url))?;
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    Ok((id, status, text))
+}

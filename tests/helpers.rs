@@ -1,0 +1,181 @@
+//! Shared by every test module; not every module uses every helper.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use hookline_backend::Tuning;
+use hookline_embedded::{Embedded, Options};
+use hookline_ingress::{AppState, Application, IngressArgs};
+use tokio_util::sync::CancellationToken;
+
+/// An obviously fake webhook secret.
+pub const SECRET: &str = "whsec_test_hooklineIntegrationSecret";
+
+/// A fixture event from `testdata/stripe-events/` (see its README).
+pub fn fixture(event_type: &str) -> String {
+    let path = repo_root()
+        .join("testdata/stripe-events")
+        .join(format!("{event_type}.json"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The fixture with a fresh id and `created`, pretty-printed.
+pub fn event_with(event_type: &str, id: &str, created: i64) -> String {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&fixture(event_type)).expect("fixture json");
+    v["id"] = id.into();
+    v["created"] = created.into();
+    serde_json::to_string_pretty(&v).expect("serialises")
+}
+
+pub fn now() -> i64 {
+    hookline_core::clock::unix_secs()
+}
+
+pub fn sign(body: &str) -> String {
+    hookline_signature::header_for(SECRET.as_bytes(), now(), body.as_bytes())
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Path of a workspace binary, built by `cargo build --bins` (the Makefile
+/// does it before the tests run).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe path");
+    // target/<profile>/deps/tests-<hash> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --bins` (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A running in-process ingress on a random port over its own data dir.
+pub struct TestApp {
+    pub address: String,
+    pub data_dir: tempfile::TempDir,
+    pub state: Arc<AppState>,
+    pub backend: Embedded,
+    pub client: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestApp {
+    pub fn webhook_url(&self) -> String {
+        format!("{}/api/stripe-webhook", self.address)
+    }
+
+    pub async fn post(
+        &self,
+        body: impl Into<reqwest::Body>,
+        signature: Option<&str>,
+    ) -> (u16, String) {
+        let mut req = self
+            .client
+            .post(self.webhook_url())
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(sig) = signature {
+            req = req.header("stripe-signature", sig);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.expect("body"))
+    }
+
+    /// Posts `body` with a valid signature.
+    pub async fn post_signed(&self, body: &str) -> (u16, String) {
+        let sig = sign(body);
+        self.post(body.to_owned(), Some(&sig)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.expect("body"))
+    }
+
+    /// Every message in the main queue, in send order.
+    pub async fn queued(&self) -> Vec<hookline_embedded::StoredMessage> {
+        self.backend.queue.snapshot().await.expect("snapshot")
+    }
+}
+
+/// Starts the ingress with the default test settings plus `extra` flags.
+pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    spawn_app_tuned(extra, Tuning::default()).await
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_tuned(extra: &[&str], tuning: Tuning) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let dir = data_dir.path().to_str().expect("utf-8 path").to_owned();
+    let mut argv = vec![
+        "hookline-ingress",
+        "--bind-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        &dir,
+        "--stripe-webhook-secret",
+        SECRET,
+        "--app-env",
+        "development",
+        "--log-format",
+        "text",
+    ];
+    argv.extend_from_slice(extra);
+    let args = IngressArgs::try_parse_from(argv).expect("test args parse");
+    let app = Application::build(args, tuning).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run_until(shutdown.clone()));
+    let backend = hookline_embedded::open(data_dir.path(), Options::default()).expect("open db");
+    TestApp {
+        address,
+        data_dir,
+        state,
+        backend,
+        client: reqwest::Client::new(),
+        shutdown,
+        task,
+    }
+}
+
+/// Polls `check` every 20 ms until it holds or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

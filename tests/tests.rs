@@ -1,0 +1,15 @@
+//! Hookline's integration tests: one binary, one module per subject. They
+//! run the real ingress (in-process on a random port, or as the built
+//! binary) against a real SQLite file in a temporary directory.
+
+/// Shared helpers: `spawn_app()`, signing, fixtures, binary paths.
+mod helpers;
+
+/// Every row of the SPEC's "Ingress HTTP" table, in-process on a random port.
+mod ingress_http;
+
+/// The `hookline-ingress` binary: settings, exit codes, logs, signals, crashes.
+mod ingress_binary;
+
+/// The embedded queue: visibility, receive counts, redrive, concurrent receivers.
+mod embedded_queue;
