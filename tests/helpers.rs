@@ -179,3 +179,130 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Sends a signal (`TERM`, `KILL`) to a child process.
+pub fn signal(child: &std::process::Child, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name}");
+}
+
+/// Waits for a child to exit; panics after `within`.
+pub fn wait_exit(child: &mut std::process::Child, within: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.code();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Puts events on the embedded main queue exactly as the ingress would.
+pub async fn enqueue(db: &Embedded, bodies: &[String]) {
+    use hookline_core::ports::Queue;
+    let messages: Vec<_> = bodies
+        .iter()
+        .map(|b| {
+            let env = hookline_core::envelope::Envelope::parse(b.as_bytes()).expect("an event");
+            hookline_core::message::OutboundMessage::for_event(
+                &env,
+                bytes::Bytes::from(b.clone()),
+                now(),
+            )
+        })
+        .collect();
+    for chunk in messages.chunks(100) {
+        let results = db.queue.send_batch(chunk).await;
+        assert!(results.iter().all(Result::is_ok), "enqueue failed");
+    }
+}
+
+/// A running `hookline-worker` process; killed on drop.
+pub struct WorkerProc {
+    pub child: std::process::Child,
+    pub metrics_url: String,
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the built worker on `data_dir` with quick test timings.
+pub fn start_worker(data_dir: &Path, extra_env: &[(&str, &str)]) -> WorkerProc {
+    let port = free_port();
+    let mut cmd = std::process::Command::new(bin("hookline-worker"));
+    cmd.env_clear()
+        .env("DATA_DIR", data_dir)
+        .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .env("RECEIVE_WAIT_SECS", "1")
+        .env("RETRY_BASE_SECS", "1")
+        .env("RETRY_MAX_SECS", "2")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    WorkerProc {
+        child: cmd.spawn().expect("worker starts"),
+        metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+    }
+}
+
+/// Whether the worker serves its metrics (it is up and polling).
+pub async fn ready(worker: &WorkerProc) -> bool {
+    reqwest::get(&worker.metrics_url)
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// Reads one sample of the worker's metrics, 0 when absent or unreachable.
+pub async fn metric(worker: &WorkerProc, series: &str) -> u64 {
+    let Ok(resp) = reqwest::get(&worker.metrics_url).await else {
+        return 0;
+    };
+    let text = resp.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// The ledger item of an event, if any.
+pub async fn ledger(db: &Embedded, event_id: &str) -> Option<hookline_core::records::EventRecord> {
+    use hookline_core::ports::Store;
+    db.store.event(event_id).await.expect("store reads")
+}
+
+/// The stored objects/provider item as JSON.
+pub async fn item(db: &Embedded, id: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    use hookline_core::ports::Store;
+    db.store.item(id).await.expect("store reads").map(|i| i.0)
+}
+
+/// Whether every one of `ids` is COMPLETED.
+pub async fn all_completed(db: &Embedded, ids: &[String]) -> bool {
+    for id in ids {
+        match ledger(db, id).await {
+            Some(r) if r.status == hookline_core::records::EventStatus::Completed => {}
+            _ => return false,
+        }
+    }
+    true
+}

@@ -4,13 +4,6 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 struct Ingress {
     child: Child,
     url: String,
@@ -72,22 +65,6 @@ async fn post(url: &str, body: &str) -> u16 {
         .unwrap_or(0)
 }
 
-fn signal(child: &Child, sig: i32) {
-    let pid = i32::try_from(child.id()).expect("pid fits");
-    // SAFETY-free: libc::kill is a plain syscall wrapper; the lint forbids
-    // unsafe in our crates, so use the `kill` command instead.
-    let name = if sig == libc::SIGTERM {
-        "-TERM"
-    } else {
-        "-KILL"
-    };
-    let status = Command::new("kill")
-        .args([name, &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-}
-
 fn stderr_of(child: &mut Child) -> String {
     let mut s = String::new();
     if let Some(mut err) = child.stderr.take() {
@@ -113,16 +90,9 @@ async fn sigterm_exits_0_and_logs_never_contain_the_secret() {
         .expect("sent");
     assert_eq!(bad.status().as_u16(), 400);
 
-    signal(&ingress.child, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = ingress.child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "ingress did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
+    signal(&ingress.child, "TERM");
+    let code = wait_exit(&mut ingress.child, Duration::from_secs(10));
+    assert_eq!(code, Some(0), "exit code after SIGTERM");
     let logs = stderr_of(&mut ingress.child);
     assert!(
         logs.contains("Webhook signature verification failed"),
@@ -150,7 +120,7 @@ async fn a_killed_ingress_loses_no_acknowledged_event() {
         }
     }
     assert_eq!(acknowledged.len(), 30);
-    signal(&ingress.child, libc::SIGKILL);
+    signal(&ingress.child, "KILL");
     drop(ingress);
     let db = hookline_embedded::open(dir.path(), Default::default()).expect("db");
     let ids: Vec<String> = db

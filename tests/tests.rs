@@ -13,3 +13,7 @@ mod ingress_binary;
 
 /// The embedded queue: visibility, receive counts, redrive, concurrent receivers.
 mod embedded_queue;
+
+/// The `hookline-worker` binary on the embedded backend: records, duplicates,
+/// ordering, two workers, dead-lettering, outages, SIGKILL and SIGTERM.
+mod worker;

@@ -66,6 +66,7 @@ pub fn open(
     }
     let mut options = hookline_embedded::Options {
         max_receives: common.max_receives,
+        busy_timeout: Duration::from_millis(common.embedded_busy_timeout_ms),
         ..Default::default()
     };
     if let Some(t) = tuning.busy_timeout {

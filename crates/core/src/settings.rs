@@ -82,6 +82,10 @@ pub struct CommonSettings {
     #[arg(long, env = "STRIPE_SECRET_KEY_ID")]
     pub stripe_secret_key_id: Option<String>,
 
+    /// Embedded backend: milliseconds to wait for another process's write lock.
+    #[arg(long, env = "EMBEDDED_BUSY_TIMEOUT_MS", default_value_t = 5_000)]
+    pub embedded_busy_timeout_ms: u64,
+
     /// Seconds between re-reads of secrets held in Secrets Manager.
     #[arg(long, env = "SECRET_REFRESH_SECS", default_value_t = 300)]
     pub secret_refresh_secs: u64,

@@ -1,1 +1,23 @@
-//! The worker.
+//! The worker: long-polls the queue, applies each Stripe event exactly once
+//! to the store, and deletes the message only after the effect committed.
+//!
+//! - [`decide`] holds the pure rules: which [`decide::Decision`] follows a
+//!   processing result, and the backoff delay after the n-th failure.
+//! - [`process`] turns one delivery into a decision (parse, claim, handle,
+//!   commit) through the store port.
+//! - [`run`] is the loop: receive up to `WORKER_CONCURRENCY` events at once,
+//!   heartbeat long ones, act on decisions, batch deletes, shut down on
+//!   SIGTERM within `SHUTDOWN_GRACE_SECS`.
+//!
+//! Architecture invariant: a message is deleted only after its event is
+//! `COMPLETED` in the store (applied, stale, ignored or a duplicate) or after
+//! its copy is in the dead-letter queue.
+
+pub mod decide;
+pub mod metrics;
+pub mod process;
+pub mod run;
+mod settings;
+
+pub use run::Worker;
+pub use settings::WorkerArgs;

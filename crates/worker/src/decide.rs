@@ -1,0 +1,138 @@
+//! The worker's pure rules: no I/O, no clock, no randomness of their own.
+
+use std::time::Duration;
+
+use hookline_core::records::Outcome;
+
+/// SQS's largest visibility timeout (12 hours).
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
+
+/// What to do with a delivery once it was processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The event is `COMPLETED`: delete the message.
+    Done(Done),
+    /// A transient failure: make the message visible again after `delay`.
+    RetryLater { delay: Duration, error: String },
+    /// Another worker holds a live lease: look again once it ends.
+    Busy { delay: Duration },
+    /// Cannot succeed: copy to the DLQ with `reason`, then delete.
+    DeadLetter { reason: String },
+}
+
+/// How a delivery completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// This delivery completed the event.
+    Completed(Outcome),
+    /// The event was already `COMPLETED` (redelivery, replay, race).
+    Duplicate,
+}
+
+impl Done {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Completed(o) => o.as_str(),
+            Self::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// Backoff policy: full jitter over an exponential ceiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The ceiling after the `n`-th failed delivery: `min(max, base·2^(n−1))`.
+    pub fn ceiling(&self, n: u32) -> Duration {
+        let exp = n.saturating_sub(1).min(62);
+        let factor = 1u64 << exp;
+        let secs = self.base.as_secs_f64() * factor as f64;
+        Duration::from_secs_f64(secs.min(self.max.as_secs_f64()))
+            .min(self.max)
+            .min(MAX_VISIBILITY)
+    }
+
+    /// The delay after the `n`-th failed delivery, `unit` in [0, 1] being the
+    /// caller's random draw: a delay in [0, ceiling(n)].
+    pub fn delay(&self, n: u32, unit: f64) -> Duration {
+        self.ceiling(n).mul_f64(unit.clamp(0.0, 1.0))
+    }
+}
+
+/// After a transient failure on delivery `receive_count`: retry later, or
+/// dead-letter once the deliveries are used up (the worker moves it itself,
+/// so the DLQ copy carries the reason).
+pub fn after_transient(
+    error: String,
+    receive_count: u32,
+    max_receives: u32,
+    backoff: Backoff,
+    unit: f64,
+) -> Decision {
+    if receive_count >= max_receives {
+        Decision::DeadLetter {
+            reason: format!("gave up after {receive_count} deliveries: {error}"),
+        }
+    } else {
+        Decision::RetryLater {
+            delay: backoff.delay(receive_count, unit),
+            error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: Backoff = Backoff {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(300),
+    };
+
+    #[test]
+    fn ceiling_doubles_then_caps() {
+        let got: Vec<u64> = (1..=11).map(|n| B.ceiling(n).as_secs()).collect();
+        assert_eq!(got, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(B.ceiling(0), Duration::from_secs(1));
+        assert_eq!(B.ceiling(u32::MAX), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn delay_is_full_jitter_within_the_ceiling() {
+        assert_eq!(B.delay(3, 0.0), Duration::ZERO);
+        assert_eq!(B.delay(3, 1.0), Duration::from_secs(4));
+        assert_eq!(B.delay(3, 0.5), Duration::from_secs(2));
+        assert_eq!(B.delay(3, 7.0), Duration::from_secs(4), "clamped draw");
+    }
+
+    #[test]
+    fn never_beyond_the_sqs_visibility_limit() {
+        let huge = Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(1_000_000),
+        };
+        assert_eq!(huge.ceiling(40), MAX_VISIBILITY);
+    }
+
+    #[test]
+    fn transient_failures_retry_until_the_last_delivery() {
+        match after_transient("timeout".into(), 2, 5, B, 1.0) {
+            Decision::RetryLater { delay, error } => {
+                assert_eq!(delay, Duration::from_secs(2));
+                assert_eq!(error, "timeout");
+            }
+            other => panic!("{other:?}"),
+        }
+        match after_transient("timeout".into(), 5, 5, B, 1.0) {
+            Decision::DeadLetter { reason } => {
+                assert_eq!(reason, "gave up after 5 deliveries: timeout")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

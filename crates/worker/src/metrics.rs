@@ -1,0 +1,107 @@
+//! What the worker counts, served on `METRICS_ADDR`.
+
+use hookline_core::metrics::{Counter, Exposition, Gauge, Histogram, AGE_BUCKETS, LATENCY_BUCKETS};
+
+use crate::decide::Done;
+use hookline_core::records::Outcome;
+
+#[derive(Debug)]
+pub struct WorkerMetrics {
+    pub applied: Counter,
+    pub stale: Counter,
+    pub ignored: Counter,
+    pub duplicate: Counter,
+    pub retries: Counter,
+    pub busy: Counter,
+    pub dead_lettered: Counter,
+    pub receive_errors: Counter,
+    pub in_flight: Gauge,
+    pub handler_latency: Histogram,
+    /// now − `created` when an event is applied: the lag users watch.
+    pub event_age: Histogram,
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> Self {
+        Self {
+            applied: Counter::default(),
+            stale: Counter::default(),
+            ignored: Counter::default(),
+            duplicate: Counter::default(),
+            retries: Counter::default(),
+            busy: Counter::default(),
+            dead_lettered: Counter::default(),
+            receive_errors: Counter::default(),
+            in_flight: Gauge::default(),
+            handler_latency: Histogram::new(LATENCY_BUCKETS),
+            event_age: Histogram::new(AGE_BUCKETS),
+        }
+    }
+}
+
+impl WorkerMetrics {
+    pub fn done(&self, done: Done) {
+        match done {
+            Done::Completed(Outcome::Applied) => self.applied.inc(),
+            Done::Completed(Outcome::Stale) => self.stale.inc(),
+            Done::Completed(Outcome::Ignored) => self.ignored.inc(),
+            Done::Duplicate => self.duplicate.inc(),
+        }
+    }
+
+    /// Everything that completed, whatever the outcome.
+    pub fn completed(&self) -> u64 {
+        self.applied.get() + self.stale.get() + self.ignored.get() + self.duplicate.get()
+    }
+
+    pub fn render(&self) -> String {
+        let mut e = Exposition::new();
+        e.counters(
+            "hookline_events_processed_total",
+            "Deliveries completed, by outcome.",
+            "outcome",
+            &[
+                ("applied", &self.applied),
+                ("stale", &self.stale),
+                ("ignored", &self.ignored),
+                ("duplicate", &self.duplicate),
+            ],
+        )
+        .counter(
+            "hookline_event_retries_total",
+            "Deliveries given back to the queue after a transient failure.",
+            &self.retries,
+        )
+        .counter(
+            "hookline_event_busy_total",
+            "Deliveries postponed because another worker held the event's lease.",
+            &self.busy,
+        )
+        .counter(
+            "hookline_events_dead_lettered_total",
+            "Messages the worker moved to the dead-letter queue.",
+            &self.dead_lettered,
+        )
+        .counter(
+            "hookline_receive_errors_total",
+            "Failed receives from the queue.",
+            &self.receive_errors,
+        )
+        .gauge(
+            "hookline_events_in_flight",
+            "Events being processed now.",
+            &self.in_flight,
+        )
+        .histogram(
+            "hookline_handler_duration_seconds",
+            "Time to process one delivery, claim to commit.",
+            &self.handler_latency,
+        )
+        .histogram(
+            "hookline_event_age_seconds",
+            "Age of an event (now - created) when it was applied.",
+            &self.event_age,
+        );
+        e.finish()
+    }
+}

@@ -1,0 +1,218 @@
+//! One delivery in, one [`Decision`] out: parse, claim, handle, commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use hookline_core::envelope::{Envelope, EventId};
+use hookline_core::handlers::handler_for;
+use hookline_core::message::attr;
+use hookline_core::ports::{Claim, Delivery, PortError, Store};
+use hookline_core::records::Completion;
+use hookline_core::settings::EventFilter;
+
+use crate::decide::{after_transient, Backoff, Decision, Done};
+
+/// What the worker knows about the event behind a delivery, for logs and
+/// metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventInfo {
+    pub event_id: Option<String>,
+    pub event_type: Option<String>,
+    pub created: Option<i64>,
+    pub attempts: Option<u32>,
+}
+
+/// Turns deliveries into decisions through the store port.
+#[derive(Debug, Clone)]
+pub struct Processor {
+    pub store: Arc<dyn Store>,
+    pub enabled: EventFilter,
+    pub backoff: Backoff,
+    pub max_receives: u32,
+    /// How long a claim holds the event against other workers.
+    pub lease: Duration,
+}
+
+/// In-process retries of one store call: a few quick tries smooth over a
+/// blip (lock contention, a throttled request) before the delivery is given
+/// back to the queue's slower, receive-counted backoff.
+fn quick_retries() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(20))
+        .with_max_delay(Duration::from_millis(200))
+        .with_max_times(2)
+        .with_jitter()
+}
+
+/// A copy of an event that another worker is processing comes back on the
+/// backoff schedule (the holder usually finishes in milliseconds, then the
+/// copy completes as a duplicate), never later than the lease's end and
+/// never sooner than half a second.
+pub fn busy_delay(
+    backoff: Backoff,
+    receive_count: u32,
+    unit: f64,
+    lease_remaining_secs: u64,
+) -> Duration {
+    backoff
+        .delay(receive_count, unit)
+        .min(Duration::from_secs(lease_remaining_secs))
+        .max(Duration::from_millis(500))
+}
+
+impl Processor {
+    /// Processes one delivery at `now` (Unix seconds); `unit` is a random
+    /// draw in [0, 1] for the backoff jitter.
+    pub async fn process(&self, delivery: &Delivery, now: i64, unit: f64) -> (Decision, EventInfo) {
+        let mut info = EventInfo {
+            event_id: delivery.attributes.get(attr::EVENT_ID).cloned(),
+            event_type: delivery.attributes.get(attr::EVENT_TYPE).cloned(),
+            ..Default::default()
+        };
+        let envelope = match Envelope::parse(&delivery.body) {
+            Ok(e) => e,
+            Err(error) => {
+                let reason = format!("invalid event payload: {error}");
+                self.record_failure(&info, &reason, now).await;
+                return (Decision::DeadLetter { reason }, info);
+            }
+        };
+        info.event_id = Some(envelope.id.to_string());
+        info.event_type = Some(envelope.event_type.clone());
+        info.created = envelope.created;
+        let decision = self
+            .process_event(&envelope, delivery, now, unit, &mut info)
+            .await;
+        (decision, info)
+    }
+
+    async fn process_event(
+        &self,
+        envelope: &Envelope,
+        delivery: &Delivery,
+        now: i64,
+        unit: f64,
+        info: &mut EventInfo,
+    ) -> Decision {
+        let id = &envelope.id;
+        let event_type = envelope.event_type.as_str();
+        let transient = |error: PortError| {
+            after_transient(
+                error.to_string(),
+                delivery.receive_count,
+                self.max_receives,
+                self.backoff,
+                unit,
+            )
+        };
+
+        let claim = (|| self.store.claim(id, event_type, now, self.lease.as_secs()))
+            .retry(quick_retries())
+            .when(PortError::is_retryable)
+            .await;
+        match claim {
+            Ok(Claim::Completed) => return Decision::Done(Done::Duplicate),
+            Ok(Claim::Busy { lease_until }) => {
+                let remaining = u64::try_from(lease_until.saturating_sub(now)).unwrap_or(0);
+                return Decision::Busy {
+                    delay: busy_delay(self.backoff, delivery.receive_count, unit, remaining),
+                };
+            }
+            Ok(Claim::Started { attempts }) => info.attempts = Some(attempts),
+            Err(error @ PortError::Transient(_)) => return transient(error),
+            Err(PortError::Permanent(e)) => {
+                return Decision::DeadLetter {
+                    reason: format!("store refused the claim: {e}"),
+                }
+            }
+        }
+
+        // Required fields, then the handler (pure).
+        let handler = if self.enabled.allows(event_type) {
+            handler_for(event_type)
+        } else {
+            None
+        };
+        let projection = match (envelope.created, handler) {
+            (None, _) => {
+                let reason = "event has no created timestamp".to_owned();
+                return self.fail_permanently(id, event_type, reason, now).await;
+            }
+            (Some(_), None) => None,
+            (Some(_), Some(handle)) => match handle(&delivery.body) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    return self
+                        .fail_permanently(id, event_type, e.to_string(), now)
+                        .await
+                }
+            },
+        };
+
+        let committed = (|| {
+            self.store
+                .complete(id, event_type, projection.as_ref(), now)
+        })
+        .retry(quick_retries())
+        .when(PortError::is_retryable)
+        .await;
+        match committed {
+            Ok(Completion::Completed(outcome)) => Decision::Done(Done::Completed(outcome)),
+            Ok(Completion::Duplicate) => Decision::Done(Done::Duplicate),
+            Err(error @ PortError::Transient(_)) => {
+                let decision = transient(error.clone());
+                self.record_failure(info, &error.to_string(), now).await;
+                decision
+            }
+            Err(PortError::Permanent(e)) => {
+                self.fail_permanently(id, event_type, format!("store refused the write: {e}"), now)
+                    .await
+            }
+        }
+    }
+
+    async fn fail_permanently(
+        &self,
+        id: &EventId,
+        event_type: &str,
+        reason: String,
+        now: i64,
+    ) -> Decision {
+        if let Err(error) = self.store.fail(id, event_type, &reason, now).await {
+            tracing::warn!(message = "Cannot record the failure in the ledger.", event_id = %id, %error);
+        }
+        Decision::DeadLetter { reason }
+    }
+
+    /// Best effort: the ledger's `lastError`, for events the queue may redrive.
+    async fn record_failure(&self, info: &EventInfo, error: &str, now: i64) {
+        let (Some(id), Some(event_type)) = (&info.event_id, &info.event_type) else {
+            return;
+        };
+        if let Err(e) = self
+            .store
+            .fail(&EventId::new(id.clone()), event_type, error, now)
+            .await
+        {
+            tracing::debug!(message = "Cannot record the failure in the ledger.", event_id = %id, error = %e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_copies_come_back_soon_but_within_the_lease() {
+        let b = Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+        };
+        assert_eq!(busy_delay(b, 1, 1.0, 30), Duration::from_secs(1));
+        assert_eq!(busy_delay(b, 1, 0.0, 30), Duration::from_millis(500));
+        assert_eq!(busy_delay(b, 9, 1.0, 30), Duration::from_secs(30));
+        assert_eq!(busy_delay(b, 9, 1.0, 0), Duration::from_millis(500));
+    }
+}

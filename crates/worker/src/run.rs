@@ -1,0 +1,388 @@
+//! The receive loop, the heartbeat, acting on decisions, and shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use hookline_backend::{Backend, Tuning};
+use hookline_core::clock::unix_secs;
+use hookline_core::message::attr;
+use hookline_core::ports::{Delivery, Queue};
+use hookline_core::secrets::{check_key_mode, SecretRuleError};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::decide::{Backoff, Decision, Done};
+use crate::metrics::WorkerMetrics;
+use crate::process::{EventInfo, Processor};
+use crate::settings::WorkerArgs;
+
+/// Why the worker cannot start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Rule(#[from] SecretRuleError),
+    #[error(transparent)]
+    Backend(#[from] hookline_backend::BackendError),
+    #[error("DLQ_URL is required when QUEUE_URL is set")]
+    MissingDlq,
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A built worker, ready to run.
+#[derive(Debug)]
+pub struct Worker {
+    queue: Arc<dyn Queue>,
+    dlq: Arc<dyn Queue>,
+    processor: Processor,
+    metrics: Arc<WorkerMetrics>,
+    listener: TcpListener,
+    concurrency: usize,
+    visibility: Duration,
+    receive_wait: Duration,
+    grace: Duration,
+}
+
+impl Worker {
+    pub async fn build(args: WorkerArgs) -> Result<Self, WorkerError> {
+        if let Some(key) = &args.common.stripe_secret_key {
+            check_key_mode(args.common.app_env, key)?;
+        }
+        if args.common.queue_url.is_some() && args.common.dlq_url.is_none() {
+            return Err(WorkerError::MissingDlq);
+        }
+        let backend: Backend =
+            hookline_backend::open(&args.common, &args.tables, Tuning::default())?;
+        let listener = TcpListener::bind(&args.metrics_addr)
+            .await
+            .map_err(|source| WorkerError::Bind {
+                addr: args.metrics_addr.clone(),
+                source,
+            })?;
+        let visibility = Duration::from_secs(args.common.visibility_timeout_secs);
+        tracing::info!(
+            message = "Worker ready.",
+            backend = %backend.kind,
+            concurrency = args.worker_concurrency,
+            max_receives = args.common.max_receives,
+            visibility_timeout_secs = args.common.visibility_timeout_secs,
+            metrics_addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            enabled_events = %args.events.enabled_events,
+        );
+        Ok(Self {
+            queue: backend.queue,
+            dlq: backend.dlq,
+            processor: Processor {
+                store: backend.store,
+                enabled: args.events.enabled_events,
+                backoff: Backoff {
+                    base: Duration::from_secs(args.retry_base_secs),
+                    max: Duration::from_secs(args.retry_max_secs),
+                },
+                max_receives: args.common.max_receives,
+                lease: visibility,
+            },
+            metrics: Arc::new(WorkerMetrics::default()),
+            listener,
+            concurrency: usize::try_from(args.worker_concurrency).unwrap_or(16),
+            visibility,
+            receive_wait: Duration::from_secs(args.receive_wait_secs),
+            grace: Duration::from_secs(args.shutdown_grace_secs),
+        })
+    }
+
+    pub fn metrics(&self) -> Arc<WorkerMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    pub fn metrics_port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Runs until `shutdown` fires: stops receiving, gives in-flight events
+    /// the grace period, hands back what it did not start, flushes deletes.
+    pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let metrics_server = {
+            let router = Router::new()
+                .route("/healthz", get(|| async { "ok" }))
+                .route("/metrics", get(render_metrics))
+                .with_state(Arc::clone(&self.metrics));
+            let stop = shutdown.clone();
+            let listener = self.listener;
+            tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(message = "Metrics server failed.", %error);
+                }
+            })
+        };
+
+        let (ack_tx, ack_rx) = mpsc::channel::<String>(self.concurrency * 4 + 16);
+        let acker = tokio::spawn(delete_in_batches(Arc::clone(&self.queue), ack_rx));
+        let ctx = Arc::new(Context {
+            queue: Arc::clone(&self.queue),
+            dlq: self.dlq,
+            processor: self.processor,
+            metrics: Arc::clone(&self.metrics),
+            visibility: self.visibility,
+            acks: ack_tx,
+        });
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+
+        while !shutdown.is_cancelled() {
+            // Wait for a free slot, then ask for as many messages as are free.
+            let first = tokio::select! {
+                p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.cancelled() => break,
+            };
+            let free = slots.available_permits() + 1;
+            let batch = free.min(10);
+            let received = self
+                .queue
+                .receive(batch, self.receive_wait, self.visibility)
+                .await;
+            let deliveries = match received {
+                Ok(d) => d,
+                Err(error) => {
+                    ctx.metrics.receive_errors.inc();
+                    tracing::warn!(message = "Receive failed.", %error);
+                    drop(first);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    continue;
+                }
+            };
+            let mut first = Some(first);
+            for delivery in deliveries {
+                if shutdown.is_cancelled() {
+                    hand_back(ctx.queue.as_ref(), &delivery).await;
+                    continue;
+                }
+                let permit = match first.take() {
+                    Some(p) => p,
+                    None => match Arc::clone(&slots).try_acquire_owned() {
+                        Ok(p) => p,
+                        Err(_) => {
+                            hand_back(ctx.queue.as_ref(), &delivery).await;
+                            continue;
+                        }
+                    },
+                };
+                let ctx = Arc::clone(&ctx);
+                tasks.spawn(async move {
+                    ctx.handle(delivery).await;
+                    drop(permit);
+                });
+            }
+            while tasks.try_join_next().is_some() {}
+        }
+
+        tracing::info!(
+            message = "Worker stopping: finishing in-flight events.",
+            in_flight = tasks.len()
+        );
+        let deadline = Instant::now() + self.grace;
+        while !tasks.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, tasks.join_next()).await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        message = "Grace period over: abandoning in-flight events; their messages reappear after the visibility timeout.",
+                        abandoned = tasks.len()
+                    );
+                    tasks.abort_all();
+                    break;
+                }
+            }
+        }
+        drop(ctx);
+        let _ = acker.await;
+        let _ = metrics_server.await;
+        tracing::info!(message = "Worker stopped.");
+        Ok(())
+    }
+}
+
+async fn render_metrics(State(m): State<Arc<WorkerMetrics>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.render(),
+    )
+}
+
+async fn hand_back(queue: &dyn Queue, delivery: &Delivery) {
+    if let Err(error) = queue
+        .set_visibility(&delivery.receipt, Duration::ZERO)
+        .await
+    {
+        tracing::warn!(message = "Cannot hand a message back.", message_id = %delivery.message_id, %error);
+    }
+}
+
+/// Collects receipts of completed messages and deletes them in batches of
+/// up to ten (the SQS batch limit), as fast as they come.
+async fn delete_in_batches(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<String>) {
+    let mut batch = Vec::with_capacity(10);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < 10 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        for (receipt, result) in batch.iter().zip(queue.delete_batch(&batch).await) {
+            if let Err(error) = result {
+                // The event is COMPLETED: a redelivery completes as a duplicate.
+                tracing::warn!(message = "Delete failed; the message will come back as a duplicate.", receipt = %receipt, %error);
+            }
+        }
+        batch.clear();
+    }
+}
+
+struct Context {
+    queue: Arc<dyn Queue>,
+    dlq: Arc<dyn Queue>,
+    processor: Processor,
+    metrics: Arc<WorkerMetrics>,
+    visibility: Duration,
+    acks: mpsc::Sender<String>,
+}
+
+impl Context {
+    async fn handle(&self, delivery: Delivery) {
+        self.metrics.in_flight.add(1);
+        let start = Instant::now();
+        let (decision, info) = self.process_with_heartbeat(&delivery).await;
+        self.metrics.handler_latency.observe(start.elapsed());
+        self.act(&delivery, decision, &info).await;
+        self.metrics.in_flight.add(-1);
+    }
+
+    /// Processes while extending the message's visibility every half
+    /// timeout, so a slow event is not delivered to another worker meanwhile.
+    async fn process_with_heartbeat(&self, delivery: &Delivery) -> (Decision, EventInfo) {
+        let work = self
+            .processor
+            .process(delivery, unix_secs(), fastrand::f64());
+        tokio::pin!(work);
+        let period = (self.visibility / 2).max(Duration::from_millis(500));
+        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = beat.tick() => {
+                    if let Err(error) = self.queue.set_visibility(&delivery.receipt, self.visibility).await {
+                        tracing::warn!(message = "Visibility heartbeat failed.", message_id = %delivery.message_id, %error);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn act(&self, delivery: &Delivery, decision: Decision, info: &EventInfo) {
+        let event_id = info.event_id.as_deref().unwrap_or("?");
+        let event_type = info.event_type.as_deref().unwrap_or("?");
+        match decision {
+            Decision::Done(done) => {
+                self.metrics.done(done);
+                if let (Done::Completed(_), Some(created)) = (done, info.created) {
+                    let age = unix_secs().saturating_sub(created);
+                    self.metrics.event_age.observe_secs(age as f64);
+                }
+                tracing::info!(
+                    message = "Event completed.",
+                    event_id,
+                    event_type,
+                    outcome = done.label(),
+                    attempts = info.attempts,
+                    receive_count = delivery.receive_count,
+                );
+                if self.acks.send(delivery.receipt.clone()).await.is_err() {
+                    tracing::warn!(
+                        message = "Delete queue closed; the message will come back as a duplicate.",
+                        event_id
+                    );
+                }
+            }
+            Decision::RetryLater { delay, error } => {
+                self.metrics.retries.inc();
+                tracing::warn!(
+                    message = "Transient failure; retrying later.",
+                    event_id,
+                    event_type,
+                    receive_count = delivery.receive_count,
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    %error,
+                );
+                // If this fails too, the visibility timeout brings it back.
+                let _ = self.queue.set_visibility(&delivery.receipt, delay).await;
+            }
+            Decision::Busy { delay } => {
+                self.metrics.busy.inc();
+                tracing::debug!(message = "Event leased by another worker.", event_id);
+                let _ = self.queue.set_visibility(&delivery.receipt, delay).await;
+            }
+            Decision::DeadLetter { reason } => {
+                let mut copy = delivery.to_outbound();
+                copy.attributes
+                    .insert(attr::ERROR.to_owned(), truncate(&reason, 1024));
+                let sent = self.dlq.send_batch(std::slice::from_ref(&copy)).await;
+                match sent.into_iter().next() {
+                    Some(Ok(())) => {
+                        self.metrics.dead_lettered.inc();
+                        tracing::error!(
+                            message = "Event dead-lettered.",
+                            event_id,
+                            event_type,
+                            receive_count = delivery.receive_count,
+                            reason = %reason,
+                        );
+                        let _ = self.acks.send(delivery.receipt.clone()).await;
+                    }
+                    other => {
+                        let error = match other {
+                            Some(Err(e)) => e.to_string(),
+                            _ => "no result".to_owned(),
+                        };
+                        tracing::error!(message = "Cannot dead-letter; the message stays in the queue.", event_id, %error);
+                        let delay = self
+                            .processor
+                            .backoff
+                            .delay(delivery.receive_count, fastrand::f64());
+                        let _ = self.queue.set_visibility(&delivery.receipt, delay).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}

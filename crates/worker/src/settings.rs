@@ -1,0 +1,45 @@
+use hookline_core::settings::{CommonSettings, EventSettings, TableSettings};
+
+/// Settings of `hookline-worker` (environment variables or flags).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "hookline-worker",
+    version,
+    args_override_self = true,
+    about = "Consumes the queue and applies each Stripe event exactly once; retries with backoff and dead-letters what cannot succeed.",
+    after_help = "Example:\n  WORKER_CONCURRENCY=16 hookline-worker --metrics-addr 127.0.0.1:9090\n\nWith QUEUE_URL unset it uses the embedded SQLite backend under DATA_DIR."
+)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub common: CommonSettings,
+
+    #[command(flatten)]
+    pub tables: TableSettings,
+
+    #[command(flatten)]
+    pub events: EventSettings,
+
+    /// Events processed at once.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub worker_concurrency: u32,
+
+    /// Backoff base: the n-th failed delivery waits a random delay in [0, min(max, base * 2^(n-1))].
+    #[arg(long, env = "RETRY_BASE_SECS", default_value_t = 1)]
+    pub retry_base_secs: u64,
+
+    /// Backoff cap in seconds.
+    #[arg(long, env = "RETRY_MAX_SECS", default_value_t = 300)]
+    pub retry_max_secs: u64,
+
+    /// Seconds in-flight events get to finish after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 25)]
+    pub shutdown_grace_secs: u64,
+
+    /// Address of /metrics and /healthz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: String,
+
+    /// Long-poll wait of one receive, seconds (SQS allows up to 20).
+    #[arg(long, env = "RECEIVE_WAIT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=20))]
+    pub receive_wait_secs: u64,
+}
