@@ -58,4 +58,6 @@ check-secrets:
 	echo "check-secrets: no live-looking Stripe secret in tracked files"
 
 bench:
+	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench -p hookline-signature
+	$(CARGO) bench -p hookline-suite --bench ingress_load

@@ -61,3 +61,42 @@ pub async fn send(args: &SendArgs) -> anyhow::Result<(String, u16, String)> {
     let text = response.text().await.unwrap_or_default();
     Ok((id, status, text))
 }
+
+/// Arguments of `hookline dev aws-setup`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AwsSetupArgs {
+    /// Queue name; the DLQ is NAME-dlq (a `.fifo` name makes both FIFO).
+    #[arg(long, default_value = "hookline-events")]
+    pub queue_name: String,
+
+    #[command(flatten)]
+    pub tables: hookline_core::settings::TableSettings,
+
+    /// Deliveries before SQS redrives a message to the DLQ.
+    #[arg(long, env = "MAX_RECEIVES", default_value_t = 5)]
+    pub max_receives: u32,
+
+    /// Default visibility timeout of the queue, seconds.
+    #[arg(long, env = "VISIBILITY_TIMEOUT_SECS", default_value_t = 30)]
+    pub visibility_timeout_secs: u64,
+}
+
+/// Creates the queue, DLQ and tables on the endpoint the AWS settings name
+/// (for a local AWS-compatible server); prints the settings to export.
+pub async fn aws_setup(args: &AwsSetupArgs) -> anyhow::Result<hookline_aws::provision::QueuePair> {
+    let clients = hookline_aws::AwsClients::load().await;
+    let tables = hookline_aws::Tables {
+        events: args.tables.events_table_name.clone(),
+        objects: args.tables.objects_table_name.clone(),
+        provider: args.tables.provider_table_name.clone(),
+    };
+    let pair = hookline_aws::provision::provision(
+        &clients,
+        &args.queue_name,
+        args.max_receives,
+        args.visibility_timeout_secs,
+        &tables,
+    )
+    .await?;
+    Ok(pair)
+}

@@ -30,6 +30,11 @@ enum DevCommand {
         after_help = "Example:\n  hookline dev send payout.updated --url http://127.0.0.1:8080/api/stripe-webhook"
     )]
     Send(hookline_cli::dev::SendArgs),
+    /// Create the SQS queue + DLQ and the DynamoDB tables on the configured endpoint (local AWS).
+    #[command(
+        after_help = "Example:\n  AWS_ENDPOINT_URL=http://127.0.0.1:5000 hookline dev aws-setup --queue-name hookline-events"
+    )]
+    AwsSetup(hookline_cli::dev::AwsSetupArgs),
 }
 
 #[tokio::main]
@@ -46,6 +51,12 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Dev(DevCommand::AwsSetup(args)) => {
+            let pair = hookline_cli::dev::aws_setup(&args).await?;
+            println!("QUEUE_URL={}", pair.queue_url);
+            println!("DLQ_URL={}", pair.dlq_url);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Dev(DevCommand::Send(args)) => {
             let (id, status, body) = hookline_cli::dev::send(&args).await?;
             println!("{id} -> {status} {body}");

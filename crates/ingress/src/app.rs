@@ -8,6 +8,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use hookline_backend::aws as hookline_aws_reader;
 use hookline_backend::{Backend, BackendKind, Tuning};
 use hookline_core::clock::unix_secs;
 use hookline_core::coalescer::SendCoalescer;
@@ -37,8 +38,6 @@ pub enum BuildError {
     Rule(#[from] SecretRuleError),
     #[error(transparent)]
     Backend(#[from] hookline_backend::BackendError),
-    #[error("STRIPE_WEBHOOK_SECRET_ID needs the AWS backend's Secrets Manager client, which this build does not have")]
-    SecretsManagerUnavailable,
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -53,6 +52,9 @@ pub enum BuildError {
 #[derive(Debug)]
 pub struct AppState {
     verifier: RwLock<Arc<Verifier>>,
+    /// Set while refreshing secrets from Secrets Manager fails: the last good
+    /// value keeps serving and `/readyz` says so.
+    secret_refresh_error: RwLock<Option<String>>,
     coalescer: SendCoalescer,
     queue: Arc<dyn Queue>,
     app_env: AppEnv,
@@ -64,6 +66,30 @@ pub struct AppState {
 }
 
 impl AppState {
+    fn set_secrets(&self, secrets: &[secrecy::SecretString]) {
+        let verifier = Arc::new(Verifier::new(
+            secrets.iter().map(|s| s.expose_secret().as_bytes()),
+        ));
+        match self.verifier.write() {
+            Ok(mut v) => *v = verifier,
+            Err(poisoned) => *poisoned.into_inner() = verifier,
+        }
+    }
+
+    fn set_refresh_error(&self, error: Option<String>) {
+        match self.secret_refresh_error.write() {
+            Ok(mut e) => *e = error,
+            Err(poisoned) => *poisoned.into_inner() = error,
+        }
+    }
+
+    fn refresh_error(&self) -> Option<String> {
+        match self.secret_refresh_error.read() {
+            Ok(e) => e.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     fn verifier(&self) -> Arc<Verifier> {
         match self.verifier.read() {
             Ok(v) => Arc::clone(&v),
@@ -106,21 +132,24 @@ impl Application {
         if let Some(key) = &args.common.stripe_secret_key {
             check_key_mode(args.common.app_env, key)?;
         }
-        if args.webhook.stripe_webhook_secret_id.is_some() {
-            return Err(BuildError::SecretsManagerUnavailable);
-        }
-        let secrets = match &args.webhook.stripe_webhook_secret {
-            Some(value) => parse_webhook_secrets(value)?,
-            None => return Err(SecretRuleError::NoWebhookSecret.into()),
-        };
         if !args.webhook_path.starts_with('/') {
             return Err(BuildError::WebhookPath);
         }
-        let verifier = Verifier::new(secrets.iter().map(|s| s.expose_secret().as_bytes()));
-        let backend: Backend = hookline_backend::open(&args.common, &args.tables, tuning)?;
+        // Secrets from the environment are checked before anything is opened.
+        let env_secrets = match (
+            &args.webhook.stripe_webhook_secret_id,
+            &args.webhook.stripe_webhook_secret,
+        ) {
+            (Some(_), _) => None,
+            (None, Some(value)) => Some(parse_webhook_secrets(value)?),
+            (None, None) => return Err(SecretRuleError::NoWebhookSecret.into()),
+        };
+        let backend: Backend = hookline_backend::open(&args.common, &args.tables, tuning).await?;
+        backend.api_key(&args.common).await?;
         let coalescer = SendCoalescer::spawn(Arc::clone(&backend.queue), backend.coalescer);
         let state = Arc::new(AppState {
-            verifier: RwLock::new(Arc::new(verifier)),
+            verifier: RwLock::new(Arc::new(Verifier::new(Vec::<&[u8]>::new()))),
+            secret_refresh_error: RwLock::new(None),
             coalescer,
             queue: Arc::clone(&backend.queue),
             app_env: args.common.app_env,
@@ -130,6 +159,23 @@ impl Application {
             enqueue_timeout: Duration::from_millis(args.enqueue_timeout_ms),
             metrics: IngressMetrics::default(),
         });
+        match (env_secrets, &args.webhook.stripe_webhook_secret_id) {
+            (Some(secrets), _) => state.set_secrets(&secrets),
+            (None, Some(id)) => {
+                let reader = backend.secrets().await;
+                let refresh = Duration::from_secs(args.common.secret_refresh_secs.max(1));
+                // First load now, so a good secret is in place before we listen.
+                refresh_secrets(&state, &reader, id).await;
+                tokio::spawn(keep_secrets_fresh(
+                    Arc::clone(&state),
+                    reader,
+                    id.clone(),
+                    refresh,
+                ));
+            }
+            (None, None) => return Err(SecretRuleError::NoWebhookSecret.into()),
+        }
+        let secrets = state.verifier().secret_count();
         let router = router(
             Arc::clone(&state),
             &args.webhook_path,
@@ -148,7 +194,7 @@ impl Application {
             path = %args.webhook_path,
             backend = %backend.kind,
             app_env = args.common.app_env.as_str(),
-            secrets = secrets.len(),
+            secrets,
             enabled_events = %args.events.enabled_events,
         );
         Ok(Self {
@@ -182,6 +228,55 @@ impl Application {
             .await?;
         tracing::info!(message = "Ingress stopped.");
         Ok(())
+    }
+}
+
+/// Loads the webhook secrets from Secrets Manager once; on failure keeps the
+/// last good value and records why.
+async fn refresh_secrets(state: &AppState, reader: &hookline_aws_reader::SecretsReader, id: &str) {
+    let loaded = match reader.fetch(id).await {
+        Ok(value) => parse_webhook_secrets(&value).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match loaded {
+        Ok(secrets) => {
+            state.set_secrets(&secrets);
+            if state.refresh_error().is_some() {
+                tracing::info!(
+                    message = "Webhook secrets refreshed again.",
+                    secrets = secrets.len()
+                );
+            }
+            state.set_refresh_error(None);
+        }
+        Err(error) => {
+            let serving = state.verifier().secret_count();
+            tracing::warn!(
+                message = "Cannot refresh webhook secrets from Secrets Manager; keeping the last good value.",
+                secret_id = id,
+                secrets_in_use = serving,
+                %error,
+            );
+            state.set_refresh_error(Some(error));
+        }
+    }
+}
+
+async fn keep_secrets_fresh(
+    state: Arc<AppState>,
+    reader: hookline_aws_reader::SecretsReader,
+    id: String,
+    every: Duration,
+) {
+    loop {
+        // Until a first value is loaded, try again soon.
+        let wait = if state.verifier().secret_count() == 0 {
+            every.min(Duration::from_secs(5))
+        } else {
+            every
+        };
+        tokio::time::sleep(wait).await;
+        refresh_secrets(&state, &reader, &id).await;
     }
 }
 
@@ -297,7 +392,16 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     let queue = tokio::time::timeout(Duration::from_secs(2), app.queue.counts()).await;
     match (secrets, queue) {
         (0, _) => (StatusCode::SERVICE_UNAVAILABLE, "no webhook secret loaded").into_response(),
-        (_, Ok(Ok(_))) => (StatusCode::OK, "ready").into_response(),
+        (_, Ok(Ok(_))) => match app.refresh_error() {
+            None => (StatusCode::OK, "ready").into_response(),
+            Some(error) => (
+                StatusCode::OK,
+                format!(
+                    "ready (webhook secret refresh failing, serving the last good value: {error})"
+                ),
+            )
+                .into_response(),
+        },
         (_, Ok(Err(error))) => {
             tracing::warn!(message = "Readiness: queue unreachable.", %error);
             (StatusCode::SERVICE_UNAVAILABLE, "queue unreachable").into_response()

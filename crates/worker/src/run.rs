@@ -62,7 +62,11 @@ impl Worker {
             return Err(WorkerError::MissingDlq);
         }
         let backend: Backend =
-            hookline_backend::open(&args.common, &args.tables, Tuning::default())?;
+            hookline_backend::open(&args.common, &args.tables, Tuning::default()).await?;
+        backend.api_key(&args.common).await?;
+        let Some(dlq) = backend.dlq.clone() else {
+            return Err(WorkerError::MissingDlq);
+        };
         let listener = TcpListener::bind(&args.metrics_addr)
             .await
             .map_err(|source| WorkerError::Bind {
@@ -81,7 +85,7 @@ impl Worker {
         );
         Ok(Self {
             queue: backend.queue,
-            dlq: backend.dlq,
+            dlq,
             processor: Processor {
                 store: backend.store,
                 enabled: args.events.enabled_events,

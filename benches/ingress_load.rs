@@ -1,0 +1,255 @@
+//! Ingress load benchmark on the embedded backend.
+//!
+//! Starts the release `hookline-ingress` as its own process, sends signed
+//! ~3 KB events over 64 keep-alive connections, and reports requests/s,
+//! latency percentiles, the server's CPU time per event (from
+//! /proc/<pid>/stat, so the load generator's own CPU is not counted) and its
+//! peak resident memory (VmHWM).
+//!
+//! Two runs side by side on the same machine:
+//! - `full`: verify, parse, enqueue durably (group commit), answer 200;
+//! - `no-enqueue`: the same requests with the event type not enabled, so
+//!   HTTP + verification + parsing only: the baseline the queue adds to.
+//!
+//! Run: `make bench` (builds the release binaries first), or
+//! `cargo build --release --bins && cargo bench --bench ingress_load`.
+//! Knobs: BENCH_REQUESTS (default 20000), BENCH_CONNECTIONS (default 64).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "whsec_test_benchmarkSecretValue000000";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn ingress_binary() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release").join("hookline-ingress");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build --release --bins` first (make bench does)",
+        bin.display()
+    );
+    bin
+}
+
+fn ticks_and_hwm(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    (utime + stime, hwm_kb)
+}
+
+fn clock_ticks_per_sec() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(enabled: &str) -> Server {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let child = Command::new(ingress_binary())
+        .env_clear()
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("DATA_DIR", dir.path())
+        .env("STRIPE_WEBHOOK_SECRET", SECRET)
+        .env("ENABLED_EVENTS", enabled)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ingress starts");
+    Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    }
+}
+
+/// ~3 KB events with distinct ids, signed now.
+fn events(n: usize) -> Vec<(String, String)> {
+    let fixture = include_str!("../testdata/stripe-events/payment_intent.succeeded.json");
+    let base: serde_json::Value = serde_json::from_str(fixture).expect("fixture");
+    let now = hookline_core::clock::unix_secs();
+    (0..n)
+        .map(|i| {
+            let mut v = base.clone();
+            v["id"] = format!("evt_bench_{i:08}").into();
+            v["created"] = now.into();
+            v["data"]["object"]["description"] = "x".repeat(900).into();
+            let body = serde_json::to_string_pretty(&v).expect("json");
+            let sig = hookline_signature::header_for(SECRET.as_bytes(), now, body.as_bytes());
+            (body, sig)
+        })
+        .collect()
+}
+
+struct Report {
+    label: &'static str,
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    cpu_us_per_event: f64,
+    hwm_mb: f64,
+    non_200: usize,
+}
+
+async fn run(label: &'static str, enabled: &str, requests: usize, conns: usize) -> Report {
+    let server = start(enabled);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(conns)
+        .build()
+        .expect("client");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "ingress not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = Arc::new(format!("{}/api/stripe-webhook", server.url));
+    // Warm-up: open the connections.
+    let warm = events(conns * 4);
+    send_all(&client, &url, warm, conns).await;
+
+    let work = events(requests);
+    let pid = server.child.id();
+    let (cpu0, _) = ticks_and_hwm(pid);
+    let start = Instant::now();
+    let (mut latencies, non_200) = send_all(&client, &url, work, conns).await;
+    let elapsed = start.elapsed();
+    let (cpu1, hwm_kb) = ticks_and_hwm(pid);
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let tick_us = 1e6 / clock_ticks_per_sec() as f64;
+    Report {
+        label,
+        rps: requests as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+        cpu_us_per_event: (cpu1 - cpu0) as f64 * tick_us / requests as f64,
+        hwm_mb: hwm_kb as f64 / 1024.0,
+        non_200,
+    }
+}
+
+async fn send_all(
+    client: &reqwest::Client,
+    url: &Arc<String>,
+    work: Vec<(String, String)>,
+    conns: usize,
+) -> (Vec<Duration>, usize) {
+    let work = Arc::new(std::sync::Mutex::new(work));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (client, url, work) = (client.clone(), Arc::clone(url), Arc::clone(&work));
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut bad = 0usize;
+            loop {
+                let next = work.lock().expect("lock").pop();
+                let Some((body, sig)) = next else { break };
+                let t = Instant::now();
+                let status = client
+                    .post(url.as_str())
+                    .header("stripe-signature", sig)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                lat.push(t.elapsed());
+                if status != 200 {
+                    bad += 1;
+                }
+            }
+            (lat, bad)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut bad = 0;
+    for t in tasks {
+        let (lat, b) = t.await.expect("task");
+        all.extend(lat);
+        bad += b;
+    }
+    (all, bad)
+}
+
+fn main() {
+    let requests = env_usize("BENCH_REQUESTS", 20_000);
+    let conns = env_usize("BENCH_CONNECTIONS", 64);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let full = rt.block_on(run("full", "payment_intent.succeeded", requests, conns));
+    let base = rt.block_on(run("no-enqueue", "payout.created", requests, conns));
+    println!("ingress on the embedded backend: {requests} signed ~3 KB events, {conns} connections, 2-core machine shared with the load generator");
+    println!(
+        "{:<11} {:>9} {:>9} {:>9} {:>13} {:>9} {:>8}",
+        "run", "req/s", "p50 ms", "p99 ms", "CPU us/event", "peak MB", "non-200"
+    );
+    for r in [&full, &base] {
+        println!(
+            "{:<11} {:>9.0} {:>9.2} {:>9.2} {:>13.1} {:>9.1} {:>8}",
+            r.label,
+            r.rps,
+            r.p50.as_secs_f64() * 1e3,
+            r.p99.as_secs_f64() * 1e3,
+            r.cpu_us_per_event,
+            r.hwm_mb,
+            r.non_200
+        );
+    }
+    println!(
+        "durable enqueue costs {:.1} us of server CPU per event on top of HTTP + verification ({:.2}x)",
+        full.cpu_us_per_event - base.cpu_us_per_event,
+        full.cpu_us_per_event / base.cpu_us_per_event.max(0.001)
+    );
+}

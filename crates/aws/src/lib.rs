@@ -1,0 +1,22 @@
+//! The AWS backend: the queue port on Amazon SQS, the store port on Amazon
+//! DynamoDB, and webhook secrets / API keys from AWS Secrets Manager.
+//!
+//! Endpoints, region and credentials come from the standard SDK chain
+//! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SQS`, `AWS_REGION`, …). Every call
+//! has a timeout and the SDK's standard retry mode; every error is classified
+//! retryable or permanent in [`errors`].
+//!
+//! Architecture invariant: the only crate that imports `aws-sdk-*`.
+
+mod attrs;
+pub mod config;
+mod dynamo;
+mod errors;
+pub mod provision;
+pub mod secrets;
+mod sqs;
+
+pub use config::{load as load_config, AwsClients};
+pub use dynamo::{DynamoStore, Tables};
+pub use secrets::SecretsReader;
+pub use sqs::SqsQueue;

@@ -1,0 +1,161 @@
+//! Creates the queues and tables Hookline needs, for local development
+//! (`make aws-local`) and tests. Production resources come from `infra/`.
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use hookline_core::ports::PortError;
+
+use crate::dynamo::Tables;
+use crate::errors::classify;
+
+/// URLs of a queue and its dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePair {
+    pub queue_url: String,
+    pub dlq_url: String,
+}
+
+/// Creates `name` and `name-dlq` (`.fifo` kept at the end for FIFO queues),
+/// with a redrive policy after `max_receives` deliveries. Idempotent.
+pub async fn create_queue_pair(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    max_receives: u32,
+    visibility_secs: u64,
+) -> Result<QueuePair, PortError> {
+    let fifo = name.ends_with(".fifo");
+    let base = name.trim_end_matches(".fifo");
+    let dlq_name = if fifo {
+        format!("{base}-dlq.fifo")
+    } else {
+        format!("{base}-dlq")
+    };
+    let mut dlq = sqs
+        .create_queue()
+        .queue_name(&dlq_name)
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600");
+    if fifo {
+        dlq = dlq.attributes(QueueAttributeName::FifoQueue, "true");
+    }
+    let dlq_url = dlq
+        .send()
+        .await
+        .map_err(|e| classify("CreateQueue", e))?
+        .queue_url
+        .unwrap_or_default();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| classify("GetQueueAttributes", e))?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .unwrap_or_default();
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": max_receives,
+    })
+    .to_string();
+    let mut main = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::RedrivePolicy, redrive)
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility_secs.to_string(),
+        )
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "345600");
+    if fifo {
+        main = main.attributes(QueueAttributeName::FifoQueue, "true");
+    }
+    let queue_url = main
+        .send()
+        .await
+        .map_err(|e| classify("CreateQueue", e))?
+        .queue_url
+        .unwrap_or_default();
+    Ok(QueuePair { queue_url, dlq_url })
+}
+
+/// Creates the three tables (on-demand, string partition key) and turns on
+/// TTL on the ledger's `expiresAt`. Existing tables are left as they are.
+pub async fn create_tables(
+    ddb: &aws_sdk_dynamodb::Client,
+    tables: &Tables,
+) -> Result<(), PortError> {
+    for (table, key) in [
+        (&tables.events, "eventId"),
+        (&tables.objects, "objectId"),
+        (&tables.provider, "stripeAccountId"),
+    ] {
+        let created = ddb
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(key)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(|e| PortError::Permanent(e.to_string()))?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(key)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(|e| PortError::Permanent(e.to_string()))?,
+            )
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+            Err(e) => return Err(classify("CreateTable", e)),
+        }
+    }
+    ddb.update_time_to_live()
+        .table_name(&tables.events)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name("expiresAt")
+                .build()
+                .map_err(|e| PortError::Permanent(e.to_string()))?,
+        )
+        .send()
+        .await
+        .map(|_| ())
+        .or_else(|e| {
+            // Already enabled is fine.
+            if e.as_service_error()
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+                .contains("already enabled")
+            {
+                Ok(())
+            } else {
+                Err(classify("UpdateTimeToLive", e))
+            }
+        })
+}
+
+/// Creates a queue pair and the three tables with the shared clients.
+pub async fn provision(
+    clients: &crate::AwsClients,
+    queue_name: &str,
+    max_receives: u32,
+    visibility_secs: u64,
+    tables: &Tables,
+) -> Result<QueuePair, PortError> {
+    let pair = create_queue_pair(&clients.sqs, queue_name, max_receives, visibility_secs).await?;
+    create_tables(&clients.dynamodb, tables).await?;
+    Ok(pair)
+}

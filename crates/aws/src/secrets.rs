@@ -1,0 +1,46 @@
+//! Secrets from AWS Secrets Manager. Values come back as `SecretString`
+//! and are never logged.
+
+use hookline_core::ports::PortError;
+use secrecy::SecretString;
+
+use crate::errors::classify;
+
+/// Reads the current value of a secret (id or ARN).
+pub async fn fetch(
+    client: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+) -> Result<SecretString, PortError> {
+    let out = client
+        .get_secret_value()
+        .secret_id(secret_id)
+        .send()
+        .await
+        .map_err(|e| classify("GetSecretValue", e))?;
+    out.secret_string
+        .map(SecretString::from)
+        .ok_or_else(|| PortError::Permanent(format!("secret {secret_id} has no string value")))
+}
+
+/// A Secrets Manager reader, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SecretsReader {
+    client: aws_sdk_secretsmanager::Client,
+}
+
+impl SecretsReader {
+    pub fn new(client: aws_sdk_secretsmanager::Client) -> Self {
+        Self { client }
+    }
+
+    /// Builds a reader from the standard SDK configuration chain.
+    pub async fn from_env() -> Self {
+        Self::new(aws_sdk_secretsmanager::Client::new(
+            &crate::config::load().await,
+        ))
+    }
+
+    pub async fn fetch(&self, secret_id: &str) -> Result<SecretString, PortError> {
+        fetch(&self.client, secret_id).await
+    }
+}

@@ -1,0 +1,338 @@
+//! The queue port on Amazon SQS (standard or FIFO).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
+};
+use bytes::Bytes;
+use hookline_core::message::OutboundMessage;
+use hookline_core::ports::{BatchLimits, Delivery, PortError, Queue, QueueCounts};
+
+use crate::errors::{classify, code_is_transient};
+
+/// SQS limits on one batch call: 10 entries, and 1 MiB for the whole
+/// payload (bodies and attributes; the limit since August 2025, which is also
+/// each message's). The coalescer starts a new batch before either is passed.
+pub const SQS_BATCH_ENTRIES: usize = 10;
+pub const SQS_BATCH_BYTES: usize = 1_048_576;
+
+/// One SQS queue.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+    fifo: bool,
+}
+
+impl SqsQueue {
+    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
+        let url = url.into();
+        Self {
+            fifo: url.ends_with(".fifo"),
+            client,
+            url,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Moves every DLQ message back to its source queue with SQS's native
+    /// redrive (`StartMessageMoveTask`); returns the task handle.
+    pub async fn start_message_move(
+        &self,
+        source_arn: &str,
+        rate: Option<i32>,
+    ) -> Result<String, PortError> {
+        let out = self
+            .client
+            .start_message_move_task()
+            .source_arn(source_arn)
+            .set_max_number_of_messages_per_second(rate)
+            .send()
+            .await
+            .map_err(|e| classify("StartMessageMoveTask", e))?;
+        Ok(out.task_handle.unwrap_or_default())
+    }
+
+    /// The queue's ARN.
+    pub async fn arn(&self) -> Result<String, PortError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| classify("GetQueueAttributes", e))?;
+        out.attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .ok_or_else(|| PortError::Permanent("queue has no ARN".to_owned()))
+    }
+}
+
+fn string_attr(value: &str) -> Result<MessageAttributeValue, PortError> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .map_err(|e| PortError::Permanent(format!("message attribute: {e}")))
+}
+
+fn entry(
+    i: usize,
+    m: &OutboundMessage,
+    fifo: bool,
+) -> Result<SendMessageBatchRequestEntry, PortError> {
+    let body = std::str::from_utf8(&m.body)
+        .map_err(|_| PortError::Permanent("SQS message bodies must be UTF-8".to_owned()))?;
+    let mut b = SendMessageBatchRequestEntry::builder()
+        .id(i.to_string())
+        .message_body(body);
+    for (k, v) in &m.attributes {
+        b = b.message_attributes(k, string_attr(v)?);
+    }
+    if fifo {
+        b = b
+            .message_group_id(&m.group_id)
+            .message_deduplication_id(&m.dedup_id);
+    }
+    b.build()
+        .map_err(|e| PortError::Permanent(format!("SendMessageBatch entry: {e}")))
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_entries: SQS_BATCH_ENTRIES,
+            max_bytes: SQS_BATCH_BYTES,
+        }
+    }
+
+    async fn send_batch(&self, batch: &[OutboundMessage]) -> Vec<Result<(), PortError>> {
+        let mut results: Vec<Result<(), PortError>> = Vec::with_capacity(batch.len());
+        let mut entries = Vec::with_capacity(batch.len());
+        for (i, m) in batch.iter().enumerate() {
+            match entry(i, m, self.fifo) {
+                Ok(e) => {
+                    entries.push(e);
+                    results.push(Err(PortError::Transient(
+                        "no answer for this entry".to_owned(),
+                    )));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if entries.is_empty() {
+            return results;
+        }
+        let sent = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        match sent {
+            Err(e) => {
+                let err = classify("SendMessageBatch", e);
+                for r in results.iter_mut().filter(|r| {
+                    matches!(r, Err(PortError::Transient(m)) if m == "no answer for this entry")
+                }) {
+                    *r = Err(err.clone());
+                }
+            }
+            Ok(out) => {
+                for ok in out.successful {
+                    if let Some(r) = ok.id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
+                        *r = Ok(());
+                    }
+                }
+                for failed in out.failed {
+                    let text = format!(
+                        "SendMessageBatch entry {}: {} {}",
+                        failed.id,
+                        failed.code,
+                        failed.message.unwrap_or_default()
+                    );
+                    let err = if failed.sender_fault && !code_is_transient(&failed.code) {
+                        PortError::Permanent(text)
+                    } else {
+                        PortError::Transient(text)
+                    };
+                    if let Some(r) = failed
+                        .id
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| results.get_mut(i))
+                    {
+                        *r = Err(err);
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>, PortError> {
+        let wait_secs = i32::try_from(wait.as_secs().min(20)).unwrap_or(20);
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(i32::try_from(max.clamp(1, 10)).unwrap_or(10))
+            .wait_time_seconds(wait_secs)
+            .visibility_timeout(i32::try_from(visibility.as_secs().min(43_200)).unwrap_or(30))
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .customize()
+            .config_override(
+                aws_sdk_sqs::config::Builder::default().timeout_config(
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(Duration::from_secs(
+                            u64::try_from(wait_secs).unwrap_or(20) + 5,
+                        ))
+                        .operation_timeout(Duration::from_secs(
+                            u64::try_from(wait_secs).unwrap_or(20) * 2 + 10,
+                        ))
+                        .build(),
+                ),
+            )
+            .send()
+            .await
+            .map_err(|e| classify("ReceiveMessage", e))?;
+        let mut deliveries = Vec::new();
+        for m in out.messages.unwrap_or_default() {
+            let system = m.attributes.unwrap_or_default();
+            let number = |name: MessageSystemAttributeName| -> Option<i64> {
+                system.get(&name).and_then(|v| v.parse().ok())
+            };
+            let attributes: BTreeMap<String, String> = m
+                .message_attributes
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
+                .collect();
+            let (Some(receipt), Some(message_id)) = (m.receipt_handle, m.message_id) else {
+                continue;
+            };
+            deliveries.push(Delivery {
+                message_id,
+                receipt,
+                body: Bytes::from(m.body.unwrap_or_default()),
+                attributes,
+                receive_count: number(MessageSystemAttributeName::ApproximateReceiveCount)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(1),
+                sent_at_ms: number(MessageSystemAttributeName::SentTimestamp).unwrap_or(0),
+            });
+        }
+        Ok(deliveries)
+    }
+
+    async fn delete_batch(&self, receipts: &[String]) -> Vec<Result<(), PortError>> {
+        let mut results: Vec<Result<(), PortError>> = Vec::with_capacity(receipts.len());
+        for (chunk_no, chunk) in receipts.chunks(SQS_BATCH_ENTRIES).enumerate() {
+            let offset = chunk_no * SQS_BATCH_ENTRIES;
+            let entries: Result<Vec<_>, _> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id((offset + i).to_string())
+                        .receipt_handle(r)
+                        .build()
+                })
+                .collect();
+            let mut chunk_results: Vec<Result<(), PortError>> = vec![Ok(()); chunk.len()];
+            match entries {
+                Err(e) => {
+                    let err = PortError::Permanent(format!("DeleteMessageBatch entry: {e}"));
+                    chunk_results.iter_mut().for_each(|r| *r = Err(err.clone()));
+                }
+                Ok(entries) => {
+                    let out = self
+                        .client
+                        .delete_message_batch()
+                        .queue_url(&self.url)
+                        .set_entries(Some(entries))
+                        .send()
+                        .await;
+                    match out {
+                        Err(e) => {
+                            let err = classify("DeleteMessageBatch", e);
+                            chunk_results.iter_mut().for_each(|r| *r = Err(err.clone()));
+                        }
+                        Ok(out) => {
+                            for failed in out.failed {
+                                let idx = failed
+                                    .id
+                                    .parse::<usize>()
+                                    .ok()
+                                    .and_then(|i| i.checked_sub(offset));
+                                if let Some(r) = idx.and_then(|i| chunk_results.get_mut(i)) {
+                                    let text = format!(
+                                        "DeleteMessageBatch entry: {} {}",
+                                        failed.code,
+                                        failed.message.unwrap_or_default()
+                                    );
+                                    *r = Err(if failed.sender_fault {
+                                        PortError::Permanent(text)
+                                    } else {
+                                        PortError::Transient(text)
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            results.extend(chunk_results);
+        }
+        results
+    }
+
+    async fn set_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), PortError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(i32::try_from(timeout.as_secs().min(43_200)).unwrap_or(43_200))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("ChangeMessageVisibility", e))
+    }
+
+    async fn counts(&self) -> Result<QueueCounts, PortError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(|e| classify("GetQueueAttributes", e))?;
+        let attrs = out.attributes.unwrap_or_default();
+        let get = |name: QueueAttributeName| -> u64 {
+            attrs.get(&name).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        Ok(QueueCounts {
+            waiting: get(QueueAttributeName::ApproximateNumberOfMessages),
+            in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        })
+    }
+}
