@@ -9,20 +9,26 @@ METRICS_ADDR ?= 127.0.0.1:9090
 # Obviously fake development secret; production reads secrets from AWS Secrets Manager.
 DEV_WEBHOOK_SECRET ?= whsec_test_localDevelopmentOnly
 TYPE ?= payment_intent.succeeded
+# The local AWS-compatible server the tests talk to (SQS, DynamoDB, Secrets Manager).
+VENV ?= .venv
+MOTO_VERSION ?= 5.2.5
+MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)
+LOCAL_AWS_ENV = AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 
-.PHONY: run build send-event test fmt-check clippy unit check-secrets bench help
+.PHONY: run build send-event test fmt-check clippy unit check-secrets bench help moto aws-local aws-local-stop
 
 help:
 	@echo "make run          start the ingress and the worker on the embedded backend (./data)"
 	@echo "make send-event   sign and post a sample event (TYPE=payout.updated make send-event)"
 	@echo "make test         fmt check, clippy -D warnings, secret guard, all tests"
 	@echo "make bench        signature and ingress load benchmarks"
+	@echo "make aws-local    start a local AWS-compatible server (moto) with the queues and tables"
 
 build:
 	$(CARGO) build --workspace --bins
 
 run: build
-	@echo "Hookline on the embedded backend in $(DATA_DIR)"
+	@if [ -n "$$QUEUE_URL" ]; then echo "Hookline on AWS: $$QUEUE_URL"; else echo "Hookline on the embedded backend in $(DATA_DIR)"; fi
 	@echo "  webhook:  http://$(BIND_ADDR)/api/stripe-webhook   (secret $(DEV_WEBHOOK_SECRET))"
 	@echo "  send one: make send-event TYPE=payment_intent.succeeded   (in another terminal)"
 	@echo "  stop:     ctrl-c"
@@ -46,8 +52,33 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit: build
-	$(CARGO) test --workspace
+# Installs moto into the project's venv (ignored by git), once per version.
+$(MOTO_STAMP):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
+	touch $@
+
+moto: $(MOTO_STAMP)
+
+# Starts moto on a free loopback port, runs every test against it and the
+# embedded backend, and stops it again, whatever the result.
+unit: build $(MOTO_STAMP)
+	@endpoint=$$(VENV=$(VENV) scripts/moto.sh start) || exit 1; \
+	echo "local AWS (moto) at $$endpoint"; \
+	AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) $(CARGO) test --workspace; rc=$$?; \
+	scripts/moto.sh stop; exit $$rc
+
+# A local AWS for running the system by hand against the AWS backend.
+aws-local: build $(MOTO_STAMP)
+	@endpoint=$$(VENV=$(VENV) scripts/moto.sh start) || exit 1; \
+	AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) target/debug/hookline dev aws-setup > .moto/queues.env || exit 1; \
+	echo "moto is running at $$endpoint with the queues and tables. Use it with:"; \
+	echo "  export AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV)"; \
+	sed 's/^/  export /' .moto/queues.env; \
+	echo "then make run (or the binaries); stop it with make aws-local-stop"
+
+aws-local-stop:
+	scripts/moto.sh stop
 
 # Fails if a tracked file holds something shaped like a real Stripe key or
 # webhook secret. Test values say so in their name (whsec_test_, sk_test_fake…).

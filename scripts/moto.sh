@@ -11,7 +11,7 @@ venv=${VENV:-.venv}
 
 running() {
   [ -f "$state/pid" ] && [ -f "$state/port" ] && kill -0 "$(cat "$state/pid")" 2>/dev/null \
-    && curl -fsS -o /dev/null "http://127.0.0.1:$(cat "$state/port")/moto-api/" 2>/dev/null
+    && python3 -c "import sys, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + sys.argv[1] + '/moto-api/', timeout=2)" "$(cat "$state/port")" 2>/dev/null
 }
 
 case "${1:-}" in
@@ -21,7 +21,7 @@ case "${1:-}" in
       exit 0
     fi
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-    nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$state/moto.log" 2>&1 &
+    MOTO_PORT="$port" nohup "$venv/bin/python" scripts/moto_server.py 127.0.0.1 "$port" >"$state/moto.log" 2>&1 &
     echo $! >"$state/pid"
     echo "$port" >"$state/port"
     for _ in $(seq 1 150); do

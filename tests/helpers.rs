@@ -306,3 +306,158 @@ pub async fn all_completed(db: &Embedded, ids: &[String]) -> bool {
     }
     true
 }
+
+// ---------------------------------------------------------------------------
+// The AWS backend on the local AWS-compatible server (moto).
+
+/// The local AWS endpoint the tests use. `make test` starts moto and sets
+/// `AWS_ENDPOINT_URL` (and region and fake credentials) for the test run.
+pub fn aws_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| {
+        panic!(
+            "AWS backend tests need the local AWS server: run `make test` \
+             (it starts moto and sets AWS_ENDPOINT_URL), or `make aws-local` and export what it prints"
+        )
+    })
+}
+
+/// The AWS environment a spawned binary needs, taken from this process.
+pub fn aws_env_vars() -> Vec<(String, String)> {
+    let _ = aws_endpoint();
+    [
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+    .collect()
+}
+
+#[derive(Debug, clap::Parser)]
+struct BackendArgs {
+    #[command(flatten)]
+    common: hookline_core::settings::CommonSettings,
+    #[command(flatten)]
+    tables: hookline_core::settings::TableSettings,
+}
+
+/// A fresh queue pair and tables on moto, unique to one test.
+pub struct AwsFixture {
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub events_table: String,
+    pub objects_table: String,
+    pub provider_table: String,
+    pub backend: hookline_backend::Backend,
+}
+
+impl AwsFixture {
+    /// Environment for a spawned binary to use this fixture.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = aws_env_vars();
+        env.extend([
+            ("QUEUE_URL".to_owned(), self.queue_url.clone()),
+            ("DLQ_URL".to_owned(), self.dlq_url.clone()),
+            ("EVENTS_TABLE_NAME".to_owned(), self.events_table.clone()),
+            ("OBJECTS_TABLE_NAME".to_owned(), self.objects_table.clone()),
+            (
+                "PROVIDER_TABLE_NAME".to_owned(),
+                self.provider_table.clone(),
+            ),
+        ]);
+        env
+    }
+
+    /// Flags for an in-process binary to use this fixture.
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--queue-url".into(),
+            self.queue_url.clone(),
+            "--dlq-url".into(),
+            self.dlq_url.clone(),
+            "--events-table-name".into(),
+            self.events_table.clone(),
+            "--objects-table-name".into(),
+            self.objects_table.clone(),
+            "--provider-table-name".into(),
+            self.provider_table.clone(),
+        ]
+    }
+
+    pub fn dlq(&self) -> Arc<dyn hookline_core::ports::Queue> {
+        self.backend.dlq.clone().expect("fixture has a DLQ")
+    }
+}
+
+/// Creates a queue (`fifo` adds `.fifo`) with its DLQ and the three tables.
+pub async fn aws_fixture_with(max_receives: u32, fifo: bool) -> AwsFixture {
+    let _ = aws_endpoint();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let short = &id[..12];
+    let queue_name = if fifo {
+        format!("t-{short}.fifo")
+    } else {
+        format!("t-{short}")
+    };
+    let tables = hookline_aws::Tables {
+        events: format!("events-{short}"),
+        objects: format!("objects-{short}"),
+        provider: format!("provider-{short}"),
+    };
+    let clients = hookline_aws::AwsClients::load().await;
+    let pair = hookline_aws::provision::provision(&clients, &queue_name, max_receives, 30, &tables)
+        .await
+        .expect("provision on moto");
+    let args = <BackendArgs as clap::Parser>::try_parse_from([
+        "test",
+        "--queue-url",
+        &pair.queue_url,
+        "--dlq-url",
+        &pair.dlq_url,
+        "--max-receives",
+        &max_receives.to_string(),
+        "--events-table-name",
+        &tables.events,
+        "--objects-table-name",
+        &tables.objects,
+        "--provider-table-name",
+        &tables.provider,
+    ])
+    .expect("args");
+    let backend = hookline_backend::open(&args.common, &args.tables, Tuning::default())
+        .await
+        .expect("backend opens");
+    AwsFixture {
+        queue_url: pair.queue_url,
+        dlq_url: pair.dlq_url,
+        events_table: tables.events,
+        objects_table: tables.objects,
+        provider_table: tables.provider,
+        backend,
+    }
+}
+
+pub async fn aws_fixture(max_receives: u32) -> AwsFixture {
+    aws_fixture_with(max_receives, false).await
+}
+
+/// Receives until `n` messages are in hand or `within` passes.
+pub async fn receive_n(
+    queue: &dyn hookline_core::ports::Queue,
+    n: usize,
+    visibility: Duration,
+    within: Duration,
+) -> Vec<hookline_core::ports::Delivery> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut got = Vec::new();
+    while got.len() < n && tokio::time::Instant::now() < deadline {
+        let batch = queue
+            .receive((n - got.len()).min(10), Duration::from_secs(1), visibility)
+            .await
+            .expect("receive");
+        got.extend(batch);
+    }
+    got
+}

@@ -17,3 +17,6 @@ mod embedded_queue;
 /// The `hookline-worker` binary on the embedded backend: records, duplicates,
 /// ordering, two workers, dead-lettering, outages, SIGKILL and SIGTERM.
 mod worker;
+
+/// The port conformance suite, run on the embedded backend and on AWS (moto).
+mod conformance;
