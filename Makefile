@@ -92,3 +92,4 @@ bench:
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench -p hookline-signature
 	$(CARGO) bench -p hookline-suite --bench ingress_load
+	$(CARGO) bench -p hookline-suite --bench latency_model

@@ -127,6 +127,14 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
+/// Starts the ingress in-process on the AWS fixture's queue.
+pub async fn spawn_aws_app(fixture: &AwsFixture, extra: &[&str]) -> TestApp {
+    let flags = fixture.flags();
+    let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
+    all.extend_from_slice(extra);
+    spawn_app_tuned(&all, Tuning::default()).await
+}
+
 pub async fn spawn_app_tuned(extra: &[&str], tuning: Tuning) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let dir = data_dir.path().to_str().expect("utf-8 path").to_owned();
@@ -177,6 +185,17 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A log file for a spawned process under `target/test-logs/` (kept for
+/// reading after a failure; CI prints nothing of it unless asked).
+pub fn log_file(name: &str) -> std::process::Stdio {
+    let dir = repo_root().join("target").join("test-logs");
+    let _ = std::fs::create_dir_all(&dir);
+    match std::fs::File::create(dir.join(format!("{name}.log"))) {
+        Ok(f) => f.into(),
+        Err(_) => std::process::Stdio::null(),
     }
 }
 
@@ -244,26 +263,37 @@ impl Drop for WorkerProc {
     }
 }
 
-/// Starts the built worker on `data_dir` with quick test timings.
-pub fn start_worker(data_dir: &Path, extra_env: &[(&str, &str)]) -> WorkerProc {
+/// Starts the built worker with quick test timings and `env` (the backend's
+/// settings plus any extra).
+pub fn start_worker_env(env: &[(String, String)]) -> WorkerProc {
     let port = free_port();
     let mut cmd = std::process::Command::new(bin("hookline-worker"));
     cmd.env_clear()
-        .env("DATA_DIR", data_dir)
         .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
         .env("RECEIVE_WAIT_SECS", "1")
         .env("RETRY_BASE_SECS", "1")
         .env("RETRY_MAX_SECS", "2")
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    for (k, v) in extra_env {
+        .stderr(log_file(&format!("worker-{port}")));
+    for (k, v) in env {
         cmd.env(k, v);
     }
     WorkerProc {
         child: cmd.spawn().expect("worker starts"),
         metrics_url: format!("http://127.0.0.1:{port}/metrics"),
     }
+}
+
+/// Starts the built worker on an embedded `data_dir`.
+pub fn start_worker(data_dir: &Path, extra_env: &[(&str, &str)]) -> WorkerProc {
+    let mut env = vec![("DATA_DIR".to_owned(), data_dir.display().to_string())];
+    env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    start_worker_env(&env)
 }
 
 /// Whether the worker serves its metrics (it is up and polling).
@@ -460,4 +490,51 @@ pub async fn receive_n(
         got.extend(batch);
     }
     got
+}
+
+/// A TCP forwarder that can be switched off, to make a service unreachable
+/// (connections refused by closing them at once, open ones cut) and
+/// reachable again.
+pub struct Switch {
+    pub port: u16,
+    on: Arc<std::sync::atomic::AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Switch {
+    pub async fn start(target: String) -> Switch {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let on = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let open = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (on2, open2) = (Arc::clone(&on), Arc::clone(&open));
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !on2.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                open2.lock().expect("lock").push(task.abort_handle());
+            }
+        });
+        Switch { port, on, open }
+    }
+
+    pub fn set(&self, reachable: bool) {
+        self.on
+            .store(reachable, std::sync::atomic::Ordering::SeqCst);
+        if !reachable {
+            for t in self.open.lock().expect("lock").drain(..) {
+                t.abort();
+            }
+        }
+    }
 }

@@ -20,3 +20,6 @@ mod worker;
 
 /// The port conformance suite, run on the embedded backend and on AWS (moto).
 mod conformance;
+
+/// The ingress on the AWS backend: SQS acceptance, FIFO, batching, outages.
+mod ingress_aws;

@@ -60,6 +60,29 @@ impl SqsQueue {
         Ok(out.task_handle.unwrap_or_default())
     }
 
+    /// Status of the most recent native redrive from `source_arn`:
+    /// (status, moved so far, to move in all).
+    pub async fn message_move_status(
+        &self,
+        source_arn: &str,
+    ) -> Result<Option<(String, i64, Option<i64>)>, PortError> {
+        let out = self
+            .client
+            .list_message_move_tasks()
+            .source_arn(source_arn)
+            .max_results(1)
+            .send()
+            .await
+            .map_err(|e| classify("ListMessageMoveTasks", e))?;
+        Ok(out.results.unwrap_or_default().into_iter().next().map(|t| {
+            (
+                t.status.unwrap_or_default(),
+                t.approximate_number_of_messages_moved,
+                t.approximate_number_of_messages_to_move,
+            )
+        }))
+    }
+
     /// The queue's ARN.
     pub async fn arn(&self) -> Result<String, PortError> {
         let out = self

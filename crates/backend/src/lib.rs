@@ -128,6 +128,26 @@ pub async fn open(
 }
 
 impl Backend {
+    /// A backend from ports built elsewhere (benchmarks wrap the real
+    /// adapters in decorators this way).
+    pub fn from_parts(
+        kind: BackendKind,
+        queue: Arc<dyn Queue>,
+        dlq: Option<Arc<dyn Queue>>,
+        store: Arc<dyn Store>,
+        coalescer: CoalescerConfig,
+    ) -> Self {
+        Self {
+            kind,
+            queue,
+            dlq,
+            store,
+            coalescer,
+            sqs: None,
+            aws: None,
+        }
+    }
+
     /// A Secrets Manager reader (the AWS backend's clients, or the standard
     /// SDK chain on the embedded backend).
     pub async fn secrets(&self) -> SecretsReader {

@@ -1,8 +1,14 @@
 //! `hookline`, the operator tool, as a library so tests can reach its parts.
 //!
-//! Developer helper: `hookline dev send TYPE` signs a fixture event with the
-//! configured webhook secret and posts it to a running ingress, so the whole
-//! path can be seen working in a minute.
+//! The on-call engineer's commands: `dlq stats|list|export|replay`,
+//! `events show`, `objects show`, `config check`, `backfill`; and developer
+//! helpers under `dev` (`send` signs and posts a sample event, `aws-setup`
+//! creates queues and tables on a local AWS-compatible server).
 
+pub mod backfill;
+pub mod config_check;
 pub mod dev;
+pub mod dlq;
 pub mod fixtures;
+pub mod opts;
+pub mod show;

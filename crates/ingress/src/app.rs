@@ -145,6 +145,29 @@ impl Application {
             (None, None) => return Err(SecretRuleError::NoWebhookSecret.into()),
         };
         let backend: Backend = hookline_backend::open(&args.common, &args.tables, tuning).await?;
+        Self::build_on(args, backend, env_secrets).await
+    }
+
+    /// Builds on a backend the caller opened (benchmarks put decorators in
+    /// front of the ports this way).
+    pub async fn build_with_backend(
+        args: IngressArgs,
+        backend: Backend,
+    ) -> Result<Self, BuildError> {
+        let env_secrets = match &args.webhook.stripe_webhook_secret {
+            Some(value) if args.webhook.stripe_webhook_secret_id.is_none() => {
+                Some(parse_webhook_secrets(value)?)
+            }
+            _ => None,
+        };
+        Self::build_on(args, backend, env_secrets).await
+    }
+
+    async fn build_on(
+        args: IngressArgs,
+        backend: Backend,
+        env_secrets: Option<Vec<secrecy::SecretString>>,
+    ) -> Result<Self, BuildError> {
         backend.api_key(&args.common).await?;
         let coalescer = SendCoalescer::spawn(Arc::clone(&backend.queue), backend.coalescer);
         let state = Arc::new(AppState {

@@ -63,6 +63,15 @@ impl Worker {
         }
         let backend: Backend =
             hookline_backend::open(&args.common, &args.tables, Tuning::default()).await?;
+        Self::build_with_backend(args, backend).await
+    }
+
+    /// Builds on a backend the caller opened (benchmarks put decorators in
+    /// front of the ports this way).
+    pub async fn build_with_backend(
+        args: WorkerArgs,
+        backend: Backend,
+    ) -> Result<Self, WorkerError> {
         backend.api_key(&args.common).await?;
         let Some(dlq) = backend.dlq.clone() else {
             return Err(WorkerError::MissingDlq);

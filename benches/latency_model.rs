@@ -1,0 +1,349 @@
+//! Throughput under an AWS-like latency model, on the embedded backend.
+//!
+//! moto is a correctness peer, not a speed one, so speed is measured here: a
+//! bench-only decorator puts a fixed delay in front of every queue and store
+//! call (and counts the calls), and the real ingress and worker run on top.
+//!
+//! A. Ingress, 64 concurrent clients, 15 ms per queue call (SQS in one
+//!    region): events/s and p99 with the send coalescer batching
+//!    (SendMessageBatch of up to 10) and with batching off (one call per
+//!    event, as many calls in flight as clients).
+//! B. Worker end to end (enqueued -> committed), WORKER_CONCURRENCY 1, 4, 16,
+//!    64: on the embedded backend as it is, and with 10 ms per queue and
+//!    store call; Little's law predicts throughput = concurrency / time per
+//!    event.
+//!
+//! Run: `cargo bench --bench latency_model` (or `make bench`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use clap::Parser;
+use hookline_backend::{Backend, BackendKind};
+use hookline_core::coalescer::CoalescerConfig;
+use hookline_core::envelope::EventId;
+use hookline_core::message::OutboundMessage;
+use hookline_core::ports::{BatchLimits, Claim, Delivery, PortError, Queue, QueueCounts, Store};
+use hookline_core::records::{Completion, EventRecord, Projection, StoredItem};
+
+const SECRET: &str = "whsec_test_benchmarkSecretValue000000";
+
+/// Adds `latency` to every call and counts calls.
+#[derive(Debug)]
+struct Slow<T: ?Sized> {
+    inner: Arc<T>,
+    latency: Duration,
+    calls: AtomicU64,
+    max_entries: Option<usize>,
+}
+
+impl<T: ?Sized> Slow<T> {
+    fn new(inner: Arc<T>, latency: Duration) -> Self {
+        Self {
+            inner,
+            latency,
+            calls: AtomicU64::new(0),
+            max_entries: None,
+        }
+    }
+    async fn pay(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for Slow<dyn Queue> {
+    fn batch_limits(&self) -> BatchLimits {
+        let mut l = self.inner.batch_limits();
+        l.max_entries = self.max_entries.unwrap_or(10);
+        l
+    }
+    async fn send_batch(&self, batch: &[OutboundMessage]) -> Vec<Result<(), PortError>> {
+        self.pay().await;
+        self.inner.send_batch(batch).await
+    }
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        vis: Duration,
+    ) -> Result<Vec<Delivery>, PortError> {
+        self.pay().await;
+        self.inner.receive(max.min(10), wait, vis).await
+    }
+    async fn delete_batch(&self, receipts: &[String]) -> Vec<Result<(), PortError>> {
+        self.pay().await;
+        self.inner.delete_batch(receipts).await
+    }
+    async fn set_visibility(&self, receipt: &str, t: Duration) -> Result<(), PortError> {
+        self.pay().await;
+        self.inner.set_visibility(receipt, t).await
+    }
+    async fn counts(&self) -> Result<QueueCounts, PortError> {
+        self.inner.counts().await
+    }
+}
+
+#[async_trait]
+impl Store for Slow<dyn Store> {
+    async fn claim(&self, id: &EventId, t: &str, now: i64, lease: u64) -> Result<Claim, PortError> {
+        self.pay().await;
+        self.inner.claim(id, t, now, lease).await
+    }
+    async fn complete(
+        &self,
+        id: &EventId,
+        t: &str,
+        p: Option<&Projection>,
+        now: i64,
+    ) -> Result<Completion, PortError> {
+        self.pay().await;
+        self.inner.complete(id, t, p, now).await
+    }
+    async fn fail(&self, id: &EventId, t: &str, e: &str, now: i64) -> Result<(), PortError> {
+        self.pay().await;
+        self.inner.fail(id, t, e, now).await
+    }
+    async fn event(&self, id: &str) -> Result<Option<EventRecord>, PortError> {
+        self.inner.event(id).await
+    }
+    async fn item(&self, id: &str) -> Result<Option<StoredItem>, PortError> {
+        self.inner.item(id).await
+    }
+    async fn ping(&self) -> Result<(), PortError> {
+        self.inner.ping().await
+    }
+}
+
+fn event(i: usize, now: i64) -> String {
+    let fixture = include_str!("../testdata/stripe-events/payment_intent.succeeded.json");
+    let mut v: serde_json::Value = serde_json::from_str(fixture).expect("fixture");
+    v["id"] = format!("evt_bench_{i:08}").into();
+    v["created"] = now.into();
+    v["data"]["object"]["id"] = format!("pi_bench_{i:08}").into();
+    serde_json::to_string_pretty(&v).expect("json")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+struct IngressRun {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    calls: u64,
+    events: usize,
+}
+
+async fn ingress_run(
+    coalescing: bool,
+    latency: Duration,
+    events: usize,
+    clients: usize,
+) -> IngressRun {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = hookline_embedded::open(dir.path(), Default::default()).expect("open");
+    let mut slow = Slow::new(e.queue.clone() as Arc<dyn Queue>, latency);
+    let config = if coalescing {
+        slow.max_entries = Some(10);
+        CoalescerConfig::remote()
+    } else {
+        slow.max_entries = Some(1);
+        CoalescerConfig {
+            linger: Duration::ZERO,
+            max_in_flight: clients,
+            queue_depth: 8192,
+        }
+    };
+    let slow = Arc::new(slow);
+    let backend = Backend::from_parts(
+        BackendKind::Embedded {
+            path: dir.path().to_owned(),
+        },
+        slow.clone(),
+        Some(e.dlq.clone()),
+        e.store.clone(),
+        config,
+    );
+    let args = hookline_ingress::IngressArgs::try_parse_from([
+        "hookline-ingress",
+        "--bind-addr",
+        "127.0.0.1:0",
+        "--stripe-webhook-secret",
+        SECRET,
+        "--log-format",
+        "text",
+    ])
+    .expect("args");
+    let app = hookline_ingress::Application::build_with_backend(args, backend)
+        .await
+        .expect("app");
+    let url = Arc::new(format!(
+        "http://127.0.0.1:{}/api/stripe-webhook",
+        app.port()
+    ));
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(app.run_until(stop.clone()));
+
+    let now = hookline_core::clock::unix_secs();
+    let work: Vec<(String, String)> = (0..events)
+        .map(|i| {
+            let body = event(i, now);
+            let sig = hookline_signature::header_for(SECRET.as_bytes(), now, body.as_bytes());
+            (body, sig)
+        })
+        .collect();
+    let work = Arc::new(std::sync::Mutex::new(work));
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, url, work) = (client.clone(), Arc::clone(&url), Arc::clone(&work));
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let next = work.lock().expect("lock").pop();
+                let Some((body, sig)) = next else { break };
+                let t = Instant::now();
+                let status = client
+                    .post(url.as_str())
+                    .header("stripe-signature", sig)
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                assert_eq!(status, 200);
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    let elapsed = start.elapsed();
+    stop.cancel();
+    all.sort_unstable();
+    IngressRun {
+        rps: events as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+        calls: slow.calls.load(Ordering::Relaxed),
+        events,
+    }
+}
+
+struct WorkerRun {
+    eps: f64,
+    queue_calls: u64,
+    store_calls: u64,
+    events: usize,
+}
+
+async fn worker_run(concurrency: usize, latency: Duration, events: usize) -> WorkerRun {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = hookline_embedded::open(dir.path(), Default::default()).expect("open");
+    let now = hookline_core::clock::unix_secs();
+    let messages: Vec<OutboundMessage> = (0..events)
+        .map(|i| {
+            let body = event(i, now);
+            let env = hookline_core::envelope::Envelope::parse(body.as_bytes()).expect("event");
+            OutboundMessage::for_event(&env, bytes::Bytes::from(body), now)
+        })
+        .collect();
+    for chunk in messages.chunks(200) {
+        assert!(e.queue.send_batch(chunk).await.iter().all(Result::is_ok));
+    }
+    let queue = Arc::new(Slow::new(e.queue.clone() as Arc<dyn Queue>, latency));
+    let store = Arc::new(Slow::new(e.store.clone() as Arc<dyn Store>, latency));
+    let backend = Backend::from_parts(
+        BackendKind::Embedded {
+            path: dir.path().to_owned(),
+        },
+        queue.clone(),
+        Some(e.dlq.clone()),
+        store.clone(),
+        CoalescerConfig::local(),
+    );
+    let args = hookline_worker::WorkerArgs::try_parse_from([
+        "hookline-worker",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--worker-concurrency",
+        &concurrency.to_string(),
+        "--receive-wait-secs",
+        "1",
+    ])
+    .expect("args");
+    let worker = hookline_worker::Worker::build_with_backend(args, backend)
+        .await
+        .expect("worker");
+    let metrics = worker.metrics();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let start = Instant::now();
+    let handle = tokio::spawn(worker.run_until(stop.clone()));
+    while metrics.completed() < events as u64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = start.elapsed();
+    stop.cancel();
+    let _ = handle.await;
+    assert_eq!(metrics.applied.get(), events as u64);
+    WorkerRun {
+        eps: events as f64 / elapsed.as_secs_f64(),
+        queue_calls: queue.calls.load(Ordering::Relaxed),
+        store_calls: store.calls.load(Ordering::Relaxed),
+        events,
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        println!("A. ingress, 64 clients, 15 ms per queue call (embedded queue behind the delay)");
+        println!("{:<14} {:>9} {:>9} {:>9} {:>22}", "coalescing", "events/s", "p50 ms", "p99 ms", "queue calls/1000 ev");
+        for on in [true, false] {
+            let r = ingress_run(on, Duration::from_millis(15), 4000, 64).await;
+            println!(
+                "{:<14} {:>9.0} {:>9.1} {:>9.1} {:>22.0}",
+                if on { "on (batch 10)" } else { "off" },
+                r.rps,
+                r.p50.as_secs_f64() * 1e3,
+                r.p99.as_secs_f64() * 1e3,
+                r.calls as f64 * 1000.0 / r.events as f64
+            );
+        }
+        println!();
+        println!("B. worker end to end (enqueued -> committed), events/s");
+        println!(
+            "{:<12} {:>14} {:>16} {:>20} {:>20}",
+            "concurrency", "embedded", "10 ms per call", "queue calls/event", "store calls/event"
+        );
+        for c in [1usize, 4, 16, 64] {
+            let raw = worker_run(c, Duration::ZERO, 2000).await;
+            let n = (c * 60).clamp(200, 3000);
+            let slow = worker_run(c, Duration::from_millis(10), n).await;
+            println!(
+                "{:<12} {:>14.0} {:>16.0} {:>20.2} {:>20.2}",
+                c,
+                raw.eps,
+                slow.eps,
+                slow.queue_calls as f64 / slow.events as f64,
+                slow.store_calls as f64 / slow.events as f64
+            );
+            let _ = raw.queue_calls + raw.store_calls + raw.events as u64;
+        }
+        println!("Little's law at 10 ms per call: one event costs claim + complete (2 x 10 ms) plus its share of batched receive/delete calls, so events/s ~ concurrency / ~22 ms.");
+    });
+}

@@ -1,0 +1,185 @@
+//! `hookline config check`: the settings as the services load them, the
+//! key-mode rules, and whether every backend resource answers. Secrets are
+//! shown masked (`whsec_… (38 chars)`), never in full.
+
+use std::time::Duration;
+
+use hookline_core::secrets::{check_key_mode, mask, parse_webhook_secrets};
+use hookline_core::settings::{EventSettings, WebhookSecretSettings};
+
+use crate::opts::BackendOpts;
+
+/// Arguments of `hookline config check`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub backend: BackendOpts,
+    #[command(flatten)]
+    pub webhook: WebhookSecretSettings,
+    #[command(flatten)]
+    pub events: EventSettings,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub ok: bool,
+    pub what: &'static str,
+    pub detail: String,
+}
+
+fn line(ok: bool, what: &'static str, detail: impl Into<String>) -> Line {
+    Line {
+        ok,
+        what,
+        detail: detail.into(),
+    }
+}
+
+/// Runs every check; the report never holds a secret value.
+pub async fn run(args: &CheckArgs) -> Vec<Line> {
+    let c = &args.backend.common;
+    let mut report = vec![
+        line(true, "APP_ENV", c.app_env.as_str()),
+        line(
+            true,
+            "ENABLED_EVENTS",
+            args.events.enabled_events.to_string(),
+        ),
+    ];
+    let backend = match hookline_backend::open(c, &args.backend.tables, Default::default()).await {
+        Ok(b) => b,
+        Err(e) => {
+            report.push(line(false, "backend", format!("cannot open: {e}")));
+            return report;
+        }
+    };
+    report.push(line(true, "backend", backend.kind.to_string()));
+
+    // Stripe API key: where it comes from and whether its mode fits APP_ENV.
+    let key = match (&c.stripe_secret_key_id, &c.stripe_secret_key) {
+        (Some(id), _) => match backend.secrets().await.fetch(id).await {
+            Ok(k) => Some((k, format!("from Secrets Manager {id}"))),
+            Err(e) => {
+                report.push(line(
+                    false,
+                    "STRIPE_SECRET_KEY_ID",
+                    format!("cannot read {id}: {e}"),
+                ));
+                None
+            }
+        },
+        (None, Some(k)) => Some((k.clone(), "from STRIPE_SECRET_KEY".to_owned())),
+        (None, None) => {
+            report.push(line(
+                true,
+                "Stripe API key",
+                "not set (only backfill needs it)",
+            ));
+            None
+        }
+    };
+    if let Some((k, origin)) = key {
+        match check_key_mode(c.app_env, &k) {
+            Ok(()) => report.push(line(
+                true,
+                "Stripe API key",
+                format!("{} {origin}", mask(&k)),
+            )),
+            Err(e) => report.push(line(
+                false,
+                "Stripe API key",
+                format!("{} {origin}: {e}", mask(&k)),
+            )),
+        }
+    }
+
+    // Webhook secrets.
+    let secrets = match (
+        &args.webhook.stripe_webhook_secret_id,
+        &args.webhook.stripe_webhook_secret,
+    ) {
+        (Some(id), _) => match backend.secrets().await.fetch(id).await {
+            Ok(v) => parse_webhook_secrets(&v)
+                .map(|s| (s, format!("from Secrets Manager {id}")))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("cannot read {id}: {e}")),
+        },
+        (None, Some(v)) => parse_webhook_secrets(v)
+            .map(|s| (s, "from STRIPE_WEBHOOK_SECRET".to_owned()))
+            .map_err(|e| e.to_string()),
+        (None, None) => Err(
+            "not set: the ingress needs STRIPE_WEBHOOK_SECRET or STRIPE_WEBHOOK_SECRET_ID"
+                .to_owned(),
+        ),
+    };
+    match secrets {
+        Ok((s, origin)) => {
+            let masked: Vec<String> = s.iter().map(mask).collect();
+            report.push(line(
+                true,
+                "webhook secrets",
+                format!("{} {origin}: {}", s.len(), masked.join(", ")),
+            ));
+        }
+        Err(e) => report.push(line(false, "webhook secrets", e)),
+    }
+
+    // Every resource answers.
+    let timeout = Duration::from_secs(10);
+    match tokio::time::timeout(timeout, backend.queue.counts()).await {
+        Ok(Ok(q)) => report.push(line(
+            true,
+            "queue",
+            format!("answers: {} waiting, {} in flight", q.waiting, q.in_flight),
+        )),
+        Ok(Err(e)) => report.push(line(false, "queue", e.to_string())),
+        Err(_) => report.push(line(false, "queue", "no answer within 10 s")),
+    }
+    match &backend.dlq {
+        None => report.push(line(
+            false,
+            "dead-letter queue",
+            "DLQ_URL is required when QUEUE_URL is set",
+        )),
+        Some(dlq) => match tokio::time::timeout(timeout, dlq.counts()).await {
+            Ok(Ok(q)) => report.push(line(
+                true,
+                "dead-letter queue",
+                format!("answers: {} messages", q.waiting + q.in_flight),
+            )),
+            Ok(Err(e)) => report.push(line(false, "dead-letter queue", e.to_string())),
+            Err(_) => report.push(line(false, "dead-letter queue", "no answer within 10 s")),
+        },
+    }
+    let t = &args.backend.tables;
+    match tokio::time::timeout(timeout, backend.store.ping()).await {
+        Ok(Ok(())) => report.push(line(
+            true,
+            "tables",
+            format!(
+                "answer: {}, {}, {}",
+                t.events_table_name, t.objects_table_name, t.provider_table_name
+            ),
+        )),
+        Ok(Err(e)) => report.push(line(false, "tables", e.to_string())),
+        Err(_) => report.push(line(false, "tables", "no answer within 10 s")),
+    }
+    report
+}
+
+/// The report as text, one line per check.
+pub fn render(report: &[Line]) -> String {
+    let width = report.iter().map(|l| l.what.len()).max().unwrap_or(0);
+    report
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {:<width$}  {}\n",
+                if l.ok { "ok  " } else { "FAIL" },
+                l.what,
+                l.detail
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,291 @@
+//! `hookline dlq`: stats, list, export and replay of the dead-letter queue.
+//!
+//! Looking never removes anything: `list` and `export` receive with a short
+//! hold and make every message visible again before they return (also on
+//! ctrl-c). `replay` deletes a DLQ message only after the main queue
+//! accepted its copy, so an interruption at any point loses nothing and at
+//! worst leaves a duplicate that the worker's idempotency absorbs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use hookline_core::clock::unix_millis;
+use hookline_core::message::attr;
+use hookline_core::ports::{Delivery, PortError, Queue, Store};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+/// How long messages stay hidden while a command holds them; they are made
+/// visible again as soon as it is done.
+pub const HOLD: Duration = Duration::from_secs(300);
+
+/// `dlq stats --json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub waiting: u64,
+    pub in_flight: u64,
+    pub dead_lettered: u64,
+}
+
+pub async fn stats(queue: &dyn Queue, dlq: &dyn Queue) -> Result<Stats, PortError> {
+    let q = queue.counts().await?;
+    let d = dlq.counts().await?;
+    Ok(Stats {
+        waiting: q.waiting,
+        in_flight: q.in_flight,
+        dead_lettered: d.waiting + d.in_flight,
+    })
+}
+
+/// One DLQ message as `list` and `export` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    pub event_id: Option<String>,
+    pub event_type: Option<String>,
+    pub age_secs: u64,
+    pub receive_count: u32,
+    pub reason: Option<String>,
+}
+
+/// An `export` line: the `list` fields plus the raw body and attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExportLine {
+    #[serde(flatten)]
+    pub entry: Entry,
+    pub body: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Age of the event from when the ingress received it (`received_at`),
+/// else from when the message was sent.
+fn age_secs(d: &Delivery, now_ms: i64) -> u64 {
+    let since_ms = d
+        .attributes
+        .get(attr::RECEIVED_AT)
+        .and_then(|t| humantime::parse_rfc3339(t).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(d.sent_at_ms);
+    u64::try_from(now_ms.saturating_sub(since_ms) / 1000).unwrap_or(0)
+}
+
+/// The entry for a delivery; the reason is the `error` attribute, or for a
+/// message the queue redrove itself, the ledger's `lastError`.
+pub async fn entry(d: &Delivery, store: &dyn Store, now_ms: i64) -> Entry {
+    let event_id = d.attributes.get(attr::EVENT_ID).cloned();
+    let mut reason = d.attributes.get(attr::ERROR).cloned();
+    if reason.is_none() {
+        if let Some(id) = &event_id {
+            reason = store
+                .event(id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| r.last_error);
+        }
+    }
+    Entry {
+        event_id,
+        event_type: d.attributes.get(attr::EVENT_TYPE).cloned(),
+        age_secs: age_secs(d, now_ms),
+        receive_count: d.receive_count,
+        reason,
+    }
+}
+
+/// Receives up to `limit` DLQ messages (all with `None`) and holds them.
+/// The caller must [`release`] them.
+pub async fn peek(
+    dlq: &dyn Queue,
+    limit: Option<usize>,
+    cancel: &CancellationToken,
+) -> Result<Vec<Delivery>, PortError> {
+    let mut held: Vec<Delivery> = Vec::new();
+    let mut seen = HashSet::new();
+    loop {
+        let want = limit.map_or(10, |l| l.saturating_sub(held.len()).min(10));
+        if want == 0 || cancel.is_cancelled() {
+            break;
+        }
+        let batch = match dlq.receive(want, Duration::from_secs(1), HOLD).await {
+            Ok(b) => b,
+            Err(e) => {
+                release(dlq, &held).await;
+                return Err(e);
+            }
+        };
+        if batch.is_empty() {
+            break;
+        }
+        for d in batch {
+            if seen.insert(d.message_id.clone()) {
+                held.push(d);
+            }
+        }
+    }
+    Ok(held)
+}
+
+/// Makes held messages visible again.
+pub async fn release(dlq: &dyn Queue, held: &[Delivery]) {
+    for d in held {
+        if let Err(error) = dlq.set_visibility(&d.receipt, Duration::ZERO).await {
+            eprintln!(
+                "warning: message {} stays hidden until its hold ends: {error}",
+                d.message_id
+            );
+        }
+    }
+}
+
+/// Which DLQ messages `replay` moves.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub event_types: Vec<String>,
+    pub event_ids: Vec<String>,
+    pub older_than: Option<Duration>,
+    pub newer_than: Option<Duration>,
+}
+
+impl Filter {
+    pub fn matches(&self, d: &Delivery, now_ms: i64) -> bool {
+        let attr_in = |name: &str, set: &[String]| {
+            set.is_empty()
+                || d.attributes
+                    .get(name)
+                    .is_some_and(|v| set.iter().any(|s| s == v))
+        };
+        let age = Duration::from_secs(age_secs(d, now_ms));
+        attr_in(attr::EVENT_TYPE, &self.event_types)
+            && attr_in(attr::EVENT_ID, &self.event_ids)
+            && self.older_than.is_none_or(|o| age >= o)
+            && self.newer_than.is_none_or(|n| age <= n)
+    }
+}
+
+/// `dlq replay --json`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub replayed: u64,
+    pub skipped: u64,
+    pub failed: u64,
+}
+
+/// How a replay runs.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayOptions {
+    pub filter: Filter,
+    pub limit: Option<u64>,
+    /// Messages per second at most.
+    pub rate: Option<f64>,
+    pub dry_run: bool,
+}
+
+/// Moves matching DLQ messages back to the queue. Each message is deleted
+/// from the DLQ only after the queue accepted its copy (batch send, then
+/// batch delete). Messages that do not match, or whose copy failed, are
+/// made visible in the DLQ again at the end, also on cancel.
+pub async fn replay(
+    queue: &dyn Queue,
+    dlq: &dyn Queue,
+    options: &ReplayOptions,
+    cancel: &CancellationToken,
+    mut progress: impl FnMut(&Summary),
+) -> Result<Summary, PortError> {
+    let mut summary = Summary::default();
+    let mut held: Vec<Delivery> = Vec::new();
+    let mut seen = HashSet::new();
+    let started = Instant::now();
+    let result = loop {
+        if cancel.is_cancelled() {
+            break Ok(());
+        }
+        let moved_or_planned = summary.replayed + summary.failed;
+        if options.limit.is_some_and(|l| moved_or_planned >= l) {
+            break Ok(());
+        }
+        let batch = match dlq.receive(10, Duration::from_secs(1), HOLD).await {
+            Ok(b) => b,
+            Err(e) => break Err(e),
+        };
+        if batch.is_empty() {
+            break Ok(());
+        }
+        let now_ms = unix_millis();
+        let mut selected = Vec::new();
+        for d in batch {
+            if !seen.insert(d.message_id.clone()) {
+                held.push(d);
+                continue;
+            }
+            let room = options
+                .limit
+                .is_none_or(|l| summary.replayed + summary.failed + (selected.len() as u64) < l);
+            if room && options.filter.matches(&d, now_ms) {
+                selected.push(d);
+            } else {
+                summary.skipped += 1;
+                held.push(d);
+            }
+        }
+        if selected.is_empty() {
+            progress(&summary);
+            continue;
+        }
+        if options.dry_run {
+            summary.replayed += selected.len() as u64;
+            held.extend(selected);
+            progress(&summary);
+            continue;
+        }
+        if let Some(rate) = options.rate.filter(|r| *r > 0.0) {
+            // Pace to `rate` messages per second over the whole run.
+            let due = Duration::from_secs_f64((summary.replayed + summary.failed) as f64 / rate);
+            let elapsed = started.elapsed();
+            if due > elapsed {
+                tokio::select! {
+                    _ = tokio::time::sleep(due - elapsed) => {}
+                    _ = cancel.cancelled() => { held.extend(selected); break Ok(()); }
+                }
+            }
+        }
+        let copies: Vec<_> = selected
+            .iter()
+            .map(|d| {
+                let mut m = d.to_outbound();
+                m.attributes.remove(attr::ERROR);
+                m
+            })
+            .collect();
+        let sent = queue.send_batch(&copies).await;
+        let mut accepted = Vec::new();
+        for (d, result) in selected.into_iter().zip(sent) {
+            match result {
+                Ok(()) => accepted.push(d),
+                Err(error) => {
+                    eprintln!(
+                        "warning: copy of {} not accepted, left in the DLQ: {error}",
+                        d.attributes.get(attr::EVENT_ID).map_or("?", String::as_str)
+                    );
+                    summary.failed += 1;
+                    held.push(d);
+                }
+            }
+        }
+        let receipts: Vec<String> = accepted.iter().map(|d| d.receipt.clone()).collect();
+        for (d, deleted) in accepted.iter().zip(dlq.delete_batch(&receipts).await) {
+            if let Err(error) = deleted {
+                // The copy is queued; the original reappears in the DLQ and a
+                // second replay completes as a duplicate.
+                eprintln!(
+                    "warning: {} replayed but not removed from the DLQ: {error}",
+                    d.message_id
+                );
+            }
+        }
+        summary.replayed += accepted.len() as u64;
+        progress(&summary);
+    };
+    release(dlq, &held).await;
+    result.map(|()| summary)
+}
