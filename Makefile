@@ -65,8 +65,10 @@ moto: $(MOTO_STAMP)
 unit: build $(MOTO_STAMP)
 	@endpoint=$$(VENV=$(VENV) scripts/moto.sh start) || exit 1; \
 	echo "local AWS (moto) at $$endpoint"; \
-	AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) $(CARGO) test --workspace; rc=$$?; \
-	scripts/moto.sh stop; exit $$rc
+	AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) $(CARGO) test --workspace 2>&1 | tee target/test-output.log; \
+	rc=$${PIPESTATUS[0]}; scripts/moto.sh stop; \
+	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' target/test-output.log; \
+	exit $$rc
 
 # A local AWS for running the system by hand against the AWS backend.
 aws-local: build $(MOTO_STAMP)

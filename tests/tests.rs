@@ -2,8 +2,11 @@
 //! run the real ingress (in-process on a random port, or as the built
 //! binary) against a real SQLite file in a temporary directory.
 
-/// Shared helpers: `spawn_app()`, signing, fixtures, binary paths.
+/// Shared helpers: `spawn_app()`, signing, fixtures, binary paths, moto fixtures.
 mod helpers;
+
+/// A test bed on either backend, and `on_both_backends!`.
+mod bed;
 
 /// Every row of the SPEC's "Ingress HTTP" table, in-process on a random port.
 mod ingress_http;
@@ -23,3 +26,7 @@ mod conformance;
 
 /// The ingress on the AWS backend: SQS acceptance, FIFO, batching, outages.
 mod ingress_aws;
+
+/// The `hookline` operator CLI on both backends: DLQ list, export, replay,
+/// backfill, show commands, config check, native redrive.
+mod cli;

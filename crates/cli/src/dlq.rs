@@ -15,9 +15,10 @@ use hookline_core::ports::{Delivery, PortError, Queue, Store};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-/// How long messages stay hidden while a command holds them; they are made
-/// visible again as soon as it is done.
-pub const HOLD: Duration = Duration::from_secs(300);
+/// How long messages stay hidden while a command holds them by default;
+/// they are made visible again as soon as it is done, so this only matters
+/// for a run that was killed.
+pub const DEFAULT_HOLD: Duration = Duration::from_secs(300);
 
 /// `dlq stats --json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -98,6 +99,7 @@ pub async fn entry(d: &Delivery, store: &dyn Store, now_ms: i64) -> Entry {
 pub async fn peek(
     dlq: &dyn Queue,
     limit: Option<usize>,
+    hold: Duration,
     cancel: &CancellationToken,
 ) -> Result<Vec<Delivery>, PortError> {
     let mut held: Vec<Delivery> = Vec::new();
@@ -107,7 +109,7 @@ pub async fn peek(
         if want == 0 || cancel.is_cancelled() {
             break;
         }
-        let batch = match dlq.receive(want, Duration::from_secs(1), HOLD).await {
+        let batch = match dlq.receive(want, Duration::from_secs(1), hold).await {
             Ok(b) => b,
             Err(e) => {
                 release(dlq, &held).await;
@@ -172,13 +174,15 @@ pub struct Summary {
 }
 
 /// How a replay runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReplayOptions {
     pub filter: Filter,
     pub limit: Option<u64>,
     /// Messages per second at most.
     pub rate: Option<f64>,
     pub dry_run: bool,
+    /// How long messages stay hidden while held.
+    pub hold: Duration,
 }
 
 /// Moves matching DLQ messages back to the queue. Each message is deleted
@@ -204,7 +208,7 @@ pub async fn replay(
         if options.limit.is_some_and(|l| moved_or_planned >= l) {
             break Ok(());
         }
-        let batch = match dlq.receive(10, Duration::from_secs(1), HOLD).await {
+        let batch = match dlq.receive(10, Duration::from_secs(1), options.hold).await {
             Ok(b) => b,
             Err(e) => break Err(e),
         };
@@ -221,10 +225,13 @@ pub async fn replay(
             let room = options
                 .limit
                 .is_none_or(|l| summary.replayed + summary.failed + (selected.len() as u64) < l);
-            if room && options.filter.matches(&d, now_ms) {
+            if !options.filter.matches(&d, now_ms) {
+                summary.skipped += 1;
+                held.push(d);
+            } else if room {
                 selected.push(d);
             } else {
-                summary.skipped += 1;
+                // Matches, but the limit is reached: left as it was, not counted.
                 held.push(d);
             }
         }

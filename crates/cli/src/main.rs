@@ -70,6 +70,9 @@ enum DlqCommand {
         /// Show at most N messages.
         #[arg(long)]
         limit: Option<usize>,
+        /// How long messages stay hidden while held (released when the command ends; a killed run releases them after this).
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        hold: Duration,
         #[command(flatten)]
         out: JsonFlag,
         #[command(flatten)]
@@ -81,6 +84,9 @@ enum DlqCommand {
         /// File to write.
         #[arg(long)]
         out: std::path::PathBuf,
+        /// How long messages stay hidden while held (released when the command ends; a killed run releases them after this).
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        hold: Duration,
         #[command(flatten)]
         backend: BackendOpts,
     },
@@ -114,6 +120,9 @@ struct ReplayArgs {
     /// Print what would move; move nothing.
     #[arg(long)]
     dry_run: bool,
+    /// How long messages stay hidden while held (released when the command ends; a killed run releases them after this).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    hold: Duration,
     /// Every message (needed with --native).
     #[arg(long)]
     all: bool,
@@ -230,12 +239,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dlq(DlqCommand::List {
             limit,
+            hold,
             out,
             backend,
         }) => {
             let (b, dlq_queue) = backend.open_with_dlq().await?;
             let cancel = cancel_on_signal();
-            let held = dlq::peek(dlq_queue.as_ref(), limit, &cancel).await?;
+            let held = dlq::peek(dlq_queue.as_ref(), limit, hold, &cancel).await?;
             let now = hookline_core::clock::unix_millis();
             let mut entries = Vec::with_capacity(held.len());
             for d in &held {
@@ -264,10 +274,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dlq(DlqCommand::Export { out, backend }) => {
+        Command::Dlq(DlqCommand::Export { out, hold, backend }) => {
             let (b, dlq_queue) = backend.open_with_dlq().await?;
             let cancel = cancel_on_signal();
-            let held = dlq::peek(dlq_queue.as_ref(), None, &cancel).await?;
+            let held = dlq::peek(dlq_queue.as_ref(), None, hold, &cancel).await?;
             let written = write_export(&out, &held, b.store.as_ref()).await;
             dlq::release(dlq_queue.as_ref(), &held).await;
             let n = written?;
@@ -404,6 +414,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         limit: args.limit,
         rate: args.rate,
         dry_run: args.dry_run,
+        hold: args.hold,
     };
     let cancel = cancel_on_signal();
     let tty = std::io::stderr().is_terminal() && !args.out.json;
