@@ -13,9 +13,11 @@ TYPE ?= payment_intent.succeeded
 VENV ?= .venv
 MOTO_VERSION ?= 5.2.5
 MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)
+INFRA_TOOLS := cfn-lint==1.58.0 checkov==3.3.30 pytest==8.4.2
+INFRA_STAMP := $(VENV)/.infra-tools-2
 LOCAL_AWS_ENV = AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 
-.PHONY: run build send-event test fmt-check clippy unit check-secrets bench help moto aws-local aws-local-stop
+.PHONY: run build send-event test fmt-check clippy unit check-secrets bench help moto aws-local aws-local-stop infra-lint release-build
 
 help:
 	@echo "make run          start the ingress and the worker on the embedded backend (./data)"
@@ -44,7 +46,8 @@ send-event:
 	@STRIPE_WEBHOOK_SECRET=$(DEV_WEBHOOK_SECRET) $(CARGO) run -q -p hookline-cli --bin hookline -- \
 	  dev send $(TYPE) --url http://$(BIND_ADDR)/api/stripe-webhook
 
-test: fmt-check clippy check-secrets unit
+# Everything CI checks; the cargo tests run last so their total closes the output.
+test: fmt-check clippy check-secrets infra-lint release-build unit
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -69,6 +72,22 @@ unit: build $(MOTO_STAMP)
 	rc=$${PIPESTATUS[0]}; scripts/moto.sh stop; \
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' target/test-output.log; \
 	exit $$rc
+
+$(INFRA_STAMP):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(INFRA_TOOLS)
+	touch $@
+
+# The CloudFormation stack: cfn-lint, checkov (no suppression without a
+# justification next to the resource), and the template tests.
+infra-lint: $(INFRA_STAMP)
+	$(VENV)/bin/cfn-lint infra/*.yaml
+	$(VENV)/bin/checkov --directory infra --framework cloudformation --compact --quiet --skip-download
+	$(VENV)/bin/pytest -q infra/tests
+
+# The container image's build stage runs exactly this (see Dockerfile).
+release-build:
+	$(CARGO) build --release --locked --workspace --bins
 
 # A local AWS for running the system by hand against the AWS backend.
 aws-local: build $(MOTO_STAMP)

@@ -221,6 +221,21 @@ async fn send_all(
     (all, bad)
 }
 
+/// Load only, against an ingress someone else started (for profiling it):
+/// `BENCH_URL=http://127.0.0.1:8080/api/stripe-webhook`, secret as above.
+async fn load_only(url: String, requests: usize, conns: usize) {
+    let client = reqwest::Client::new();
+    let url = Arc::new(url);
+    let start = Instant::now();
+    let (lat, bad) = send_all(&client, &url, events(requests), conns).await;
+    println!(
+        "{} requests in {:.2}s, {} non-200",
+        lat.len(),
+        start.elapsed().as_secs_f64(),
+        bad
+    );
+}
+
 fn main() {
     let requests = env_usize("BENCH_REQUESTS", 20_000);
     let conns = env_usize("BENCH_CONNECTIONS", 64);
@@ -228,6 +243,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if let Ok(url) = std::env::var("BENCH_URL") {
+        rt.block_on(load_only(url, requests, conns));
+        return;
+    }
     let full = rt.block_on(run("full", "payment_intent.succeeded", requests, conns));
     let base = rt.block_on(run("no-enqueue", "payout.created", requests, conns));
     println!("ingress on the embedded backend: {requests} signed ~3 KB events, {conns} connections, 2-core machine shared with the load generator");
