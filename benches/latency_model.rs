@@ -25,7 +25,9 @@ use hookline_backend::{Backend, BackendKind};
 use hookline_core::coalescer::CoalescerConfig;
 use hookline_core::envelope::EventId;
 use hookline_core::message::OutboundMessage;
-use hookline_core::ports::{BatchLimits, Claim, Delivery, PortError, Queue, QueueCounts, Store};
+use hookline_core::ports::{
+    BatchLimits, Claim, Delivery, Lease, PortError, Queue, QueueCounts, Store,
+};
 use hookline_core::records::{Completion, EventRecord, Projection, StoredItem};
 
 const SECRET: &str = "whsec_test_benchmarkSecretValue000000";
@@ -36,6 +38,8 @@ struct Slow<T: ?Sized> {
     inner: Arc<T>,
     latency: Duration,
     calls: AtomicU64,
+    /// receive, delete, set_visibility calls (queue) for the breakdown.
+    kinds: [AtomicU64; 3],
     max_entries: Option<usize>,
 }
 
@@ -45,6 +49,7 @@ impl<T: ?Sized> Slow<T> {
             inner,
             latency,
             calls: AtomicU64::new(0),
+            kinds: Default::default(),
             max_entries: None,
         }
     }
@@ -73,14 +78,17 @@ impl Queue for Slow<dyn Queue> {
         wait: Duration,
         vis: Duration,
     ) -> Result<Vec<Delivery>, PortError> {
+        self.kinds[0].fetch_add(1, Ordering::Relaxed);
         self.pay().await;
         self.inner.receive(max.min(10), wait, vis).await
     }
     async fn delete_batch(&self, receipts: &[String]) -> Vec<Result<(), PortError>> {
+        self.kinds[1].fetch_add(1, Ordering::Relaxed);
         self.pay().await;
         self.inner.delete_batch(receipts).await
     }
     async fn set_visibility(&self, receipt: &str, t: Duration) -> Result<(), PortError> {
+        self.kinds[2].fetch_add(1, Ordering::Relaxed);
         self.pay().await;
         self.inner.set_visibility(receipt, t).await
     }
@@ -91,9 +99,9 @@ impl Queue for Slow<dyn Queue> {
 
 #[async_trait]
 impl Store for Slow<dyn Store> {
-    async fn claim(&self, id: &EventId, t: &str, now: i64, lease: u64) -> Result<Claim, PortError> {
+    async fn claim(&self, id: &EventId, t: &str, lease: Lease<'_>) -> Result<Claim, PortError> {
         self.pay().await;
-        self.inner.claim(id, t, now, lease).await
+        self.inner.claim(id, t, lease).await
     }
     async fn complete(
         &self,
@@ -305,12 +313,176 @@ async fn worker_run(concurrency: usize, latency: Duration, events: usize) -> Wor
     }
 }
 
+/// C. Requests the real AWS adapters send, counted against moto (when
+/// `AWS_ENDPOINT_URL` points at one, as `make aws-local` prints).
+async fn aws_requests(events: usize) {
+    let clients = hookline_aws::AwsClients::load().await;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let tables = hookline_aws::Tables {
+        events: format!("bench-events-{}", &id[..8]),
+        objects: format!("bench-objects-{}", &id[..8]),
+        provider: format!("bench-provider-{}", &id[..8]),
+    };
+    let pair = hookline_aws::provision::provision(
+        &clients,
+        &format!("bench-{}", &id[..8]),
+        5,
+        30,
+        &tables,
+    )
+    .await
+    .expect("provision");
+    let sqs = Arc::new(Slow::new(
+        Arc::new(hookline_aws::SqsQueue::new(
+            clients.sqs.clone(),
+            &pair.queue_url,
+        )) as Arc<dyn Queue>,
+        Duration::ZERO,
+    ));
+    let dlq: Arc<dyn Queue> = Arc::new(hookline_aws::SqsQueue::new(
+        clients.sqs.clone(),
+        &pair.dlq_url,
+    ));
+    let store = Arc::new(Slow::new(
+        Arc::new(hookline_aws::DynamoStore::new(
+            clients.dynamodb.clone(),
+            tables.clone(),
+        )) as Arc<dyn Store>,
+        Duration::ZERO,
+    ));
+
+    // Ingress: 64 clients, the production coalescer, real SQS calls.
+    let backend = Backend::from_parts(
+        BackendKind::Aws {
+            queue_url: pair.queue_url.clone(),
+        },
+        sqs.clone(),
+        Some(dlq.clone()),
+        store.clone(),
+        CoalescerConfig::remote(),
+    );
+    let args = hookline_ingress::IngressArgs::try_parse_from([
+        "hookline-ingress",
+        "--bind-addr",
+        "127.0.0.1:0",
+        "--stripe-webhook-secret",
+        SECRET,
+    ])
+    .expect("args");
+    let app = hookline_ingress::Application::build_with_backend(args, backend)
+        .await
+        .expect("app");
+    let url = format!("http://127.0.0.1:{}/api/stripe-webhook", app.port());
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(app.run_until(stop.clone()));
+    let now = hookline_core::clock::unix_secs();
+    let client = reqwest::Client::new();
+    let work: Vec<(String, String)> = (0..events)
+        .map(|i| {
+            let body = event(i, now);
+            let sig = hookline_signature::header_for(SECRET.as_bytes(), now, body.as_bytes());
+            (body, sig)
+        })
+        .collect();
+    let work = Arc::new(std::sync::Mutex::new(work));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (client, url, work) = (client.clone(), url.clone(), Arc::clone(&work));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let next = work.lock().expect("lock").pop();
+                let Some((body, sig)) = next else { break };
+                let r = client
+                    .post(&url)
+                    .header("stripe-signature", sig)
+                    .body(body)
+                    .send()
+                    .await;
+                assert_eq!(r.map(|r| r.status().as_u16()).unwrap_or(0), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    stop.cancel();
+    let sends = sqs.calls.swap(0, Ordering::Relaxed);
+
+    // Worker: the same events, real SQS receive/delete and DynamoDB writes.
+    let backend = Backend::from_parts(
+        BackendKind::Aws {
+            queue_url: pair.queue_url.clone(),
+        },
+        sqs.clone(),
+        Some(dlq),
+        store.clone(),
+        CoalescerConfig::remote(),
+    );
+    let args = hookline_worker::WorkerArgs::try_parse_from([
+        "hookline-worker",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--worker-concurrency",
+        "64",
+        "--receive-wait-secs",
+        "1",
+    ])
+    .expect("args");
+    let worker = hookline_worker::Worker::build_with_backend(args, backend)
+        .await
+        .expect("worker");
+    let metrics = worker.metrics();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(worker.run_until(stop.clone()));
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    while metrics.completed() < events as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if last_report.elapsed() > Duration::from_secs(10) {
+            last_report = Instant::now();
+            eprintln!(
+                "  worker on moto: {} of {events} completed after {:.0}s",
+                metrics.completed(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    stop.cancel();
+    let _ = handle.await;
+    let queue_calls = sqs.calls.load(Ordering::Relaxed);
+    let kinds: Vec<u64> = sqs
+        .kinds
+        .iter()
+        .map(|k| k.load(Ordering::Relaxed))
+        .collect();
+    let store_calls = store.calls.load(Ordering::Relaxed);
+    println!("C. requests counted against moto, {events} events");
+    println!(
+        "ingress: {sends} SendMessageBatch calls = {:.0} SQS requests per 1000 events",
+        sends as f64 * 1000.0 / events as f64
+    );
+    println!(
+        "worker: {:.2} SQS requests per event (receive + delete batches, visibility changes), {:.2} DynamoDB requests per event (claim UpdateItem + TransactWriteItems)",
+        queue_calls as f64 / events as f64,
+        store_calls as f64 / events as f64
+    );
+    println!(
+        "        ({} ReceiveMessage, {} DeleteMessageBatch, {} ChangeMessageVisibility)",
+        kinds[0], kinds[1], kinds[2]
+    );
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
+        if std::env::var("BENCH_PART").as_deref() == Ok("C") {
+            hookline_core::telemetry::init(hookline_core::settings::LogFormat::Text);
+            aws_requests(1000).await;
+            return;
+        }
         println!("A. ingress, 64 clients, 15 ms per queue call (embedded queue behind the delay)");
         println!("{:<14} {:>9} {:>9} {:>9} {:>22}", "coalescing", "events/s", "p50 ms", "p99 ms", "queue calls/1000 ev");
         for on in [true, false] {
@@ -345,5 +517,11 @@ fn main() {
             let _ = raw.queue_calls + raw.store_calls + raw.events as u64;
         }
         println!("Little's law at 10 ms per call: one event costs claim + complete (2 x 10 ms) plus its share of batched receive/delete calls, so events/s ~ concurrency / ~22 ms.");
+        if std::env::var("AWS_ENDPOINT_URL").is_ok() {
+            println!();
+            aws_requests(1000).await;
+        } else {
+            println!("(C. AWS request counts: run with AWS_ENDPOINT_URL pointing at moto, e.g. after make aws-local)");
+        }
     });
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hookline_core::envelope::EventId;
 use hookline_core::message::OutboundMessage;
-use hookline_core::ports::{Claim, Queue, Store};
+use hookline_core::ports::{Claim, Lease, Queue, Store};
 use hookline_core::records::{
     Completion, EventStatus, ObjectRecord, ObjectType, Outcome, Projection, LEDGER_TTL_SECS,
 };
@@ -76,8 +76,17 @@ conformance!(
     concurrent_claims_admit_one(5),
     older_events_are_stale(5),
     ledger_lifecycle_and_ttl(5),
+    a_retried_claim_gets_its_own_lease_back(5),
     events_without_projection_are_ignored(5),
 );
+
+fn lease(owner: &str, now: i64) -> Lease<'_> {
+    Lease {
+        owner,
+        now,
+        secs: 30,
+    }
+}
 
 fn message(id: &str) -> OutboundMessage {
     let mut attributes = BTreeMap::new();
@@ -254,10 +263,11 @@ async fn concurrent_claims_admit_one(p: Ports) {
     let id = EventId::new("evt_conf_claim_race");
     let t = now();
     let mut tasks = Vec::new();
-    for _ in 0..6 {
+    for i in 0..6 {
         let (store, id) = (Arc::clone(&p.store), id.clone());
         tasks.push(tokio::spawn(async move {
-            store.claim(&id, "payout.updated", t, 30).await
+            let owner = format!("delivery-{i}");
+            store.claim(&id, "payout.updated", lease(&owner, t)).await
         }));
     }
     let mut started = 0;
@@ -337,14 +347,14 @@ async fn ledger_lifecycle_and_ttl(p: Ports) {
     let t = now();
     assert_eq!(
         p.store
-            .claim(&id, "payout.updated", t, 30)
+            .claim(&id, "payout.updated", lease("owner-a", t))
             .await
             .expect("claim"),
         Claim::Started { attempts: 1 }
     );
     assert!(matches!(
         p.store
-            .claim(&id, "payout.updated", t, 30)
+            .claim(&id, "payout.updated", lease("owner-b", t))
             .await
             .expect("claim"),
         Claim::Busy { .. }
@@ -364,7 +374,7 @@ async fn ledger_lifecycle_and_ttl(p: Ports) {
     // FAILED is processed again.
     assert_eq!(
         p.store
-            .claim(&id, "payout.updated", t, 30)
+            .claim(&id, "payout.updated", lease("owner-c", t))
             .await
             .expect("claim"),
         Claim::Started { attempts: 2 }
@@ -372,7 +382,7 @@ async fn ledger_lifecycle_and_ttl(p: Ports) {
     // A lease that expired can be taken over.
     assert_eq!(
         p.store
-            .claim(&id, "payout.updated", t + 31, 30)
+            .claim(&id, "payout.updated", lease("owner-d", t + 31))
             .await
             .expect("claim"),
         Claim::Started { attempts: 3 }
@@ -390,7 +400,7 @@ async fn ledger_lifecycle_and_ttl(p: Ports) {
     assert_eq!(done, Completion::Completed(Outcome::Applied));
     assert_eq!(
         p.store
-            .claim(&id, "payout.updated", t + 100, 30)
+            .claim(&id, "payout.updated", lease("owner-e", t + 100))
             .await
             .expect("claim"),
         Claim::Completed
@@ -430,7 +440,7 @@ async fn events_without_projection_are_ignored(p: Ports) {
     let id = EventId::new("evt_conf_ignored");
     assert_eq!(
         p.store
-            .claim(&id, "customer.created", now(), 30)
+            .claim(&id, "customer.created", lease("owner-a", now()))
             .await
             .expect("claim"),
         Claim::Started { attempts: 1 }
@@ -454,5 +464,35 @@ async fn events_without_projection_are_ignored(p: Ports) {
             .await
             .expect("again"),
         Completion::Duplicate
+    );
+}
+
+async fn a_retried_claim_gets_its_own_lease_back(p: Ports) {
+    // The first answer was lost (timeout) after the store applied it; the
+    // SDK retries the same claim: it must not look like another worker.
+    let id = EventId::new("evt_conf_retried_claim");
+    let t = now();
+    let first = p
+        .store
+        .claim(&id, "payout.updated", lease("msg-1/1", t))
+        .await
+        .expect("claim");
+    assert_eq!(first, Claim::Started { attempts: 1 });
+    let retried = p
+        .store
+        .claim(&id, "payout.updated", lease("msg-1/1", t))
+        .await
+        .expect("claim");
+    assert!(matches!(retried, Claim::Started { .. }), "{retried:?}");
+    let other = p
+        .store
+        .claim(&id, "payout.updated", lease("msg-2/1", t))
+        .await
+        .expect("claim");
+    assert_eq!(
+        other,
+        Claim::Busy {
+            lease_until: t + 30
+        }
     );
 }

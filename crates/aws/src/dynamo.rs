@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use hookline_core::clock::rfc3339;
 use hookline_core::envelope::EventId;
-use hookline_core::ports::{Claim, PortError, Store};
+use hookline_core::ports::{Claim, Lease, PortError, Store};
 use hookline_core::records::{
     Completion, EventRecord, EventStatus, Outcome, Projection, StoredItem, LEDGER_TTL_SECS,
 };
@@ -86,7 +86,7 @@ impl DynamoStore {
             .update_expression(
                 "SET #status = :completed, outcome = :outcome, completedAt = :at, expiresAt = :exp, \
                  eventType = if_not_exists(eventType, :type), attempts = if_not_exists(attempts, :one) \
-                 REMOVE leaseUntil",
+                 REMOVE leaseUntil, leaseOwner",
             )
             .condition_expression("attribute_not_exists(eventId) OR #status <> :completed")
             .expression_attribute_names("#status", "status")
@@ -174,23 +174,24 @@ impl Store for DynamoStore {
         &self,
         event_id: &EventId,
         event_type: &str,
-        now: i64,
-        lease_secs: u64,
+        lease: Lease<'_>,
     ) -> Result<Claim, PortError> {
-        let lease_until = now.saturating_add(i64::try_from(lease_secs).unwrap_or(i64::MAX));
+        let (now, lease_until) = (lease.now, lease.until());
         let out = self
             .client
             .update_item()
             .table_name(&self.tables.events)
             .key("eventId", s(event_id.as_str()))
             .update_expression(
-                "SET #status = :processing, eventType = :type, leaseUntil = :lease, expiresAt = :exp \
-                 ADD attempts :one",
+                "SET #status = :processing, eventType = :type, leaseUntil = :lease, leaseOwner = :owner, \
+                 expiresAt = :exp ADD attempts :one",
             )
+            // The owner's own retry (its first answer was lost) gets the lease back.
             .condition_expression(
                 "attribute_not_exists(eventId) OR (#status <> :completed AND \
-                 (#status <> :processing OR leaseUntil <= :now))",
+                 (#status <> :processing OR leaseUntil <= :now OR leaseOwner = :owner))",
             )
+            .expression_attribute_values(":owner", s(lease.owner))
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":processing", s(EventStatus::Processing.as_str()))
             .expression_attribute_values(":completed", s(EventStatus::Completed.as_str()))
@@ -300,7 +301,7 @@ impl Store for DynamoStore {
             .key("eventId", s(event_id.as_str()))
             .update_expression(
                 "SET #status = :failed, lastError = :error, eventType = if_not_exists(eventType, :type), \
-                 expiresAt = :exp, attempts = if_not_exists(attempts, :one) REMOVE leaseUntil",
+                 expiresAt = :exp, attempts = if_not_exists(attempts, :one) REMOVE leaseUntil, leaseOwner",
             )
             .condition_expression("attribute_not_exists(eventId) OR #status <> :completed")
             .expression_attribute_names("#status", "status")

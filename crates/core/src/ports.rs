@@ -107,6 +107,24 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     async fn counts(&self) -> Result<QueueCounts, PortError>;
 }
 
+/// Who claims an event, from when, for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease<'a> {
+    /// Unique per delivery (message id and receive count), so a retry of the
+    /// same claim is recognised and a redelivery is a new owner.
+    pub owner: &'a str,
+    /// Unix seconds.
+    pub now: i64,
+    pub secs: u64,
+}
+
+impl Lease<'_> {
+    pub fn until(&self) -> i64 {
+        self.now
+            .saturating_add(i64::try_from(self.secs).unwrap_or(i64::MAX))
+    }
+}
+
 /// The result of [`Store::claim`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -122,14 +140,15 @@ pub enum Claim {
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records a processing try: `PROCESSING` with a lease until
-    /// `now + lease_secs` and `attempts + 1`, unless the event is
-    /// `COMPLETED` or `PROCESSING` under another live lease.
+    /// `now + secs` held by `owner`, and `attempts + 1`, unless the event is
+    /// `COMPLETED` or `PROCESSING` under another owner's live lease. The same
+    /// owner claiming again (a retried call whose answer was lost) gets the
+    /// lease back.
     async fn claim(
         &self,
         event_id: &EventId,
         event_type: &str,
-        now: i64,
-        lease_secs: u64,
+        lease: Lease<'_>,
     ) -> Result<Claim, PortError>;
 
     /// Applies `projection` (if any) and marks the event `COMPLETED`, in one

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS events (
     last_error    TEXT,
     completed_at  TEXT,
     expires_at    INTEGER NOT NULL,
-    lease_until   INTEGER
+    lease_until   INTEGER,
+    lease_owner   TEXT
 );
 
 CREATE TABLE IF NOT EXISTS objects (
@@ -58,7 +59,24 @@ pub(crate) fn connect(path: &Path, busy_timeout: Duration) -> rusqlite::Result<S
     // FULL: a committed send survives power loss, not only a process crash.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.execute_batch(SCHEMA)?;
+    migrate(&conn)?;
     Ok(Arc::new(Mutex::new(conn)))
+}
+
+/// Brings a database written by an earlier version up to this schema.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_owner: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'lease_owner'")?
+        .exists([])?;
+    if !has_owner {
+        // Another process may have added it first; that is fine.
+        match conn.execute_batch("ALTER TABLE events ADD COLUMN lease_owner TEXT") {
+            Ok(()) => {}
+            Err(e) if e.to_string().contains("duplicate column") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Runs `f` with the connection on tokio's blocking pool.

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use hookline_core::clock::rfc3339;
 use hookline_core::envelope::EventId;
-use hookline_core::ports::{Claim, PortError, Store};
+use hookline_core::ports::{Claim, Lease, PortError, Store};
 use hookline_core::records::{
     Completion, EventRecord, EventStatus, Outcome, Projection, StoredItem, LEDGER_TTL_SECS,
 };
@@ -28,14 +28,13 @@ impl EmbeddedStore {
     }
 }
 
-fn status_of(
-    conn: &Connection,
-    event_id: &str,
-) -> rusqlite::Result<Option<(String, u32, Option<i64>)>> {
+type LedgerState = (String, u32, Option<i64>, Option<String>);
+
+fn status_of(conn: &Connection, event_id: &str) -> rusqlite::Result<Option<LedgerState>> {
     conn.query_row(
-        "SELECT status, attempts, lease_until FROM events WHERE event_id = ?1",
+        "SELECT status, attempts, lease_until, lease_owner FROM events WHERE event_id = ?1",
         params![event_id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )
     .optional()
 }
@@ -53,34 +52,36 @@ impl Store for EmbeddedStore {
         &self,
         event_id: &EventId,
         event_type: &str,
-        now: i64,
-        lease_secs: u64,
+        lease: Lease<'_>,
     ) -> Result<Claim, PortError> {
         let id = event_id.as_str().to_owned();
         let event_type = event_type.to_owned();
-        let lease_until = now.saturating_add(i64::try_from(lease_secs).unwrap_or(i64::MAX));
+        let owner = lease.owner.to_owned();
+        let (now, lease_until) = (lease.now, lease.until());
         with_conn(&self.conn, move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let claim = match status_of(&tx, &id)? {
-                Some((status, _, _)) if status == EventStatus::Completed.as_str() => Claim::Completed,
-                Some((status, _, Some(until)))
-                    if status == EventStatus::Processing.as_str() && until > now =>
+                Some((status, _, _, _)) if status == EventStatus::Completed.as_str() => Claim::Completed,
+                Some((status, _, Some(until), holder))
+                    if status == EventStatus::Processing.as_str()
+                        && until > now
+                        && holder.as_deref() != Some(owner.as_str()) =>
                 {
                     Claim::Busy { lease_until: until }
                 }
-                Some((_, attempts, _)) => {
+                Some((_, attempts, _, _)) => {
                     tx.execute(
                         "UPDATE events SET status = 'PROCESSING', attempts = attempts + 1,
-                         lease_until = ?2 WHERE event_id = ?1",
-                        params![id, lease_until],
+                         lease_until = ?2, lease_owner = ?3 WHERE event_id = ?1",
+                        params![id, lease_until, owner],
                     )?;
                     Claim::Started { attempts: attempts + 1 }
                 }
                 None => {
                     tx.execute(
-                        "INSERT INTO events (event_id, status, event_type, attempts, expires_at, lease_until)
-                         VALUES (?1, 'PROCESSING', ?2, 1, ?3, ?4)",
-                        params![id, event_type, now + LEDGER_TTL_SECS, lease_until],
+                        "INSERT INTO events (event_id, status, event_type, attempts, expires_at, lease_until, lease_owner)
+                         VALUES (?1, 'PROCESSING', ?2, 1, ?3, ?4, ?5)",
+                        params![id, event_type, now + LEDGER_TTL_SECS, lease_until, owner],
                     )?;
                     Claim::Started { attempts: 1 }
                 }
@@ -113,7 +114,7 @@ impl Store for EmbeddedStore {
         with_conn(&self.conn, move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let existing = status_of(&tx, &id)?;
-            if matches!(&existing, Some((s, _, _)) if s == EventStatus::Completed.as_str()) {
+            if matches!(&existing, Some((s, _, _, _)) if s == EventStatus::Completed.as_str()) {
                 return Ok(Completion::Duplicate);
             }
             let outcome = match &write {
@@ -145,7 +146,7 @@ impl Store for EmbeddedStore {
             if existing.is_some() {
                 tx.execute(
                     "UPDATE events SET status = 'COMPLETED', outcome = ?2, completed_at = ?3,
-                     lease_until = NULL, expires_at = ?4 WHERE event_id = ?1",
+                     lease_until = NULL, lease_owner = NULL, expires_at = ?4 WHERE event_id = ?1",
                     params![id, outcome.as_str(), completed_at, now + LEDGER_TTL_SECS],
                 )?;
             } else {
@@ -176,7 +177,7 @@ impl Store for EmbeddedStore {
                 "INSERT INTO events (event_id, status, event_type, attempts, last_error, expires_at)
                  VALUES (?1, 'FAILED', ?2, 1, ?3, ?4)
                  ON CONFLICT (event_id) DO UPDATE SET status = 'FAILED', last_error = excluded.last_error,
-                   lease_until = NULL
+                   lease_until = NULL, lease_owner = NULL
                  WHERE events.status <> 'COMPLETED'",
                 params![id, event_type, error, now + LEDGER_TTL_SECS],
             )?;

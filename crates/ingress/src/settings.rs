@@ -44,6 +44,10 @@ pub struct IngressArgs {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10)]
     pub request_timeout_secs: u64,
 
+    /// Event-loop threads (1 is enough for tens of thousands of requests a second; scale out with tasks).
+    #[arg(long, env = "INGRESS_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub ingress_threads: u16,
+
     /// Milliseconds to wait for the queue to accept an event before answering 503.
     #[arg(long, env = "ENQUEUE_TIMEOUT_MS", default_value_t = 5_000)]
     pub enqueue_timeout_ms: u64,

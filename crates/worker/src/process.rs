@@ -7,7 +7,7 @@ use backon::{ExponentialBuilder, Retryable};
 use hookline_core::envelope::{Envelope, EventId};
 use hookline_core::handlers::handler_for;
 use hookline_core::message::attr;
-use hookline_core::ports::{Claim, Delivery, PortError, Store};
+use hookline_core::ports::{Claim, Delivery, Lease, PortError, Store};
 use hookline_core::records::Completion;
 use hookline_core::settings::EventFilter;
 
@@ -48,16 +48,23 @@ fn quick_retries() -> ExponentialBuilder {
 /// A copy of an event that another worker is processing comes back on the
 /// backoff schedule (the holder usually finishes in milliseconds, then the
 /// copy completes as a duplicate), never later than the lease's end and
-/// never sooner than half a second.
+/// never sooner than half a second. On its last allowed delivery it waits
+/// for the lease to end, so it is not spent while the holder still works
+/// (the next delivery then finds the event completed, or takes it over).
 pub fn busy_delay(
     backoff: Backoff,
     receive_count: u32,
+    max_receives: u32,
     unit: f64,
     lease_remaining_secs: u64,
 ) -> Duration {
+    let lease_end = Duration::from_secs(lease_remaining_secs + 1);
+    if receive_count + 1 >= max_receives {
+        return lease_end;
+    }
     backoff
         .delay(receive_count, unit)
-        .min(Duration::from_secs(lease_remaining_secs))
+        .min(lease_end)
         .max(Duration::from_millis(500))
 }
 
@@ -107,7 +114,15 @@ impl Processor {
             )
         };
 
-        let claim = (|| self.store.claim(id, event_type, now, self.lease.as_secs()))
+        // Unique per delivery: our own retried claim gets the lease back,
+        // a redelivery (crash, expired visibility) is a new owner.
+        let owner = format!("{}/{}", delivery.message_id, delivery.receive_count);
+        let lease = Lease {
+            owner: &owner,
+            now,
+            secs: self.lease.as_secs(),
+        };
+        let claim = (|| self.store.claim(id, event_type, lease))
             .retry(quick_retries())
             .when(PortError::is_retryable)
             .await;
@@ -116,10 +131,19 @@ impl Processor {
             Ok(Claim::Busy { lease_until }) => {
                 let remaining = u64::try_from(lease_until.saturating_sub(now)).unwrap_or(0);
                 return Decision::Busy {
-                    delay: busy_delay(self.backoff, delivery.receive_count, unit, remaining),
+                    delay: busy_delay(
+                        self.backoff,
+                        delivery.receive_count,
+                        self.max_receives,
+                        unit,
+                        remaining,
+                    ),
                 };
             }
-            Ok(Claim::Started { attempts }) => info.attempts = Some(attempts),
+            Ok(Claim::Started { attempts }) => {
+                tracing::debug!(message = "Event claimed.", event_id = %id, attempts);
+                info.attempts = Some(attempts);
+            }
             Err(error @ PortError::Transient(_)) => return transient(error),
             Err(PortError::Permanent(e)) => {
                 return Decision::DeadLetter {
@@ -210,9 +234,15 @@ mod tests {
             base: Duration::from_secs(1),
             max: Duration::from_secs(300),
         };
-        assert_eq!(busy_delay(b, 1, 1.0, 30), Duration::from_secs(1));
-        assert_eq!(busy_delay(b, 1, 0.0, 30), Duration::from_millis(500));
-        assert_eq!(busy_delay(b, 9, 1.0, 30), Duration::from_secs(30));
-        assert_eq!(busy_delay(b, 9, 1.0, 0), Duration::from_millis(500));
+        assert_eq!(busy_delay(b, 1, 5, 1.0, 30), Duration::from_secs(1));
+        assert_eq!(busy_delay(b, 1, 5, 0.0, 30), Duration::from_millis(500));
+        assert_eq!(
+            busy_delay(b, 3, 50, 1.0, 2),
+            Duration::from_secs(3),
+            "capped at the lease end"
+        );
+        // The last allowed delivery waits for the lease to end.
+        assert_eq!(busy_delay(b, 4, 5, 0.0, 20), Duration::from_secs(21));
+        assert_eq!(busy_delay(b, 5, 5, 0.0, 0), Duration::from_secs(1));
     }
 }

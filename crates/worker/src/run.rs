@@ -16,6 +16,7 @@ use hookline_core::secrets::{check_key_mode, SecretRuleError};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::decide::{Backoff, Decision, Done};
 use crate::metrics::WorkerMetrics;
@@ -153,83 +154,119 @@ impl Worker {
             acks: ack_tx,
         });
         let slots = Arc::new(Semaphore::new(self.concurrency));
-        let mut tasks = tokio::task::JoinSet::new();
-
-        while !shutdown.is_cancelled() {
-            // Wait for a free slot, then ask for as many messages as are free.
-            let first = tokio::select! {
-                p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                _ = shutdown.cancelled() => break,
-            };
-            let free = slots.available_permits() + 1;
-            let batch = free.min(10);
-            let received = self
-                .queue
-                .receive(batch, self.receive_wait, self.visibility)
-                .await;
-            let deliveries = match received {
-                Ok(d) => d,
-                Err(error) => {
-                    ctx.metrics.receive_errors.inc();
-                    tracing::warn!(message = "Receive failed.", %error);
-                    drop(first);
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                    continue;
-                }
-            };
-            let mut first = Some(first);
-            for delivery in deliveries {
-                if shutdown.is_cancelled() {
-                    hand_back(ctx.queue.as_ref(), &delivery).await;
-                    continue;
-                }
-                let permit = match first.take() {
-                    Some(p) => p,
-                    None => match Arc::clone(&slots).try_acquire_owned() {
-                        Ok(p) => p,
-                        Err(_) => {
-                            hand_back(ctx.queue.as_ref(), &delivery).await;
-                            continue;
-                        }
-                    },
-                };
-                let ctx = Arc::clone(&ctx);
-                tasks.spawn(async move {
-                    ctx.handle(delivery).await;
-                    drop(permit);
-                });
-            }
-            while tasks.try_join_next().is_some() {}
+        let tasks = TaskTracker::new();
+        // One poller per ten slots (a receive returns at most ten messages),
+        // so receiving keeps up with processing when each call takes time.
+        let pollers = self.concurrency.div_ceil(10).max(1);
+        let poll = Poll {
+            batch: self.concurrency.div_ceil(pollers).clamp(1, 10),
+            ctx: Arc::clone(&ctx),
+            slots: Arc::clone(&slots),
+            tasks: tasks.clone(),
+            receive_wait: self.receive_wait,
+            visibility: self.visibility,
+            shutdown: shutdown.clone(),
+        };
+        let mut poller_handles = Vec::with_capacity(pollers);
+        for _ in 0..pollers {
+            poller_handles.push(tokio::spawn(poll.clone().run()));
+        }
+        for h in poller_handles {
+            let _ = h.await;
         }
 
+        tasks.close();
         tracing::info!(
             message = "Worker stopping: finishing in-flight events.",
             in_flight = tasks.len()
         );
-        let deadline = Instant::now() + self.grace;
-        while !tasks.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, tasks.join_next()).await {
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(_) => {
-                    tracing::warn!(
-                        message = "Grace period over: abandoning in-flight events; their messages reappear after the visibility timeout.",
-                        abandoned = tasks.len()
-                    );
-                    tasks.abort_all();
-                    break;
-                }
-            }
+        if tokio::time::timeout(self.grace, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                message = "Grace period over: abandoning in-flight events; their messages reappear after the visibility timeout.",
+                abandoned = tasks.len()
+            );
         }
+        drop(poll);
         drop(ctx);
         let _ = acker.await;
         let _ = metrics_server.await;
         tracing::info!(message = "Worker stopped.");
         Ok(())
+    }
+}
+
+/// One receive loop; several share the slots.
+#[derive(Clone)]
+struct Poll {
+    ctx: Arc<Context>,
+    /// Messages one receive asks for (this poller's share of the slots).
+    batch: usize,
+    slots: Arc<Semaphore>,
+    tasks: TaskTracker,
+    receive_wait: Duration,
+    visibility: Duration,
+    shutdown: CancellationToken,
+}
+
+impl Poll {
+    async fn run(self) {
+        while !self.shutdown.is_cancelled() {
+            // Wait until this poller's share of slots (at most ten, what one
+            // receive can return) is free, so that receives come back full
+            // instead of one message per freed slot.
+            let Ok(share) = u32::try_from(self.batch) else {
+                break;
+            };
+            let mut share = tokio::select! {
+                p = Arc::clone(&self.slots).acquire_many_owned(share) => match p { Ok(p) => p, Err(_) => break },
+                _ = self.shutdown.cancelled() => break,
+            };
+            // One permit per message, each released when its event is done.
+            let mut permits = Vec::with_capacity(self.batch);
+            while share.num_permits() > 1 {
+                match share.split(1) {
+                    Some(one) => permits.push(one),
+                    None => break,
+                }
+            }
+            permits.push(share);
+            let received = self
+                .ctx
+                .queue
+                .receive(permits.len(), self.receive_wait, self.visibility)
+                .await;
+            let deliveries = match received {
+                Ok(d) => d,
+                Err(error) => {
+                    self.ctx.metrics.receive_errors.inc();
+                    tracing::warn!(message = "Receive failed.", %error);
+                    drop(permits);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = self.shutdown.cancelled() => {}
+                    }
+                    continue;
+                }
+            };
+            for delivery in deliveries {
+                let permit = match permits.pop() {
+                    Some(p) if !self.shutdown.is_cancelled() => p,
+                    // Shutting down (or more than asked for): not started, handed back.
+                    _ => {
+                        hand_back(self.ctx.queue.as_ref(), &delivery).await;
+                        continue;
+                    }
+                };
+                let ctx = Arc::clone(&self.ctx);
+                self.tasks.spawn(async move {
+                    ctx.handle(delivery).await;
+                    drop(permit);
+                });
+            }
+        }
     }
 }
 
@@ -250,25 +287,40 @@ async fn hand_back(queue: &dyn Queue, delivery: &Delivery) {
 }
 
 /// Collects receipts of completed messages and deletes them in batches of
-/// up to ten (the SQS batch limit), as fast as they come.
+/// up to ten (the SQS batch limit), as fast as they come, with a few batches
+/// in flight; waits for all of them once the channel closes.
 async fn delete_in_batches(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<String>) {
-    let mut batch = Vec::with_capacity(10);
+    const IN_FLIGHT: usize = 4;
+    const DELETE_LINGER: Duration = Duration::from_millis(200);
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let running = TaskTracker::new();
     while let Some(first) = rx.recv().await {
+        let mut batch = Vec::with_capacity(10);
         batch.push(first);
+        // Deletes are off the latency path: wait a little to fill the batch.
+        let deadline = tokio::time::Instant::now() + DELETE_LINGER;
         while batch.len() < 10 {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => batch.push(r),
+                Ok(None) | Err(_) => break,
             }
         }
-        for (receipt, result) in batch.iter().zip(queue.delete_batch(&batch).await) {
-            if let Err(error) = result {
-                // The event is COMPLETED: a redelivery completes as a duplicate.
-                tracing::warn!(message = "Delete failed; the message will come back as a duplicate.", receipt = %receipt, %error);
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let queue = Arc::clone(&queue);
+        running.spawn(async move {
+            for (receipt, result) in batch.iter().zip(queue.delete_batch(&batch).await) {
+                if let Err(error) = result {
+                    // The event is COMPLETED: a redelivery completes as a duplicate.
+                    tracing::warn!(message = "Delete failed; the message will come back as a duplicate.", receipt = %receipt, %error);
+                }
             }
-        }
-        batch.clear();
+            drop(permit);
+        });
     }
+    running.close();
+    running.wait().await;
 }
 
 struct Context {
