@@ -472,12 +472,94 @@ async fn aws_requests(events: usize) {
     );
 }
 
+/// D. `dlq replay` of `events` dead-lettered events, then the worker
+/// (concurrency 64) until every one is applied.
+async fn replay_run(latency: Duration, events: usize) -> (f64, f64) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = hookline_embedded::open(dir.path(), Default::default()).expect("open");
+    let now = hookline_core::clock::unix_secs();
+    let messages: Vec<OutboundMessage> = (0..events)
+        .map(|i| {
+            let body = event(i, now);
+            let env = hookline_core::envelope::Envelope::parse(body.as_bytes()).expect("event");
+            let mut m = OutboundMessage::for_event(&env, bytes::Bytes::from(body), now);
+            m.attributes.insert(
+                "error".into(),
+                "gave up after 5 deliveries: store unreachable".into(),
+            );
+            m
+        })
+        .collect();
+    for chunk in messages.chunks(500) {
+        assert!(e.dlq.send_batch(chunk).await.iter().all(Result::is_ok));
+    }
+    let queue = Arc::new(Slow::new(e.queue.clone() as Arc<dyn Queue>, latency));
+    let dlq = Arc::new(Slow::new(e.dlq.clone() as Arc<dyn Queue>, latency));
+    let store = Arc::new(Slow::new(e.store.clone() as Arc<dyn Store>, latency));
+    let backend = Backend::from_parts(
+        BackendKind::Embedded {
+            path: dir.path().to_owned(),
+        },
+        queue.clone(),
+        Some(dlq.clone()),
+        store,
+        CoalescerConfig::local(),
+    );
+    let args = hookline_worker::WorkerArgs::try_parse_from([
+        "hookline-worker",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--worker-concurrency",
+        "64",
+        "--receive-wait-secs",
+        "1",
+    ])
+    .expect("args");
+    let worker = hookline_worker::Worker::build_with_backend(args, backend)
+        .await
+        .expect("worker");
+    let metrics = worker.metrics();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let start = Instant::now();
+    let handle = tokio::spawn(worker.run_until(stop.clone()));
+    let options = hookline_cli::dlq::ReplayOptions {
+        filter: Default::default(),
+        limit: None,
+        rate: None,
+        dry_run: false,
+        hold: Duration::from_secs(300),
+    };
+    let summary = hookline_cli::dlq::replay(
+        queue.as_ref(),
+        dlq.as_ref(),
+        &options,
+        &tokio_util::sync::CancellationToken::new(),
+        |_| {},
+    )
+    .await
+    .expect("replay");
+    let replay_secs = start.elapsed().as_secs_f64();
+    assert_eq!(summary.replayed, events as u64);
+    while metrics.applied.get() < events as u64 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let applied_secs = start.elapsed().as_secs_f64();
+    stop.cancel();
+    let _ = handle.await;
+    (events as f64 / replay_secs, applied_secs)
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
+        if std::env::var("BENCH_PART").as_deref() == Ok("D") {
+            let (rate, applied) = replay_run(Duration::from_millis(10), 10_000).await;
+            println!("10 ms: {rate:.0} msgs/s, all applied after {applied:.1}s");
+            return;
+        }
         if std::env::var("BENCH_PART").as_deref() == Ok("C") {
             hookline_core::telemetry::init(hookline_core::settings::LogFormat::Text);
             aws_requests(1000).await;
@@ -517,6 +599,13 @@ fn main() {
             let _ = raw.queue_calls + raw.store_calls + raw.events as u64;
         }
         println!("Little's law at 10 ms per call: one event costs claim + complete (2 x 10 ms) plus its share of batched receive/delete calls, so events/s ~ concurrency / ~22 ms.");
+        println!();
+        println!("D. dlq replay of 10000 dead-lettered events, worker (concurrency 64) running alongside");
+        println!("{:<18} {:>16} {:>28}", "per-call latency", "replayed msgs/s", "replay start -> all applied");
+        for ms in [0u64, 10] {
+            let (rate, applied) = replay_run(Duration::from_millis(ms), 10_000).await;
+            println!("{:<18} {:>16.0} {:>27.1}s", format!("{ms} ms"), rate, applied);
+        }
         if std::env::var("AWS_ENDPOINT_URL").is_ok() {
             println!();
             aws_requests(1000).await;
