@@ -30,3 +30,6 @@ mod ingress_aws;
 /// The `hookline` operator CLI on both backends: DLQ list, export, replay,
 /// backfill, show commands, config check, native redrive.
 mod cli;
+
+/// Webhook secrets from Secrets Manager: load, refresh, last good value.
+mod secrets_aws;

@@ -159,3 +159,39 @@ pub async fn provision(
     create_tables(&clients.dynamodb, tables).await?;
     Ok(pair)
 }
+
+/// Creates (or updates) a Secrets Manager secret holding `value`; returns
+/// its ARN. For local development and tests; production secrets come from
+/// `infra/` and `aws secretsmanager put-secret-value`.
+pub async fn put_secret(
+    clients: &crate::AwsClients,
+    name: &str,
+    value: &secrecy::SecretString,
+) -> Result<String, PortError> {
+    use secrecy::ExposeSecret;
+    let created = clients
+        .secrets
+        .create_secret()
+        .name(name)
+        .secret_string(value.expose_secret())
+        .send()
+        .await;
+    match created {
+        Ok(out) => Ok(out.arn.unwrap_or_default()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_exists_exception()) =>
+        {
+            let out = clients
+                .secrets
+                .put_secret_value()
+                .secret_id(name)
+                .secret_string(value.expose_secret())
+                .send()
+                .await
+                .map_err(|e| classify("PutSecretValue", e))?;
+            Ok(out.arn.unwrap_or_default())
+        }
+        Err(e) => Err(classify("CreateSecret", e)),
+    }
+}
