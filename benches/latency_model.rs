@@ -141,6 +141,44 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
+/// `n` events as the ingress would enqueue them.
+fn messages(n: usize, now: i64) -> Vec<OutboundMessage> {
+    (0..n)
+        .map(|i| {
+            let body = event(i, now);
+            let env = hookline_core::envelope::Envelope::parse(body.as_bytes()).expect("event");
+            OutboundMessage::for_event(&env, bytes::Bytes::from(body), now)
+        })
+        .collect()
+}
+
+type RunningWorker = (
+    Arc<hookline_worker::metrics::WorkerMetrics>,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<Result<(), hookline_worker::run::WorkerError>>,
+);
+
+/// Starts an in-process worker on `backend`.
+async fn start_worker(backend: Backend, concurrency: usize) -> RunningWorker {
+    let args = hookline_worker::WorkerArgs::try_parse_from([
+        "hookline-worker",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--worker-concurrency",
+        &concurrency.to_string(),
+        "--receive-wait-secs",
+        "1",
+    ])
+    .expect("args");
+    let worker = hookline_worker::Worker::build_with_backend(args, backend)
+        .await
+        .expect("worker");
+    let metrics = worker.metrics();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(worker.run_until(stop.clone()));
+    (metrics, stop, handle)
+}
+
 struct IngressRun {
     rps: f64,
     p50: Duration,
@@ -260,13 +298,7 @@ async fn worker_run(concurrency: usize, latency: Duration, events: usize) -> Wor
     let dir = tempfile::tempdir().expect("tmp");
     let e = hookline_embedded::open(dir.path(), Default::default()).expect("open");
     let now = hookline_core::clock::unix_secs();
-    let messages: Vec<OutboundMessage> = (0..events)
-        .map(|i| {
-            let body = event(i, now);
-            let env = hookline_core::envelope::Envelope::parse(body.as_bytes()).expect("event");
-            OutboundMessage::for_event(&env, bytes::Bytes::from(body), now)
-        })
-        .collect();
+    let messages = messages(events, now);
     for chunk in messages.chunks(200) {
         assert!(e.queue.send_batch(chunk).await.iter().all(Result::is_ok));
     }
@@ -281,23 +313,8 @@ async fn worker_run(concurrency: usize, latency: Duration, events: usize) -> Wor
         store.clone(),
         CoalescerConfig::local(),
     );
-    let args = hookline_worker::WorkerArgs::try_parse_from([
-        "hookline-worker",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--worker-concurrency",
-        &concurrency.to_string(),
-        "--receive-wait-secs",
-        "1",
-    ])
-    .expect("args");
-    let worker = hookline_worker::Worker::build_with_backend(args, backend)
-        .await
-        .expect("worker");
-    let metrics = worker.metrics();
-    let stop = tokio_util::sync::CancellationToken::new();
     let start = Instant::now();
-    let handle = tokio::spawn(worker.run_until(stop.clone()));
+    let (metrics, stop, handle) = start_worker(backend, concurrency).await;
     while metrics.completed() < events as u64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -418,22 +435,7 @@ async fn aws_requests(events: usize) {
         store.clone(),
         CoalescerConfig::remote(),
     );
-    let args = hookline_worker::WorkerArgs::try_parse_from([
-        "hookline-worker",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--worker-concurrency",
-        "64",
-        "--receive-wait-secs",
-        "1",
-    ])
-    .expect("args");
-    let worker = hookline_worker::Worker::build_with_backend(args, backend)
-        .await
-        .expect("worker");
-    let metrics = worker.metrics();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let handle = tokio::spawn(worker.run_until(stop.clone()));
+    let (metrics, stop, handle) = start_worker(backend, 64).await;
     let started = Instant::now();
     let mut last_report = Instant::now();
     while metrics.completed() < events as u64 {
@@ -478,18 +480,13 @@ async fn replay_run(latency: Duration, events: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tmp");
     let e = hookline_embedded::open(dir.path(), Default::default()).expect("open");
     let now = hookline_core::clock::unix_secs();
-    let messages: Vec<OutboundMessage> = (0..events)
-        .map(|i| {
-            let body = event(i, now);
-            let env = hookline_core::envelope::Envelope::parse(body.as_bytes()).expect("event");
-            let mut m = OutboundMessage::for_event(&env, bytes::Bytes::from(body), now);
-            m.attributes.insert(
-                "error".into(),
-                "gave up after 5 deliveries: store unreachable".into(),
-            );
-            m
-        })
-        .collect();
+    let mut messages = messages(events, now);
+    for m in &mut messages {
+        m.attributes.insert(
+            "error".into(),
+            "gave up after 5 deliveries: store unreachable".into(),
+        );
+    }
     for chunk in messages.chunks(500) {
         assert!(e.dlq.send_batch(chunk).await.iter().all(Result::is_ok));
     }
@@ -505,23 +502,8 @@ async fn replay_run(latency: Duration, events: usize) -> (f64, f64) {
         store,
         CoalescerConfig::local(),
     );
-    let args = hookline_worker::WorkerArgs::try_parse_from([
-        "hookline-worker",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--worker-concurrency",
-        "64",
-        "--receive-wait-secs",
-        "1",
-    ])
-    .expect("args");
-    let worker = hookline_worker::Worker::build_with_backend(args, backend)
-        .await
-        .expect("worker");
-    let metrics = worker.metrics();
-    let stop = tokio_util::sync::CancellationToken::new();
     let start = Instant::now();
-    let handle = tokio::spawn(worker.run_until(stop.clone()));
+    let (metrics, stop, handle) = start_worker(backend, 64).await;
     let options = hookline_cli::dlq::ReplayOptions {
         filter: Default::default(),
         limit: None,

@@ -230,26 +230,6 @@ pub fn wait_exit(child: &mut std::process::Child, within: Duration) -> Option<i3
     }
 }
 
-/// Puts events on the embedded main queue exactly as the ingress would.
-pub async fn enqueue(db: &Embedded, bodies: &[String]) {
-    use hookline_core::ports::Queue;
-    let messages: Vec<_> = bodies
-        .iter()
-        .map(|b| {
-            let env = hookline_core::envelope::Envelope::parse(b.as_bytes()).expect("an event");
-            hookline_core::message::OutboundMessage::for_event(
-                &env,
-                bytes::Bytes::from(b.clone()),
-                now(),
-            )
-        })
-        .collect();
-    for chunk in messages.chunks(100) {
-        let results = db.queue.send_batch(chunk).await;
-        assert!(results.iter().all(Result::is_ok), "enqueue failed");
-    }
-}
-
 /// A running `hookline-worker` process; killed on drop.
 pub struct WorkerProc {
     pub child: std::process::Child,
@@ -285,17 +265,6 @@ pub fn start_worker_env(env: &[(String, String)]) -> WorkerProc {
     }
 }
 
-/// Starts the built worker on an embedded `data_dir`.
-pub fn start_worker(data_dir: &Path, extra_env: &[(&str, &str)]) -> WorkerProc {
-    let mut env = vec![("DATA_DIR".to_owned(), data_dir.display().to_string())];
-    env.extend(
-        extra_env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    start_worker_env(&env)
-}
-
 /// Whether the worker serves its metrics (it is up and polling).
 pub async fn ready(worker: &WorkerProc) -> bool {
     reqwest::get(&worker.metrics_url)
@@ -312,29 +281,6 @@ pub async fn metric(worker: &WorkerProc, series: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0)
-}
-
-/// The ledger item of an event, if any.
-pub async fn ledger(db: &Embedded, event_id: &str) -> Option<hookline_core::records::EventRecord> {
-    use hookline_core::ports::Store;
-    db.store.event(event_id).await.expect("store reads")
-}
-
-/// The stored objects/provider item as JSON.
-pub async fn item(db: &Embedded, id: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
-    use hookline_core::ports::Store;
-    db.store.item(id).await.expect("store reads").map(|i| i.0)
-}
-
-/// Whether every one of `ids` is COMPLETED.
-pub async fn all_completed(db: &Embedded, ids: &[String]) -> bool {
-    for id in ids {
-        match ledger(db, id).await {
-            Some(r) if r.status == hookline_core::records::EventStatus::Completed => {}
-            _ => return false,
-        }
-    }
-    true
 }
 
 // ---------------------------------------------------------------------------

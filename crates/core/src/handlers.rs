@@ -84,6 +84,43 @@ fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<Event<T>, HandlerError> {
     })
 }
 
+/// The fields every objects-table item has, from the event and its object.
+struct Common {
+    object_id: String,
+    status: String,
+    amount: i64,
+    currency: String,
+}
+
+impl<T> Event<T> {
+    /// An objects-table item of `object_type` with the event's own fields
+    /// filled in and the type-specific ones empty; returns the object too.
+    fn object_record(
+        self,
+        object_type: ObjectType,
+        common: impl FnOnce(&T) -> Common,
+    ) -> (ObjectRecord, T) {
+        let c = common(&self.data.object);
+        let record = ObjectRecord {
+            object_id: c.object_id,
+            object_type,
+            status: c.status,
+            amount: c.amount,
+            currency: c.currency,
+            account: self.account,
+            last_event_id: self.id,
+            last_event_type: self.event_type,
+            last_event_created: self.created,
+            reason: None,
+            charge: None,
+            payment_intent: None,
+            arrival_date: None,
+            last_payment_error: None,
+        };
+        (record, self.data.object)
+    }
+}
+
 #[derive(Deserialize)]
 struct PaymentIntent {
     id: String,
@@ -104,28 +141,19 @@ struct PaymentError {
 
 fn payment_intent(raw: &[u8]) -> Result<Projection, HandlerError> {
     let e: Event<PaymentIntent> = parse(raw)?;
-    let pi = e.data.object;
-    Ok(Projection::Object(ObjectRecord {
-        object_id: pi.id,
-        object_type: ObjectType::PaymentIntent,
-        status: pi.status,
+    let failed = e.event_type == "payment_intent.payment_failed";
+    let (mut record, pi) = e.object_record(ObjectType::PaymentIntent, |pi| Common {
+        object_id: pi.id.clone(),
+        status: pi.status.clone(),
         amount: pi.amount,
-        currency: pi.currency,
-        account: e.account,
-        last_payment_error: if e.event_type == "payment_intent.payment_failed" {
-            pi.last_payment_error
-                .and_then(|err| err.message.or(err.code))
-        } else {
-            None
-        },
-        last_event_id: e.id,
-        last_event_type: e.event_type,
-        last_event_created: e.created,
-        reason: None,
-        charge: None,
-        payment_intent: None,
-        arrival_date: None,
-    }))
+        currency: pi.currency.clone(),
+    });
+    if failed {
+        record.last_payment_error = pi
+            .last_payment_error
+            .and_then(|err| err.message.or(err.code));
+    }
+    Ok(Projection::Object(record))
 }
 
 #[derive(Deserialize)]
@@ -144,23 +172,16 @@ struct Dispute {
 
 fn dispute(raw: &[u8]) -> Result<Projection, HandlerError> {
     let e: Event<Dispute> = parse(raw)?;
-    let d = e.data.object;
-    Ok(Projection::Object(ObjectRecord {
-        object_id: d.id,
-        object_type: ObjectType::Dispute,
-        status: d.status,
+    let (mut record, d) = e.object_record(ObjectType::Dispute, |d| Common {
+        object_id: d.id.clone(),
+        status: d.status.clone(),
         amount: d.amount,
-        currency: d.currency,
-        account: e.account,
-        last_event_id: e.id,
-        last_event_type: e.event_type,
-        last_event_created: e.created,
-        reason: d.reason,
-        charge: d.charge.map(Expandable::into_id),
-        payment_intent: d.payment_intent.map(Expandable::into_id),
-        arrival_date: None,
-        last_payment_error: None,
-    }))
+        currency: d.currency.clone(),
+    });
+    record.reason = d.reason;
+    record.charge = d.charge.map(Expandable::into_id);
+    record.payment_intent = d.payment_intent.map(Expandable::into_id);
+    Ok(Projection::Object(record))
 }
 
 #[derive(Deserialize)]
@@ -175,23 +196,14 @@ struct Payout {
 
 fn payout(raw: &[u8]) -> Result<Projection, HandlerError> {
     let e: Event<Payout> = parse(raw)?;
-    let p = e.data.object;
-    Ok(Projection::Object(ObjectRecord {
-        object_id: p.id,
-        object_type: ObjectType::Payout,
-        status: p.status,
+    let (mut record, p) = e.object_record(ObjectType::Payout, |p| Common {
+        object_id: p.id.clone(),
+        status: p.status.clone(),
         amount: p.amount,
-        currency: p.currency,
-        account: e.account,
-        last_event_id: e.id,
-        last_event_type: e.event_type,
-        last_event_created: e.created,
-        reason: None,
-        charge: None,
-        payment_intent: None,
-        arrival_date: p.arrival_date,
-        last_payment_error: None,
-    }))
+        currency: p.currency.clone(),
+    });
+    record.arrival_date = p.arrival_date;
+    Ok(Projection::Object(record))
 }
 
 #[derive(Deserialize)]
