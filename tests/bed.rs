@@ -153,10 +153,14 @@ impl Bed {
         }
     }
 
-    /// Makes the store unreachable for `d`, then reachable again.
-    pub async fn store_outage(&self, d: Duration) {
+    /// Enqueues `bodies` and makes the store unreachable for `d` around
+    /// them, then reachable again. On AWS only DynamoDB is cut, so the
+    /// events arrive while it is down; on the embedded backend the queue
+    /// shares the file, so they are enqueued just before the lock.
+    pub async fn store_outage_with(&self, bodies: &[String], d: Duration) {
         match &self.outage {
             Outage::Embedded(dir) => {
+                self.enqueue(bodies).await;
                 let locker = rusqlite::Connection::open(hookline_embedded::db_path(dir.path()))
                     .expect("open");
                 locker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
@@ -165,6 +169,7 @@ impl Bed {
             }
             Outage::Aws { switch, .. } => {
                 switch.set(false);
+                self.enqueue(bodies).await;
                 tokio::time::sleep(d).await;
                 switch.set(true);
             }
