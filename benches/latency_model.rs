@@ -179,6 +179,54 @@ async fn start_worker(backend: Backend, concurrency: usize) -> RunningWorker {
     (metrics, stop, handle)
 }
 
+/// `events` (body, Stripe-Signature) pairs, signed now.
+fn signed(events: usize) -> Vec<(String, String)> {
+    let now = hookline_core::clock::unix_secs();
+    (0..events)
+        .map(|i| {
+            let body = event(i, now);
+            let sig = hookline_signature::header_for(SECRET.as_bytes(), now, body.as_bytes());
+            (body, sig)
+        })
+        .collect()
+}
+
+/// Posts `work` over `clients` concurrent connections; every answer must be
+/// 200. Returns each request's latency.
+async fn post_all(url: &str, work: Vec<(String, String)>, clients: usize) -> Vec<Duration> {
+    let events = work.len();
+    let work = Arc::new(std::sync::Mutex::new(work));
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, url, work) = (client.clone(), url.to_owned(), Arc::clone(&work));
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let next = work.lock().expect("lock").pop();
+                let Some((body, sig)) = next else { break };
+                let t = Instant::now();
+                let status = client
+                    .post(&url)
+                    .header("stripe-signature", sig)
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                assert_eq!(status, 200);
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::with_capacity(events);
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    all
+}
+
 struct IngressRun {
     rps: f64,
     p50: Duration,
@@ -230,51 +278,13 @@ async fn ingress_run(
     let app = hookline_ingress::Application::build_with_backend(args, backend)
         .await
         .expect("app");
-    let url = Arc::new(format!(
-        "http://127.0.0.1:{}/api/stripe-webhook",
-        app.port()
-    ));
+    let url = format!("http://127.0.0.1:{}/api/stripe-webhook", app.port());
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(app.run_until(stop.clone()));
 
-    let now = hookline_core::clock::unix_secs();
-    let work: Vec<(String, String)> = (0..events)
-        .map(|i| {
-            let body = event(i, now);
-            let sig = hookline_signature::header_for(SECRET.as_bytes(), now, body.as_bytes());
-            (body, sig)
-        })
-        .collect();
-    let work = Arc::new(std::sync::Mutex::new(work));
-    let client = reqwest::Client::new();
+    let work = signed(events);
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (client, url, work) = (client.clone(), Arc::clone(&url), Arc::clone(&work));
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let next = work.lock().expect("lock").pop();
-                let Some((body, sig)) = next else { break };
-                let t = Instant::now();
-                let status = client
-                    .post(url.as_str())
-                    .header("stripe-signature", sig)
-                    .body(body)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0);
-                assert_eq!(status, 200);
-                lat.push(t.elapsed());
-            }
-            lat
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("task"));
-    }
+    let mut all = post_all(&url, work, clients).await;
     let elapsed = start.elapsed();
     stop.cancel();
     all.sort_unstable();
@@ -392,36 +402,7 @@ async fn aws_requests(events: usize) {
     let url = format!("http://127.0.0.1:{}/api/stripe-webhook", app.port());
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(app.run_until(stop.clone()));
-    let now = hookline_core::clock::unix_secs();
-    let client = reqwest::Client::new();
-    let work: Vec<(String, String)> = (0..events)
-        .map(|i| {
-            let body = event(i, now);
-            let sig = hookline_signature::header_for(SECRET.as_bytes(), now, body.as_bytes());
-            (body, sig)
-        })
-        .collect();
-    let work = Arc::new(std::sync::Mutex::new(work));
-    let mut tasks = Vec::new();
-    for _ in 0..64 {
-        let (client, url, work) = (client.clone(), url.clone(), Arc::clone(&work));
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let next = work.lock().expect("lock").pop();
-                let Some((body, sig)) = next else { break };
-                let r = client
-                    .post(&url)
-                    .header("stripe-signature", sig)
-                    .body(body)
-                    .send()
-                    .await;
-                assert_eq!(r.map(|r| r.status().as_u16()).unwrap_or(0), 200);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("task");
-    }
+    post_all(&url, signed(events), 64).await;
     stop.cancel();
     let sends = sqs.calls.swap(0, Ordering::Relaxed);
 

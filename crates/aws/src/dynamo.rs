@@ -51,10 +51,6 @@ impl DynamoStore {
         Self { client, tables }
     }
 
-    pub fn tables(&self) -> &Tables {
-        &self.tables
-    }
-
     async fn get_event_item(
         &self,
         event_id: &str,

@@ -21,9 +21,3 @@ pub fn rfc3339(unix_secs: i64) -> String {
     let secs = u64::try_from(unix_secs).unwrap_or(0);
     humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
 }
-
-/// RFC 3339 with milliseconds for a Unix time in milliseconds.
-pub fn rfc3339_millis(unix_millis: i64) -> String {
-    let ms = u64::try_from(unix_millis).unwrap_or(0);
-    humantime::format_rfc3339_millis(UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
-}

@@ -85,10 +85,6 @@ impl Histogram {
             .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
     }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
 }
 
 /// Writes Prometheus text for a set of metrics.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use hookline_core::clock::unix_millis;
 use hookline_core::message::OutboundMessage;
 use hookline_core::ports::{BatchLimits, Delivery, PortError, Queue, QueueCounts};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 
 use crate::db::{with_conn, Shared};
 
@@ -43,10 +43,6 @@ impl EmbeddedQueue {
             redrive: redrive.map(|(q, n)| (q.to_owned(), n)),
             poll_interval,
         }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     fn try_receive(
@@ -311,20 +307,6 @@ impl EmbeddedQueue {
                 })
             })?;
             rows.collect()
-        })
-        .await
-    }
-
-    /// Looks up one message's receive count by message id (tests).
-    pub async fn receive_count_of(&self, message_id: &str) -> Result<Option<u32>, PortError> {
-        let id = message_id.to_owned();
-        with_conn(&self.conn, move |conn| {
-            conn.query_row(
-                "SELECT receive_count FROM messages WHERE message_id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .optional()
         })
         .await
     }

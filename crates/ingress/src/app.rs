@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use hookline_backend::aws as hookline_aws_reader;
-use hookline_backend::{Backend, BackendKind, Tuning};
+use hookline_backend::{Backend, Tuning};
 use hookline_core::clock::unix_secs;
 use hookline_core::coalescer::SendCoalescer;
 use hookline_core::envelope::Envelope;
@@ -123,7 +123,6 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: Arc<AppState>,
-    backend: BackendKind,
 }
 
 impl Application {
@@ -224,7 +223,6 @@ impl Application {
             listener,
             router,
             state,
-            backend: backend.kind,
         })
     }
 
@@ -238,10 +236,6 @@ impl Application {
 
     pub fn state(&self) -> Arc<AppState> {
         Arc::clone(&self.state)
-    }
-
-    pub fn backend(&self) -> &BackendKind {
-        &self.backend
     }
 
     /// Serves until `shutdown` fires, then lets in-flight requests finish.

@@ -119,10 +119,6 @@ impl Worker {
         Arc::clone(&self.metrics)
     }
 
-    pub fn metrics_port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
-    }
-
     /// Runs until `shutdown` fires: stops receiving, gives in-flight events
     /// the grace period, hands back what it did not start, flushes deletes.
     pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
