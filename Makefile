@@ -34,16 +34,12 @@ run: build
 	@echo "  webhook:  http://$(BIND_ADDR)/api/stripe-webhook   (secret $(DEV_WEBHOOK_SECRET))"
 	@echo "  send one: make send-event TYPE=payment_intent.succeeded   (in another terminal)"
 	@echo "  stop:     ctrl-c"
-	@set -m; trap 'kill 0' INT TERM EXIT; \
-	  export DATA_DIR=$(DATA_DIR) STRIPE_WEBHOOK_SECRET=$(DEV_WEBHOOK_SECRET) APP_ENV=development; \
-	  if [ -x target/debug/hookline-worker ]; then \
-	    METRICS_ADDR=$(METRICS_ADDR) target/debug/hookline-worker & \
-	  fi; \
-	  BIND_ADDR=$(BIND_ADDR) target/debug/hookline-ingress & \
-	  wait
+	@DATA_DIR=$(DATA_DIR) STRIPE_WEBHOOK_SECRET=$(DEV_WEBHOOK_SECRET) APP_ENV=development \
+	  METRICS_ADDR=$(METRICS_ADDR) BIND_ADDR=$(BIND_ADDR) exec scripts/run.sh target/debug
 
-send-event:
-	@STRIPE_WEBHOOK_SECRET=$(DEV_WEBHOOK_SECRET) $(CARGO) run -q -p hookline-cli --bin hookline -- \
+# Uses what `make run` built (the same `cargo build` is a no-op then).
+send-event: build
+	@STRIPE_WEBHOOK_SECRET=$(DEV_WEBHOOK_SECRET) target/debug/hookline \
 	  dev send $(TYPE) --url http://$(BIND_ADDR)/api/stripe-webhook
 
 # Everything CI checks; the cargo tests run last so their total closes the output.

@@ -1,4 +1,6 @@
-"""Runs moto's server for the tests, with DynamoDB requests serialized.
+"""Runs moto's server for the tests, as AWS behaves where Hookline relies on it.
+
+1. DynamoDB requests are serialized.
 
 moto's threaded server applies DynamoDB requests concurrently without a lock,
 so two concurrent conditional writes or TransactWriteItems calls on the same
@@ -6,7 +8,16 @@ item can both pass their conditions. Real DynamoDB never lets that happen
 (one of them fails its condition or is cancelled with TransactionConflict),
 and Hookline's exactly-once guarantee relies on it. This launcher wraps
 moto's WSGI app in one lock for DynamoDB calls only, so SQS long polls still
-run concurrently. Everything else is moto as published.
+run concurrently.
+
+2. FIFO deduplication lasts 5 minutes. SQS drops a FIFO message whose
+deduplication id it accepted in the last 5 minutes, whether or not that
+first message is still in the queue, and answers success. moto only drops
+it while a message with the same id is still in the queue, so a copy sent
+after the original was deleted would arrive on moto and vanish on AWS. The
+queue model here remembers every accepted deduplication id for the window.
+
+Everything else is moto as published.
 
 Usage: python moto_server.py HOST PORT
 """
@@ -25,6 +36,31 @@ from moto.moto_server.werkzeug_app import (
 
 _dynamodb = threading.Lock()
 
+DEDUPLICATION_WINDOW_MS = 5 * 60 * 1000
+
+
+def fifo_deduplication_as_sqs():
+    from moto.sqs.models import Queue
+
+    original = Queue.add_message
+    guard = threading.Lock()
+
+    def add_message(self, message):
+        dedup_id = getattr(message, "deduplication_id", None)
+        if self.fifo_queue and dedup_id:
+            now = message.sent_timestamp
+            with guard:
+                seen = self.__dict__.setdefault("_dedup_accepted", {})
+                first = seen.get(dedup_id)
+                if first is not None and now - first < DEDUPLICATION_WINDOW_MS:
+                    return  # accepted earlier: dropped, as SQS does
+                seen[dedup_id] = now
+                for key in [k for k, t in seen.items() if now - t >= DEDUPLICATION_WINDOW_MS]:
+                    del seen[key]
+        return original(self, message)
+
+    Queue.add_message = add_message
+
 
 def serialized_dynamodb(app):
     def wrapped(environ, start_response):
@@ -42,6 +78,7 @@ def main():
     host, port = sys.argv[1], int(sys.argv[2])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    fifo_deduplication_as_sqs()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(
         host,

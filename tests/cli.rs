@@ -663,12 +663,17 @@ async fn native_redrive_sends_start_message_move_task_for_the_dlq() {
                 .unwrap_or("")
                 .to_owned();
             let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            record.lock().expect("lock").push((target.clone(), req));
+            record.lock().expect("lock").push((target.clone(), req.clone()));
+            let name = req["QueueUrl"]
+                .as_str()
+                .and_then(|u| u.rsplit('/').next())
+                .unwrap_or("")
+                .to_owned();
             let answer = match target.as_str() {
-                "AmazonSQS.GetQueueAttributes" => serde_json::json!({"Attributes": {"QueueArn": "arn:aws:sqs:us-east-1:123456789012:t-dlq"}}),
+                "AmazonSQS.GetQueueAttributes" => serde_json::json!({"Attributes": {"QueueArn": format!("arn:aws:sqs:us-east-1:123456789012:{name}")}}),
                 "AmazonSQS.StartMessageMoveTask" => serde_json::json!({"TaskHandle": "task-1"}),
                 "AmazonSQS.ListMessageMoveTasks" => serde_json::json!({"Results": [{
-                    "Status": "COMPLETED", "SourceArn": "arn:aws:sqs:us-east-1:123456789012:t-dlq",
+                    "Status": "COMPLETED",
                     "ApproximateNumberOfMessagesMoved": 7, "ApproximateNumberOfMessagesToMove": 7}]}),
                 _ => serde_json::json!({}),
             };
@@ -707,20 +712,30 @@ async fn native_redrive_sends_start_message_move_task_for_the_dlq() {
         .iter()
         .find(|(t, _)| t == "AmazonSQS.StartMessageMoveTask")
         .expect("StartMessageMoveTask sent");
-    assert_eq!(
-        start.1["SourceArn"],
-        "arn:aws:sqs:us-east-1:123456789012:t-dlq"
-    );
+    let arn = |url: &str| {
+        format!(
+            "arn:aws:sqs:us-east-1:123456789012:{}",
+            url.rsplit('/').next().expect("name")
+        )
+    };
+    assert_eq!(start.1["SourceArn"], arn(&fixture.dlq_url).as_str());
     assert_eq!(start.1["MaxNumberOfMessagesPerSecond"], 50);
-    assert!(
-        start.1.get("DestinationArn").is_none(),
-        "back to the source queue"
-    );
-    let arn_query = seen
+    // The main queue by name: the worker's own dead-letters were sent, not
+    // redriven, so SQS knows no source queue for them.
+    assert_eq!(start.1["DestinationArn"], arn(&fixture.queue_url).as_str());
+    let looked_up: Vec<&str> = seen
         .iter()
-        .find(|(t, _)| t == "AmazonSQS.GetQueueAttributes")
-        .expect("DLQ ARN looked up");
-    assert_eq!(arn_query.1["QueueUrl"], fixture.dlq_url.as_str());
+        .filter(|(t, _)| t == "AmazonSQS.GetQueueAttributes")
+        .filter_map(|(_, r)| r["QueueUrl"].as_str())
+        .collect();
+    assert!(
+        looked_up.contains(&fixture.dlq_url.as_str()),
+        "{looked_up:?}"
+    );
+    assert!(
+        looked_up.contains(&fixture.queue_url.as_str()),
+        "{looked_up:?}"
+    );
 
     // Without the AWS backend, --native is refused with a reason.
     let dir = tempfile::tempdir().expect("tmp");

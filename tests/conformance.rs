@@ -107,9 +107,9 @@ fn payout(object: &str, event: &str, created: i64, status: &str) -> Projection {
     Projection::Object(ObjectRecord {
         object_id: object.to_owned(),
         object_type: ObjectType::Payout,
-        status: status.to_owned(),
-        amount: 3780,
-        currency: "usd".to_owned(),
+        status: Some(status.to_owned()),
+        amount: Some(3780),
+        currency: Some("usd".to_owned()),
         account: Some("acct_test_1".to_owned()),
         last_event_id: event.to_owned(),
         last_event_type: "payout.updated".to_owned(),

@@ -33,3 +33,9 @@ mod cli;
 
 /// Webhook secrets from Secrets Manager: load, refresh, last good value.
 mod secrets_aws;
+
+/// Where reality differs from our fixtures: Stripe's published shapes and
+/// nullable fields, FIFO copies, operator errors, bounded shutdown, slow
+/// clients, key precedence, settings errors, data files, replays that end,
+/// `make run` and ctrl-c.
+mod reality;

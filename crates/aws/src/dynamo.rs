@@ -63,7 +63,7 @@ impl DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| classify("GetItem", e))?;
+            .map_err(|e| classify(&format!("GetItem on table {}", self.tables.events), e))?;
         Ok(out.item)
     }
 
@@ -121,7 +121,10 @@ impl DynamoStore {
             Err(e) if e.as_service_error().is_some_and(is_condition_failure) => {
                 Ok(Completion::Duplicate)
             }
-            Err(e) => Err(classify("UpdateItem", e)),
+            Err(e) => Err(classify(
+                &format!("UpdateItem on table {}", self.tables.events),
+                e,
+            )),
         }
     }
 
@@ -224,7 +227,10 @@ impl Store for DynamoStore {
                     )),
                 }
             }
-            Err(e) => Err(classify("UpdateItem", e)),
+            Err(e) => Err(classify(
+                &format!("UpdateItem on table {}", self.tables.events),
+                e,
+            )),
         }
     }
 
@@ -259,7 +265,19 @@ impl Store for DynamoStore {
                         .iter()
                         .map(|r| r.code().map(str::to_owned))
                         .collect(),
-                    _ => return Err(classify("TransactWriteItems", e)),
+                    _ => {
+                        return Err(classify(
+                            &format!(
+                                "TransactWriteItems on tables {} and {}",
+                                self.tables.events,
+                                match p {
+                                    Projection::Object(_) => &self.tables.objects,
+                                    Projection::Provider(_) => &self.tables.provider,
+                                }
+                            ),
+                            e,
+                        ))
+                    }
                 };
                 let failed = |i: usize| {
                     reasons
@@ -273,6 +291,12 @@ impl Store for DynamoStore {
                     // Older than the stored state: complete without changing it.
                     self.complete_ledger_only(event_id.as_str(), event_type, Outcome::Stale, now)
                         .await
+                } else if reasons.iter().flatten().any(|c| c == "ValidationError") {
+                    // Our own item is invalid (too large, a bad attribute):
+                    // the same write fails the same way every time.
+                    Err(PortError::Permanent(format!(
+                        "TransactWriteItems cancelled: {reasons:?}"
+                    )))
                 } else {
                     // Conflicts with another transaction, throttling: retry.
                     Err(PortError::Transient(format!(
@@ -312,7 +336,10 @@ impl Store for DynamoStore {
         match out {
             Ok(_) => Ok(()),
             Err(e) if e.as_service_error().is_some_and(is_condition_failure) => Ok(()),
-            Err(e) => Err(classify("UpdateItem", e)),
+            Err(e) => Err(classify(
+                &format!("UpdateItem on table {}", self.tables.events),
+                e,
+            )),
         }
     }
 
@@ -338,7 +365,7 @@ impl Store for DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| classify("GetItem", e))?;
+            .map_err(|e| classify(&format!("GetItem on table {table}"), e))?;
         Ok(out.item.map(|i| StoredItem(from_item(&i))))
     }
 
@@ -353,7 +380,7 @@ impl Store for DynamoStore {
                 .table_name(table)
                 .send()
                 .await
-                .map_err(|e| classify("DescribeTable", e))?;
+                .map_err(|e| classify(&format!("DescribeTable on table {table}"), e))?;
         }
         Ok(())
     }

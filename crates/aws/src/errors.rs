@@ -1,4 +1,6 @@
-//! One place that decides whether an AWS error is worth retrying.
+//! One place that decides what an AWS error means for the event behind it:
+//! try again soon (transient), wait for an operator (configuration), or
+//! give up on this request (permanent).
 
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use hookline_core::ports::PortError;
@@ -24,34 +26,100 @@ const TRANSIENT_CODES: &[&str] = &[
     "AWS.SimpleQueueService.RequestThrottled",
 ];
 
+/// Service error codes that mean the setup is wrong: a resource is missing,
+/// the role may not call the action or use the key, the credentials are
+/// missing, invalid or expired. An operator fixes these; events wait.
+const CONFIGURATION_CODES: &[&str] = &[
+    "ResourceNotFoundException",
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidSignatureException",
+    "MissingAuthenticationToken",
+    "IncompleteSignature",
+    "OptInRequired",
+    "KMSAccessDeniedException",
+    "KMSDisabledException",
+    "KMSInvalidStateException",
+    "KMSNotFoundException",
+    "KmsException",
+    "KMS.AccessDeniedException",
+    "KMS.DisabledException",
+    "KMS.InvalidStateException",
+    "KMS.NotFoundException",
+    "KMS.KeyUnavailableException",
+    "KMS.OptInRequired",
+    "KMS.InvalidKeyUsageException",
+];
+
 /// Whether a service error code is transient.
 pub(crate) fn code_is_transient(code: &str) -> bool {
     TRANSIENT_CODES.contains(&code)
 }
 
-/// Classifies an SDK error: timeouts, dispatch failures, 5xx and throttling
-/// are transient; the rest (bad request, missing queue or table, access
-/// denied) is permanent.
+/// Whether a service error code is a configuration problem.
+pub(crate) fn code_is_configuration(code: &str) -> bool {
+    CONFIGURATION_CODES.contains(&code)
+}
+
+/// How an error code is classified.
+pub(crate) fn classify_code(code: &str, text: String) -> PortError {
+    if code_is_transient(code) {
+        PortError::Transient(text)
+    } else if code_is_configuration(code) {
+        PortError::Configuration(configuration_hint(text))
+    } else {
+        PortError::Permanent(text)
+    }
+}
+
+fn configuration_hint(text: String) -> String {
+    format!(
+        "{text} (check that the resource exists in this account and region, that the task role may call the action on it and use its KMS key, and that credentials are present and current)"
+    )
+}
+
+/// Classifies an SDK error. `op` names the action and the resource
+/// (`"UpdateItem on table hookline-events"`), so the log says what to fix.
+/// Timeouts, connection failures, 5xx and throttling are transient; a
+/// failure before the request was sent (credentials could not be resolved)
+/// and the codes above are configuration; the rest is permanent.
 pub(crate) fn classify<E>(op: &str, err: SdkError<E>) -> PortError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let text = format!("{op}: {}", DisplayErrorContext(&err));
-    let transient = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => PortError::Transient(text),
+        SdkError::DispatchFailure(d) => {
+            if d.is_io() || d.is_timeout() {
+                PortError::Transient(text)
+            } else {
+                // Identity resolution fails here: no or unusable credentials.
+                PortError::Configuration(configuration_hint(text))
+            }
         }
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
-            status >= 500 || status == 429 || service.err().code().is_some_and(code_is_transient)
+            let code = service.err().code().unwrap_or_default();
+            if status >= 500 || status == 429 {
+                PortError::Transient(text)
+            } else if code.is_empty() && (status == 403 || status == 401) {
+                PortError::Configuration(configuration_hint(text))
+            } else {
+                classify_code(code, text)
+            }
         }
-        SdkError::ConstructionFailure(_) => false,
-        _ => true,
-    };
-    if transient {
-        PortError::Transient(text)
-    } else {
-        PortError::Permanent(text)
+        SdkError::ConstructionFailure(_) => PortError::Configuration(configuration_hint(text)),
+        _ => PortError::Transient(text),
     }
 }
 
@@ -60,13 +128,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn throttling_and_server_errors_are_transient() {
+    fn codes_are_classified() {
         assert!(code_is_transient("ThrottlingException"));
         assert!(code_is_transient("ProvisionedThroughputExceededException"));
-        assert!(!code_is_transient("ResourceNotFoundException"));
-        assert!(!code_is_transient("AccessDeniedException"));
-        assert!(!code_is_transient(
-            "AWS.SimpleQueueService.NonExistentQueue"
+        for code in [
+            "ResourceNotFoundException",
+            "AccessDeniedException",
+            "AWS.SimpleQueueService.NonExistentQueue",
+            "KMS.AccessDeniedException",
+            "ExpiredTokenException",
+            "UnrecognizedClientException",
+        ] {
+            assert!(
+                classify_code(code, String::new()).is_configuration(),
+                "{code}"
+            );
+        }
+        assert!(matches!(
+            classify_code("ValidationException", String::new()),
+            PortError::Permanent(_)
         ));
     }
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use hookline_core::message::OutboundMessage;
 use hookline_core::ports::{BatchLimits, Delivery, PortError, Queue, QueueCounts};
 
-use crate::errors::{classify, code_is_transient};
+use crate::errors::{classify, classify_code};
 
 /// SQS limits on one batch call: 10 entries, and 1 MiB for the whole
 /// payload (bodies and attributes; the limit since August 2025, which is also
@@ -42,17 +42,21 @@ impl SqsQueue {
         &self.url
     }
 
-    /// Moves every DLQ message back to its source queue with SQS's native
-    /// redrive (`StartMessageMoveTask`); returns the task handle.
+    /// Moves every DLQ message to `destination_arn` with SQS's native
+    /// redrive (`StartMessageMoveTask`); returns the task handle. The
+    /// destination is named: messages the worker dead-lettered itself were
+    /// sent, not redriven, so SQS knows no source queue to return them to.
     pub async fn start_message_move(
         &self,
         source_arn: &str,
+        destination_arn: &str,
         rate: Option<i32>,
     ) -> Result<String, PortError> {
         let out = self
             .client
             .start_message_move_task()
             .source_arn(source_arn)
+            .destination_arn(destination_arn)
             .set_max_number_of_messages_per_second(rate)
             .send()
             .await
@@ -92,7 +96,7 @@ impl SqsQueue {
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| classify("GetQueueAttributes", e))?;
+            .map_err(|e| classify(&format!("GetQueueAttributes on queue {}", self.url), e))?;
         out.attributes
             .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
             .ok_or_else(|| PortError::Permanent("queue has no ARN".to_owned()))
@@ -164,7 +168,7 @@ impl Queue for SqsQueue {
             .await;
         match sent {
             Err(e) => {
-                let err = classify("SendMessageBatch", e);
+                let err = classify(&format!("SendMessageBatch on queue {}", self.url), e);
                 for r in results.iter_mut().filter(|r| {
                     matches!(r, Err(PortError::Transient(m)) if m == "no answer for this entry")
                 }) {
@@ -184,8 +188,8 @@ impl Queue for SqsQueue {
                         failed.code,
                         failed.message.unwrap_or_default()
                     );
-                    let err = if failed.sender_fault && !code_is_transient(&failed.code) {
-                        PortError::Permanent(text)
+                    let err = if failed.sender_fault {
+                        classify_code(&failed.code, text)
                     } else {
                         PortError::Transient(text)
                     };
@@ -235,7 +239,7 @@ impl Queue for SqsQueue {
             )
             .send()
             .await
-            .map_err(|e| classify("ReceiveMessage", e))?;
+            .map_err(|e| classify(&format!("ReceiveMessage on queue {}", self.url), e))?;
         let mut deliveries = Vec::new();
         for m in out.messages.unwrap_or_default() {
             let system = m.attributes.unwrap_or_default();
@@ -295,7 +299,8 @@ impl Queue for SqsQueue {
                         .await;
                     match out {
                         Err(e) => {
-                            let err = classify("DeleteMessageBatch", e);
+                            let err =
+                                classify(&format!("DeleteMessageBatch on queue {}", self.url), e);
                             chunk_results.iter_mut().for_each(|r| *r = Err(err.clone()));
                         }
                         Ok(out) => {
@@ -336,7 +341,7 @@ impl Queue for SqsQueue {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| classify("ChangeMessageVisibility", e))
+            .map_err(|e| classify(&format!("ChangeMessageVisibility on queue {}", self.url), e))
     }
 
     async fn counts(&self) -> Result<QueueCounts, PortError> {
@@ -348,7 +353,7 @@ impl Queue for SqsQueue {
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
             .send()
             .await
-            .map_err(|e| classify("GetQueueAttributes", e))?;
+            .map_err(|e| classify(&format!("GetQueueAttributes on queue {}", self.url), e))?;
         let attrs = out.attributes.unwrap_or_default();
         let get = |name: QueueAttributeName| -> u64 {
             attrs.get(&name).and_then(|v| v.parse().ok()).unwrap_or(0)

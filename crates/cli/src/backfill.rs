@@ -223,7 +223,8 @@ pub async fn run(
             }
             batch.push((
                 env.id.to_string(),
-                OutboundMessage::for_event(&env, Bytes::copy_from_slice(bytes), unix_secs()),
+                OutboundMessage::for_event(&env, Bytes::copy_from_slice(bytes), unix_secs())
+                    .as_copy(),
             ));
         }
         for chunk in batch.chunks(10) {

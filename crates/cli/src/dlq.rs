@@ -94,42 +94,84 @@ pub async fn entry(d: &Delivery, store: &dyn Store, now_ms: i64) -> Entry {
     }
 }
 
-/// Receives up to `limit` DLQ messages (all with `None`) and holds them.
-/// The caller must [`release`] them.
-pub async fn peek(
-    dlq: &dyn Queue,
+/// Looks at DLQ messages batch by batch without removing them: each is
+/// held hidden for `hold` and only its receipt is kept, so a DLQ of any size
+/// streams through `list` and `export`. The caller must [`release`]
+/// [`Peek::held`] at the end, also on error or cancel.
+pub struct Peek<'a> {
+    dlq: &'a dyn Queue,
     limit: Option<usize>,
     hold: Duration,
-    cancel: &CancellationToken,
-) -> Result<Vec<Delivery>, PortError> {
-    let mut held: Vec<Delivery> = Vec::new();
-    let mut seen = HashSet::new();
-    loop {
-        let want = limit.map_or(10, |l| l.saturating_sub(held.len()).min(10));
-        if want == 0 || cancel.is_cancelled() {
-            break;
+    seen: HashSet<String>,
+    held: Vec<Held>,
+}
+
+impl<'a> Peek<'a> {
+    pub fn new(dlq: &'a dyn Queue, limit: Option<usize>, hold: Duration) -> Self {
+        Self {
+            dlq,
+            limit,
+            hold,
+            seen: HashSet::new(),
+            held: Vec::new(),
         }
-        let batch = match dlq.receive(want, Duration::from_secs(1), hold).await {
-            Ok(b) => b,
-            Err(e) => {
-                release(dlq, &held).await;
-                return Err(e);
+    }
+
+    /// The next messages not seen yet; empty once the DLQ (or the limit, or
+    /// `cancel`) is reached.
+    pub async fn next_batch(
+        &mut self,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Delivery>, PortError> {
+        loop {
+            let want = self
+                .limit
+                .map_or(10, |l| l.saturating_sub(self.held.len()).min(10));
+            if want == 0 || cancel.is_cancelled() {
+                return Ok(Vec::new());
             }
-        };
-        if batch.is_empty() {
-            break;
-        }
-        for d in batch {
-            if seen.insert(d.message_id.clone()) {
-                held.push(d);
+            let batch = tokio::select! {
+                b = self.dlq.receive(want, Duration::from_secs(1), self.hold) => b?,
+                _ = cancel.cancelled() => return Ok(Vec::new()),
+            };
+            if batch.is_empty() {
+                return Ok(batch);
+            }
+            let fresh: Vec<Delivery> = batch
+                .into_iter()
+                .filter(|d| self.seen.insert(d.message_id.clone()))
+                .collect();
+            self.held.extend(fresh.iter().map(Held::from));
+            if !fresh.is_empty() {
+                return Ok(fresh);
             }
         }
     }
-    Ok(held)
+
+    /// What this look holds hidden.
+    pub fn held(&self) -> &[Held] {
+        &self.held
+    }
+}
+
+/// A message a command holds hidden, to make visible again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub message_id: String,
+    pub receipt: String,
+}
+
+impl From<&Delivery> for Held {
+    fn from(d: &Delivery) -> Self {
+        Self {
+            message_id: d.message_id.clone(),
+            receipt: d.receipt.clone(),
+        }
+    }
 }
 
 /// Makes held messages visible again.
-pub async fn release(dlq: &dyn Queue, held: &[Delivery]) {
+pub async fn release(dlq: &dyn Queue, held: &[Held]) {
     for d in held {
         if let Err(error) = dlq.set_visibility(&d.receipt, Duration::ZERO).await {
             eprintln!(
@@ -189,6 +231,12 @@ pub struct ReplayOptions {
 /// from the DLQ only after the queue accepted its copy (batch send, then
 /// batch delete). Messages that do not match, or whose copy failed, are
 /// made visible in the DLQ again at the end, also on cancel.
+///
+/// A replay moves what was in the DLQ when it started, then ends: a message
+/// dead-lettered after the start (a worker dead-lettering a replayed poison
+/// event again), or a second copy of an event this run already replayed,
+/// is left in the DLQ for the next run and not counted. Without this, with
+/// workers running, a replay of poison events never ends.
 pub async fn replay(
     queue: &dyn Queue,
     dlq: &dyn Queue,
@@ -197,9 +245,11 @@ pub async fn replay(
     mut progress: impl FnMut(&Summary),
 ) -> Result<Summary, PortError> {
     let mut summary = Summary::default();
-    let mut held: Vec<Delivery> = Vec::new();
+    let mut held: Vec<Held> = Vec::new();
     let mut seen = HashSet::new();
+    let mut replayed_events: HashSet<String> = HashSet::new();
     let started = Instant::now();
+    let started_ms = unix_millis();
     let result = loop {
         if cancel.is_cancelled() {
             break Ok(());
@@ -208,7 +258,11 @@ pub async fn replay(
         if options.limit.is_some_and(|l| moved_or_planned >= l) {
             break Ok(());
         }
-        let batch = match dlq.receive(10, Duration::from_secs(1), options.hold).await {
+        let batch = tokio::select! {
+            b = dlq.receive(10, Duration::from_secs(1), options.hold) => b,
+            _ = cancel.cancelled() => break Ok(()),
+        };
+        let batch = match batch {
             Ok(b) => b,
             Err(e) => break Err(e),
         };
@@ -218,8 +272,11 @@ pub async fn replay(
         let now_ms = unix_millis();
         let mut selected = Vec::new();
         for d in batch {
-            if !seen.insert(d.message_id.clone()) {
-                held.push(d);
+            let event_id = d.attributes.get(attr::EVENT_ID);
+            let arrived_since_start = d.sent_at_ms > started_ms
+                || event_id.is_some_and(|id| replayed_events.contains(id));
+            if !seen.insert(d.message_id.clone()) || arrived_since_start {
+                held.push(Held::from(&d));
                 continue;
             }
             let room = options
@@ -227,12 +284,12 @@ pub async fn replay(
                 .is_none_or(|l| summary.replayed + summary.failed + (selected.len() as u64) < l);
             if !options.filter.matches(&d, now_ms) {
                 summary.skipped += 1;
-                held.push(d);
+                held.push(Held::from(&d));
             } else if room {
                 selected.push(d);
             } else {
                 // Matches, but the limit is reached: left as it was, not counted.
-                held.push(d);
+                held.push(Held::from(&d));
             }
         }
         if selected.is_empty() {
@@ -241,7 +298,7 @@ pub async fn replay(
         }
         if options.dry_run {
             summary.replayed += selected.len() as u64;
-            held.extend(selected);
+            held.extend(selected.iter().map(Held::from));
             progress(&summary);
             continue;
         }
@@ -252,7 +309,10 @@ pub async fn replay(
             if due > elapsed {
                 tokio::select! {
                     _ = tokio::time::sleep(due - elapsed) => {}
-                    _ = cancel.cancelled() => { held.extend(selected); break Ok(()); }
+                    _ = cancel.cancelled() => {
+                        held.extend(selected.iter().map(Held::from));
+                        break Ok(());
+                    }
                 }
             }
         }
@@ -275,7 +335,7 @@ pub async fn replay(
                         d.attributes.get(attr::EVENT_ID).map_or("?", String::as_str)
                     );
                     summary.failed += 1;
-                    held.push(d);
+                    held.push(Held::from(&d));
                 }
             }
         }
@@ -291,6 +351,11 @@ pub async fn replay(
             }
         }
         summary.replayed += accepted.len() as u64;
+        replayed_events.extend(
+            accepted
+                .iter()
+                .filter_map(|d| d.attributes.get(attr::EVENT_ID).cloned()),
+        );
         progress(&summary);
     };
     release(dlq, &held).await;

@@ -186,7 +186,7 @@ enum DevCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = hookline_core::settings::parse_or_exit();
     match run(cli).await {
         Ok(code) => code,
         Err(error) => {
@@ -206,7 +206,7 @@ fn cancel_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let fire = token.clone();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        hookline_core::shutdown::wait_for_signal().await;
         eprintln!("interrupted: releasing held messages");
         fire.cancel();
     });
@@ -245,44 +245,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => {
             let (b, dlq_queue) = backend.open_with_dlq().await?;
             let cancel = cancel_on_signal();
-            let held = dlq::peek(dlq_queue.as_ref(), limit, hold, &cancel).await?;
-            let now = hookline_core::clock::unix_millis();
-            let mut entries = Vec::with_capacity(held.len());
-            for d in &held {
-                entries.push(dlq::entry(d, b.store.as_ref(), now).await);
-            }
-            dlq::release(dlq_queue.as_ref(), &held).await;
-            if out.json {
-                print_json(&entries)?;
-            } else if entries.is_empty() {
-                println!("the dead-letter queue is empty");
-            } else {
-                println!(
-                    "{:<34} {:<30} {:>6} {:>8}  REASON",
-                    "EVENT_ID", "TYPE", "AGE", "RECEIVES"
-                );
-                for e in &entries {
-                    println!(
-                        "{:<34} {:<30} {:>6} {:>8}  {}",
-                        e.event_id.as_deref().unwrap_or("-"),
-                        e.event_type.as_deref().unwrap_or("-"),
-                        human_age(e.age_secs),
-                        e.receive_count,
-                        e.reason.as_deref().unwrap_or("-")
-                    );
-                }
-            }
+            let mut peek = dlq::Peek::new(dlq_queue.as_ref(), limit, hold);
+            let listed = list(&mut peek, b.store.as_ref(), out.json, &cancel).await;
+            dlq::release(dlq_queue.as_ref(), peek.held()).await;
+            listed?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq(DlqCommand::Export { out, hold, backend }) => {
             let (b, dlq_queue) = backend.open_with_dlq().await?;
             let cancel = cancel_on_signal();
-            let held = dlq::peek(dlq_queue.as_ref(), None, hold, &cancel).await?;
-            let written = write_export(&out, &held, b.store.as_ref()).await;
-            dlq::release(dlq_queue.as_ref(), &held).await;
+            let mut peek = dlq::Peek::new(dlq_queue.as_ref(), None, hold);
+            let written = export(&out, &mut peek, b.store.as_ref(), &cancel).await;
+            dlq::release(dlq_queue.as_ref(), peek.held()).await;
             let n = written?;
             eprintln!("exported {n} messages to {}", out.display());
-            Ok(ExitCode::SUCCESS)
+            Ok(if cancel.is_cancelled() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Dlq(DlqCommand::Replay(args)) => replay(args).await,
         Command::Events(EventsCommand::Show {
@@ -369,26 +350,93 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn write_export(
-    path: &std::path::Path,
-    held: &[hookline_core::ports::Delivery],
+/// `dlq list`: prints each message as it arrives (a JSON array, or a
+/// table), holding only receipts.
+async fn list(
+    peek: &mut dlq::Peek<'_>,
     store: &dyn hookline_core::ports::Store,
+    json: bool,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    let now = hookline_core::clock::unix_millis();
+    let mut n = 0usize;
+    if json {
+        w.write_all(b"[")?;
+    }
+    loop {
+        let batch = peek.next_batch(cancel).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for d in &batch {
+            let e = dlq::entry(d, store, now).await;
+            if json {
+                if n > 0 {
+                    w.write_all(b",")?;
+                }
+                serde_json::to_writer(&mut w, &e)?;
+            } else {
+                if n == 0 {
+                    writeln!(
+                        w,
+                        "{:<34} {:<30} {:>6} {:>8}  REASON",
+                        "EVENT_ID", "TYPE", "AGE", "RECEIVES"
+                    )?;
+                }
+                writeln!(
+                    w,
+                    "{:<34} {:<30} {:>6} {:>8}  {}",
+                    e.event_id.as_deref().unwrap_or("-"),
+                    e.event_type.as_deref().unwrap_or("-"),
+                    human_age(e.age_secs),
+                    e.receive_count,
+                    e.reason.as_deref().unwrap_or("-")
+                )?;
+            }
+            n += 1;
+        }
+    }
+    if json {
+        w.write_all(b"]\n")?;
+    } else if n == 0 {
+        writeln!(w, "the dead-letter queue is empty")?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// `dlq export`: one JSON line per message, written as it arrives.
+async fn export(
+    path: &std::path::Path,
+    peek: &mut dlq::Peek<'_>,
+    store: &dyn hookline_core::ports::Store,
+    cancel: &CancellationToken,
 ) -> anyhow::Result<usize> {
     let file =
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut w = std::io::BufWriter::new(file);
     let now = hookline_core::clock::unix_millis();
-    for d in held {
-        let line = dlq::ExportLine {
-            entry: dlq::entry(d, store, now).await,
-            body: String::from_utf8_lossy(&d.body).into_owned(),
-            attributes: d.attributes.clone(),
-        };
-        serde_json::to_writer(&mut w, &line)?;
-        w.write_all(b"\n")?;
+    let mut n = 0;
+    loop {
+        let batch = peek.next_batch(cancel).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for d in batch {
+            let line = dlq::ExportLine {
+                entry: dlq::entry(&d, store, now).await,
+                body: String::from_utf8_lossy(&d.body).into_owned(),
+                attributes: d.attributes,
+            };
+            serde_json::to_writer(&mut w, &line)?;
+            w.write_all(b"\n")?;
+            n += 1;
+        }
     }
     w.flush()?;
-    Ok(held.len())
+    Ok(n)
 }
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -471,7 +519,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 
 async fn native_redrive(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let b = args.backend.open().await?;
-    let Some((_, Some(dlq))) = &b.sqs else {
+    let Some((queue, Some(dlq))) = &b.sqs else {
         bail!("--native needs the AWS backend with DLQ_URL set (SQS StartMessageMoveTask)");
     };
     if args.dry_run {
@@ -482,11 +530,19 @@ async fn native_redrive(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let arn = dlq.arn().await?;
+    let destination = queue.arn().await?;
     let rate = args.rate.map(|r| r.round() as i32);
-    let handle = dlq.start_message_move(&arn, rate).await?;
-    eprintln!("native redrive started (task {handle})");
+    let handle = dlq.start_message_move(&arn, &destination, rate).await?;
+    eprintln!("native redrive started (task {handle}) to {destination}");
+    let cancel = cancel_on_signal();
     loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = cancel.cancelled() => {
+                eprintln!("stopped watching; the redrive task {handle} goes on in SQS (cancel it with CancelMessageMoveTask)");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         match dlq.message_move_status(&arn).await? {
             Some((status, moved, total)) => {
                 eprintln!(

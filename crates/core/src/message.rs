@@ -59,6 +59,28 @@ impl OutboundMessage {
         }
     }
 
+    /// The same message as a copy of an earlier send (dead-lettering,
+    /// replay, backfill): its deduplication id becomes the event id plus a
+    /// random suffix, unique per copy. SQS FIFO drops a message whose
+    /// deduplication id it accepted in the last 5 minutes (answering
+    /// success), so a copy that reused the event id would silently vanish.
+    /// A real duplicate is absorbed by the worker's ledger instead.
+    #[must_use]
+    pub fn as_copy(mut self) -> Self {
+        // SQS allows 128 characters: keep the event id recognisable, cut it
+        // before the suffix if it is unusually long.
+        let mut base = self.dedup_id;
+        if base.len() > 90 {
+            let mut end = 90;
+            while !base.is_char_boundary(end) {
+                end -= 1;
+            }
+            base.truncate(end);
+        }
+        self.dedup_id = format!("{base}.{}", uuid::Uuid::new_v4().simple());
+        self
+    }
+
     /// Size as SQS counts it: body plus attribute names, types and values.
     pub fn wire_size(&self) -> usize {
         self.body.len()
@@ -87,6 +109,26 @@ mod tests {
         assert_eq!(msg.attributes["received_at"], "1970-01-01T00:00:00Z");
         assert_eq!(msg.group_id, "acct_1QhLnKExample0001");
         assert_eq!(msg.dedup_id, "evt_1QhLqZExampleEvent03");
+    }
+
+    #[test]
+    fn a_copy_keeps_the_group_and_gets_a_deduplication_id_of_its_own() {
+        let raw = include_bytes!("../../../testdata/stripe-events/payout.updated.json");
+        let env = Envelope::parse(raw).expect("parses");
+        let msg = OutboundMessage::for_event(&env, Bytes::from_static(raw), 0);
+        let a = msg.clone().as_copy();
+        let b = msg.clone().as_copy();
+        assert_eq!(a.group_id, msg.group_id);
+        assert!(a.dedup_id.starts_with("evt_1QhLsDExampleEvent06."));
+        assert_ne!(a.dedup_id, msg.dedup_id);
+        assert_ne!(a.dedup_id, b.dedup_id);
+        assert!(a.dedup_id.len() <= 128);
+        let long = OutboundMessage {
+            dedup_id: "e".repeat(300),
+            ..msg
+        }
+        .as_copy();
+        assert!(long.dedup_id.len() <= 128);
     }
 
     #[test]

@@ -17,17 +17,36 @@ use crate::records::{Completion, EventRecord, Projection, StoredItem};
 /// A queue or store failure, classified once, where it happens.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PortError {
-    /// Worth retrying: throttling, timeout, 5xx, unreachable, lock contention.
+    /// Worth retrying soon: throttling, timeout, 5xx, unreachable, lock contention.
     #[error("transient: {0}")]
     Transient(String),
-    /// Retrying cannot help: bad request, missing resource, bad data.
+    /// An operator must fix the setup (a missing table or queue, access
+    /// denied, a KMS key the role cannot use, missing or expired
+    /// credentials). The event is fine: it waits on the normal backoff
+    /// schedule until the setup is fixed, it is never dead-lettered for it.
+    #[error("configuration: {0}")]
+    Configuration(String),
+    /// Retrying cannot help: this very request or item is invalid.
     #[error("permanent: {0}")]
     Permanent(String),
 }
 
 impl PortError {
+    /// Worth a quick in-process retry (a blip).
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Transient(_))
+    }
+    /// The setup is wrong, not the event.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Self::Configuration(_))
+    }
+    /// Short label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Transient(_) => "transient",
+            Self::Configuration(_) => "configuration",
+            Self::Permanent(_) => "permanent",
+        }
     }
 }
 
@@ -53,19 +72,27 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// The message as it would be sent again (replay, dead-lettering).
+    /// The message as it is sent again (replay, dead-lettering): same body
+    /// and attributes, the original FIFO group (`data.object.id`, else the
+    /// event id), and a deduplication id of its own, so that SQS FIFO never
+    /// takes the copy for the original it saw within its 5-minute window.
     pub fn to_outbound(&self) -> OutboundMessage {
         let event_id = self
             .attributes
             .get(crate::message::attr::EVENT_ID)
             .cloned()
             .unwrap_or_else(|| self.message_id.clone());
+        let group_id = crate::envelope::Envelope::parse(&self.body)
+            .ok()
+            .and_then(|e| e.object_id)
+            .unwrap_or_else(|| event_id.clone());
         OutboundMessage {
             body: self.body.clone(),
             attributes: self.attributes.clone(),
-            group_id: event_id.clone(),
+            group_id,
             dedup_id: event_id,
         }
+        .as_copy()
     }
 }
 
@@ -179,4 +206,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Cheap reachability check.
     async fn ping(&self) -> Result<(), PortError>;
+
+    /// Removes, in one bounded pass, what the backend's own retention
+    /// would have removed by `now` (Unix seconds): ledger items past
+    /// `expiresAt`, dead-lettered messages past the DLQ's retention.
+    /// Returns how many records went. DynamoDB TTL and SQS retention do
+    /// this by themselves, so the default does nothing.
+    async fn housekeep(&self, now: i64) -> Result<u64, PortError> {
+        let _ = now;
+        Ok(0)
+    }
 }

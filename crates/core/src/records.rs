@@ -112,9 +112,12 @@ pub enum ObjectType {
 pub struct ObjectRecord {
     pub object_id: String,
     pub object_type: ObjectType,
-    pub status: String,
-    pub amount: i64,
-    pub currency: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
     pub last_event_id: String,

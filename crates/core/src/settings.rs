@@ -6,6 +6,27 @@ use std::path::PathBuf;
 
 use secrecy::SecretString;
 
+/// Parses a binary's settings from its flags and environment, as the SPEC
+/// wants its exit codes: a settings value that fails validation (an unknown
+/// `APP_ENV`, `MAX_RECEIVES=0`, a number that does not parse), whether from
+/// the environment or a flag, exits 1; a command-line usage error (an
+/// unknown flag or command, a missing argument) exits 2; `--help` and
+/// `--version` exit 0.
+pub fn parse_or_exit<T: clap::Parser>() -> T {
+    match T::try_parse() {
+        Ok(settings) => settings,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            let code = match error.kind() {
+                ErrorKind::InvalidValue | ErrorKind::ValueValidation | ErrorKind::InvalidUtf8 => 1,
+                _ => error.exit_code(),
+            };
+            let _ = error.print();
+            std::process::exit(code)
+        }
+    }
+}
+
 /// Event types processed when `ENABLED_EVENTS` is not set.
 pub const DEFAULT_ENABLED_EVENTS: [&str; 6] = [
     "payment_intent.succeeded",

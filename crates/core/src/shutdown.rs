@@ -14,7 +14,8 @@ pub fn on_signal() -> CancellationToken {
     token
 }
 
-async fn wait_for_signal() {
+/// Waits for the first SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

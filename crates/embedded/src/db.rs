@@ -109,8 +109,20 @@ pub(crate) fn classify(e: rusqlite::Error) -> PortError {
                 | ErrorCode::OutOfMemory
         )
     );
+    let configuration = matches!(
+        e.sqlite_error_code(),
+        Some(
+            ErrorCode::ReadOnly
+                | ErrorCode::PermissionDenied
+                | ErrorCode::AuthorizationForStatementDenied
+        )
+    );
     if transient {
         PortError::Transient(format!("sqlite: {e}"))
+    } else if configuration {
+        PortError::Configuration(format!(
+            "sqlite: {e} (check that DATA_DIR and its files are writable by this user)"
+        ))
     } else {
         PortError::Permanent(format!("sqlite: {e}"))
     }

@@ -76,18 +76,56 @@ pub struct Embedded {
     pub store: Arc<EmbeddedStore>,
 }
 
+/// Creates `dir` (and missing parents) readable by this user only.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Creates the database file `0600` before SQLite opens it (SQLite gives
+/// its `-wal` and `-shm` files the database file's mode), and narrows the
+/// mode of a file an earlier version created wider.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    let mode = file.metadata()?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 /// The database path for a data directory.
 pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DB_FILE)
 }
 
 /// Opens (creating if needed) the backend under `data_dir`.
+///
+/// The files hold raw webhook bodies (personal data): a directory it
+/// creates is `0700`, and the database and its WAL files are `0600`.
 pub fn open(data_dir: &Path, options: Options) -> Result<Embedded, OpenError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| OpenError::DataDir {
+    let dir_error = |source| OpenError::DataDir {
         path: data_dir.to_owned(),
         source,
-    })?;
+    };
+    private_dir(data_dir).map_err(dir_error)?;
     let path = db_path(data_dir);
+    private_file(&path).map_err(|source| OpenError::DataDir {
+        path: path.clone(),
+        source,
+    })?;
     let connect = || {
         db::connect(&path, options.busy_timeout).map_err(|source| OpenError::Database {
             path: path.clone(),

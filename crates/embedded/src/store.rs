@@ -248,4 +248,35 @@ impl Store for EmbeddedStore {
         })
         .await
     }
+
+    async fn housekeep(&self, now: i64) -> Result<u64, PortError> {
+        with_conn(&self.conn, move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let ledger = tx.execute(
+                "DELETE FROM events WHERE rowid IN
+                   (SELECT rowid FROM events WHERE expires_at < ?1 LIMIT ?2)",
+                params![now, HOUSEKEEPING_BATCH],
+            )?;
+            let dead = tx.execute(
+                "DELETE FROM messages WHERE seq IN
+                   (SELECT seq FROM messages WHERE queue = ?1 AND sent_at < ?2 LIMIT ?3)",
+                params![
+                    crate::DEAD_LETTER_QUEUE,
+                    now.saturating_sub(DLQ_RETENTION_SECS).saturating_mul(1000),
+                    HOUSEKEEPING_BATCH
+                ],
+            )?;
+            tx.commit()?;
+            Ok(u64::try_from(ledger + dead).unwrap_or(0))
+        })
+        .await
+    }
 }
+
+/// Records removed per table in one housekeeping pass, so a pass never
+/// holds the write lock for long.
+const HOUSEKEEPING_BATCH: i64 = 1000;
+
+/// How long a dead-lettered message is kept: the AWS stack's DLQ retention
+/// (14 days, the SQS maximum).
+pub const DLQ_RETENTION_SECS: i64 = 14 * 24 * 3600;

@@ -62,6 +62,9 @@ pub struct AppState {
     tolerance_secs: u64,
     max_body_bytes: usize,
     enqueue_timeout: Duration,
+    /// Bytes of bodies being read, across all requests (one permit a byte).
+    body_memory: tokio::sync::Semaphore,
+    body_memory_bytes: u32,
     pub metrics: IngressMetrics,
 }
 
@@ -123,12 +126,18 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: Arc<AppState>,
+    limits: crate::serve::ConnectionLimits,
 }
 
 impl Application {
     /// Loads secrets, opens the backend and binds the listener.
     pub async fn build(args: IngressArgs, tuning: Tuning) -> Result<Self, BuildError> {
-        if let Some(key) = &args.common.stripe_secret_key {
+        // The key-mode rule applies to the key that wins: a Secrets Manager
+        // id (checked once the backend can read it) over the plain value.
+        if let (None, Some(key)) = (
+            &args.common.stripe_secret_key_id,
+            &args.common.stripe_secret_key,
+        ) {
             check_key_mode(args.common.app_env, key)?;
         }
         if !args.webhook_path.starts_with('/') {
@@ -169,6 +178,9 @@ impl Application {
     ) -> Result<Self, BuildError> {
         backend.api_key(&args.common).await?;
         let coalescer = SendCoalescer::spawn(Arc::clone(&backend.queue), backend.coalescer);
+        let body_memory_bytes = u32::try_from(args.max_body_memory_bytes)
+            .unwrap_or(u32::MAX)
+            .max(u32::try_from(args.max_body_bytes).unwrap_or(u32::MAX));
         let state = Arc::new(AppState {
             verifier: RwLock::new(Arc::new(Verifier::new(Vec::<&[u8]>::new()))),
             secret_refresh_error: RwLock::new(None),
@@ -179,6 +191,8 @@ impl Application {
             tolerance_secs: args.webhook_tolerance_secs,
             max_body_bytes: args.max_body_bytes,
             enqueue_timeout: Duration::from_millis(args.enqueue_timeout_ms),
+            body_memory: tokio::sync::Semaphore::new(body_memory_bytes as usize),
+            body_memory_bytes,
             metrics: IngressMetrics::default(),
         });
         match (env_secrets, &args.webhook.stripe_webhook_secret_id) {
@@ -219,10 +233,17 @@ impl Application {
             secrets,
             enabled_events = %args.events.enabled_events,
         );
+        let limits = crate::serve::ConnectionLimits {
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+            // In-flight requests are each bounded by the request timeout.
+            drain: Duration::from_secs(args.request_timeout_secs) + Duration::from_millis(500),
+        };
         Ok(Self {
             listener,
             router,
             state,
+            limits,
         })
     }
 
@@ -238,11 +259,10 @@ impl Application {
         Arc::clone(&self.state)
     }
 
-    /// Serves until `shutdown` fires, then lets in-flight requests finish.
+    /// Serves until `shutdown` fires, then lets in-flight requests finish
+    /// (each is bounded by `REQUEST_TIMEOUT_SECS`).
     pub async fn run_until(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await?;
+        crate::serve::serve(self.listener, self.router, self.limits, shutdown).await;
         tracing::info!(message = "Ingress stopped.");
         Ok(())
     }
@@ -319,6 +339,18 @@ async fn handle_webhook(app: &AppState, headers: &HeaderMap, body: Body) -> Resp
         app.metrics.too_large.inc();
         return json(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE);
     }
+    // Memory for bodies being read is capped across requests: a flood of
+    // slow bodies waits here (and times out with 408) instead of growing.
+    let reserve = declared
+        .map_or(app.max_body_bytes, |n| n as usize)
+        .min(app.max_body_bytes)
+        .max(1);
+    let reserve = u32::try_from(reserve)
+        .unwrap_or(u32::MAX)
+        .min(app.body_memory_bytes);
+    let Ok(_reserved) = app.body_memory.acquire_many(reserve).await else {
+        return json(StatusCode::SERVICE_UNAVAILABLE, QUEUE_UNAVAILABLE);
+    };
     let raw = match axum::body::to_bytes(body, app.max_body_bytes).await {
         Ok(raw) => raw,
         Err(error) => {

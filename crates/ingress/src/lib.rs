@@ -8,8 +8,10 @@
 
 mod app;
 mod metrics;
+mod serve;
 mod settings;
 
 pub use app::{router, AppState, Application, BuildError};
 pub use metrics::IngressMetrics;
+pub use serve::{serve, ConnectionLimits};
 pub use settings::IngressArgs;

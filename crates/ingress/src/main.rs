@@ -1,10 +1,11 @@
 //! `hookline-ingress`: see the crate docs of `hookline_ingress`.
 
-use clap::Parser;
+use std::time::Duration;
+
 use hookline_ingress::{Application, IngressArgs};
 
 fn main() -> std::process::ExitCode {
-    let args = IngressArgs::parse();
+    let args: IngressArgs = hookline_core::settings::parse_or_exit();
     hookline_core::telemetry::init(args.common.log_format());
     // One event-loop thread by default: it serves tens of thousands of
     // requests a second and avoids cross-thread wake-ups (about a quarter of
@@ -25,7 +26,9 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let result = runtime.block_on(run(args));
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(

@@ -44,6 +44,20 @@ pub struct IngressArgs {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10)]
     pub request_timeout_secs: u64,
 
+    /// Seconds a client may take to send a request's headers; a connection
+    /// that sends part of them and then nothing is closed after this.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_read_timeout_secs: u64,
+
+    /// Open connections at most; further clients wait in the listen backlog.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
+    /// Bytes of request bodies held in memory at once, across all requests
+    /// (a request waits for room, within REQUEST_TIMEOUT_SECS).
+    #[arg(long, env = "MAX_BODY_MEMORY_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=4_294_967_295))]
+    pub max_body_memory_bytes: u64,
+
     /// Event-loop threads (1 is enough for tens of thousands of requests a second; scale out with tasks).
     #[arg(long, env = "INGRESS_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub ingress_threads: u16,

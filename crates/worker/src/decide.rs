@@ -12,8 +12,14 @@ pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
 pub enum Decision {
     /// The event is `COMPLETED`: delete the message.
     Done(Done),
-    /// A transient failure: make the message visible again after `delay`.
-    RetryLater { delay: Duration, error: String },
+    /// A transient or configuration failure: make the message visible
+    /// again after `delay`. `configuration` is set when an operator must
+    /// fix the setup (logged at error level, counted, shown by `/readyz`).
+    RetryLater {
+        delay: Duration,
+        error: String,
+        configuration: bool,
+    },
     /// Another worker holds a live lease: look again once it ends.
     Busy { delay: Duration },
     /// Cannot succeed: copy to the DLQ with `reason`, then delete.
@@ -63,11 +69,13 @@ impl Backoff {
     }
 }
 
-/// After a transient failure on delivery `receive_count`: retry later, or
-/// dead-letter once the deliveries are used up (the worker moves it itself,
-/// so the DLQ copy carries the reason).
+/// After a transient or configuration failure on delivery `receive_count`:
+/// retry later on the backoff schedule, or dead-letter once the deliveries
+/// are used up (the worker moves it itself, so the DLQ copy carries the
+/// reason).
 pub fn after_transient(
     error: String,
+    configuration: bool,
     receive_count: u32,
     max_receives: u32,
     backoff: Backoff,
@@ -81,6 +89,7 @@ pub fn after_transient(
         Decision::RetryLater {
             delay: backoff.delay(receive_count, unit),
             error,
+            configuration,
         }
     }
 }
@@ -121,14 +130,19 @@ mod tests {
 
     #[test]
     fn transient_failures_retry_until_the_last_delivery() {
-        match after_transient("timeout".into(), 2, 5, B, 1.0) {
-            Decision::RetryLater { delay, error } => {
+        match after_transient("timeout".into(), false, 2, 5, B, 1.0) {
+            Decision::RetryLater {
+                delay,
+                error,
+                configuration,
+            } => {
                 assert_eq!(delay, Duration::from_secs(2));
                 assert_eq!(error, "timeout");
+                assert!(!configuration);
             }
             other => panic!("{other:?}"),
         }
-        match after_transient("timeout".into(), 5, 5, B, 1.0) {
+        match after_transient("timeout".into(), false, 5, 5, B, 1.0) {
             Decision::DeadLetter { reason } => {
                 assert_eq!(reason, "gave up after 5 deliveries: timeout")
             }

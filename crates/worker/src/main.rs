@@ -1,13 +1,27 @@
 //! `hookline-worker`: see the crate docs of `hookline_worker`.
 
-use clap::Parser;
+use std::time::Duration;
+
 use hookline_worker::{Worker, WorkerArgs};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let args = WorkerArgs::parse();
+fn main() -> std::process::ExitCode {
+    let args: WorkerArgs = hookline_core::settings::parse_or_exit();
     hookline_core::telemetry::init(args.common.log_format());
-    match run(args).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(args));
+    // An abandoned store call may still sit on a blocking thread (a database
+    // that never answers): exit without waiting for it.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(

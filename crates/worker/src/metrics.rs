@@ -15,6 +15,10 @@ pub struct WorkerMetrics {
     pub busy: Counter,
     pub dead_lettered: Counter,
     pub receive_errors: Counter,
+    pub configuration_errors: Counter,
+    /// Unix ms of the last configuration error and of the last success.
+    last_configuration_error_ms: Gauge,
+    last_success_ms: Gauge,
     pub in_flight: Gauge,
     pub handler_latency: Histogram,
     /// now − `created` when an event is applied: the lag users watch.
@@ -32,6 +36,9 @@ impl Default for WorkerMetrics {
             busy: Counter::default(),
             dead_lettered: Counter::default(),
             receive_errors: Counter::default(),
+            configuration_errors: Counter::default(),
+            last_configuration_error_ms: Gauge::default(),
+            last_success_ms: Gauge::default(),
             in_flight: Gauge::default(),
             handler_latency: Histogram::new(LATENCY_BUCKETS),
             event_age: Histogram::new(AGE_BUCKETS),
@@ -47,6 +54,23 @@ impl WorkerMetrics {
             Done::Completed(Outcome::Ignored) => self.ignored.inc(),
             Done::Duplicate => self.duplicate.inc(),
         }
+    }
+
+    pub fn mark_configuration_error(&self) {
+        self.configuration_errors.inc();
+        self.last_configuration_error_ms
+            .set(hookline_core::clock::unix_millis());
+    }
+
+    pub fn mark_success(&self) {
+        self.last_success_ms
+            .set(hookline_core::clock::unix_millis());
+    }
+
+    /// A configuration error happened and nothing has succeeded since.
+    pub fn configuration_broken(&self) -> bool {
+        let error = self.last_configuration_error_ms.get();
+        error > 0 && error >= self.last_success_ms.get()
     }
 
     /// Everything that completed, whatever the outcome.
@@ -81,6 +105,11 @@ impl WorkerMetrics {
             "hookline_events_dead_lettered_total",
             "Messages the worker moved to the dead-letter queue.",
             &self.dead_lettered,
+        )
+        .counter(
+            "hookline_configuration_errors_total",
+            "Store or queue calls that failed for a configuration error (missing resource, access denied, KMS, credentials).",
+            &self.configuration_errors,
         )
         .counter(
             "hookline_receive_errors_total",

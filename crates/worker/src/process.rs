@@ -107,6 +107,7 @@ impl Processor {
         let transient = |error: PortError| {
             after_transient(
                 error.to_string(),
+                error.is_configuration(),
                 delivery.receive_count,
                 self.max_receives,
                 self.backoff,
@@ -144,7 +145,9 @@ impl Processor {
                 tracing::debug!(message = "Event claimed.", event_id = %id, attempts);
                 info.attempts = Some(attempts);
             }
-            Err(error @ PortError::Transient(_)) => return transient(error),
+            Err(error @ (PortError::Transient(_) | PortError::Configuration(_))) => {
+                return transient(error)
+            }
             Err(PortError::Permanent(e)) => {
                 return Decision::DeadLetter {
                     reason: format!("store refused the claim: {e}"),
@@ -184,7 +187,7 @@ impl Processor {
         match committed {
             Ok(Completion::Completed(outcome)) => Decision::Done(Done::Completed(outcome)),
             Ok(Completion::Duplicate) => Decision::Done(Done::Duplicate),
-            Err(error @ PortError::Transient(_)) => {
+            Err(error @ (PortError::Transient(_) | PortError::Configuration(_))) => {
                 let decision = transient(error.clone());
                 self.record_failure(info, &error.to_string(), now).await;
                 decision

@@ -52,11 +52,18 @@ pub struct Worker {
     visibility: Duration,
     receive_wait: Duration,
     grace: Duration,
+    /// How often expired records are purged; `None` to never.
+    housekeeping: Option<Duration>,
 }
 
 impl Worker {
     pub async fn build(args: WorkerArgs) -> Result<Self, WorkerError> {
-        if let Some(key) = &args.common.stripe_secret_key {
+        // The key-mode rule applies to the key that wins: a Secrets Manager
+        // id (checked once the backend can read it) over the plain value.
+        if let (None, Some(key)) = (
+            &args.common.stripe_secret_key_id,
+            &args.common.stripe_secret_key,
+        ) {
             check_key_mode(args.common.app_env, key)?;
         }
         if args.common.queue_url.is_some() && args.common.dlq_url.is_none() {
@@ -112,6 +119,8 @@ impl Worker {
             visibility,
             receive_wait: Duration::from_secs(args.receive_wait_secs),
             grace: Duration::from_secs(args.shutdown_grace_secs),
+            housekeeping: (args.housekeeping_interval_secs > 0)
+                .then(|| Duration::from_secs(args.housekeeping_interval_secs)),
         })
     }
 
@@ -125,6 +134,7 @@ impl Worker {
         let metrics_server = {
             let router = Router::new()
                 .route("/healthz", get(|| async { "ok" }))
+                .route("/readyz", get(readyz))
                 .route("/metrics", get(render_metrics))
                 .with_state(Arc::clone(&self.metrics));
             let stop = shutdown.clone();
@@ -140,7 +150,12 @@ impl Worker {
         };
 
         let (ack_tx, ack_rx) = mpsc::channel::<String>(self.concurrency * 4 + 16);
-        let acker = tokio::spawn(delete_in_batches(Arc::clone(&self.queue), ack_rx));
+        let stop_acks = CancellationToken::new();
+        let acker = tokio::spawn(delete_in_batches(
+            Arc::clone(&self.queue),
+            ack_rx,
+            stop_acks.clone(),
+        ));
         let ctx = Arc::new(Context {
             queue: Arc::clone(&self.queue),
             dlq: self.dlq,
@@ -167,16 +182,32 @@ impl Worker {
         for _ in 0..pollers {
             poller_handles.push(tokio::spawn(poll.clone().run()));
         }
-        for h in poller_handles {
-            let _ = h.await;
+        if let Some(every) = self.housekeeping {
+            tokio::spawn(housekeep(
+                Arc::clone(&ctx.processor.store),
+                every,
+                shutdown.clone(),
+            ));
         }
 
+        // Shutdown is bounded: receiving stops at once (a long poll is
+        // cancelled), in-flight events get the grace period, and whatever
+        // still runs then is abandoned (its message comes back after its
+        // visibility timeout), even if a store or queue call never answers.
+        shutdown.cancelled().await;
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let pollers_done = async {
+            for h in poller_handles {
+                let _ = h.await;
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline, pollers_done).await;
         tasks.close();
         tracing::info!(
             message = "Worker stopping: finishing in-flight events.",
             in_flight = tasks.len()
         );
-        if tokio::time::timeout(self.grace, tasks.wait())
+        if tokio::time::timeout_at(deadline, tasks.wait())
             .await
             .is_err()
         {
@@ -185,12 +216,43 @@ impl Worker {
                 abandoned = tasks.len()
             );
         }
+        // Deletes of what completed are flushed within the last second.
+        stop_acks.cancel();
         drop(poll);
         drop(ctx);
-        let _ = acker.await;
-        let _ = metrics_server.await;
+        let flush_until = deadline.max(tokio::time::Instant::now()) + Duration::from_millis(700);
+        if tokio::time::timeout_at(flush_until, acker).await.is_err() {
+            tracing::warn!(
+                message = "Deletes still pending at exit; those messages come back as duplicates."
+            );
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), metrics_server).await;
         tracing::info!(message = "Worker stopped.");
         Ok(())
+    }
+}
+
+/// Removes what the backend's own retention would remove (the embedded
+/// backend's expired ledger items and old DLQ messages), in bounded passes.
+async fn housekeep(
+    store: Arc<dyn hookline_core::ports::Store>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match store.housekeep(unix_secs()).await {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(message = "Housekeeping removed expired records.", removed)
+            }
+            Err(error) => {
+                tracing::warn!(message = "Housekeeping failed; trying again later.", %error)
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
     }
 }
 
@@ -229,16 +291,33 @@ impl Poll {
                 }
             }
             permits.push(share);
-            let received = self
+            let receive = self
                 .ctx
                 .queue
-                .receive(permits.len(), self.receive_wait, self.visibility)
-                .await;
+                .receive(permits.len(), self.receive_wait, self.visibility);
+            tokio::pin!(receive);
+            let received = tokio::select! {
+                r = &mut receive => r,
+                // Shutdown cancels a long poll: a receive about to return
+                // gets a moment (what it took is handed back below); one
+                // still waiting is dropped.
+                _ = self.shutdown.cancelled() => {
+                    match tokio::time::timeout(Duration::from_millis(200), &mut receive).await {
+                        Ok(r) => r,
+                        Err(_) => break,
+                    }
+                }
+            };
             let deliveries = match received {
                 Ok(d) => d,
                 Err(error) => {
                     self.ctx.metrics.receive_errors.inc();
-                    tracing::warn!(message = "Receive failed.", %error);
+                    if error.is_configuration() {
+                        self.ctx.metrics.mark_configuration_error();
+                        tracing::error!(message = "Receive failed: configuration error.", %error);
+                    } else {
+                        tracing::warn!(message = "Receive failed.", %error);
+                    }
                     drop(permits);
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -247,12 +326,19 @@ impl Poll {
                     continue;
                 }
             };
+            if !deliveries.is_empty() {
+                self.ctx.metrics.mark_success();
+            }
             for delivery in deliveries {
                 let permit = match permits.pop() {
                     Some(p) if !self.shutdown.is_cancelled() => p,
                     // Shutting down (or more than asked for): not started, handed back.
                     _ => {
-                        hand_back(self.ctx.queue.as_ref(), &delivery).await;
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            hand_back(self.ctx.queue.as_ref(), &delivery),
+                        )
+                        .await;
                         continue;
                     }
                 };
@@ -263,6 +349,20 @@ impl Poll {
                 });
             }
         }
+    }
+}
+
+/// Ready unless the last store or queue failure was a configuration error
+/// that no success has followed. The detail (with the AWS error text) is
+/// in the error log, never in this answer.
+async fn readyz(State(m): State<Arc<WorkerMetrics>>) -> impl IntoResponse {
+    if m.configuration_broken() {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: configuration error (a missing table or queue, access denied, a KMS key or credentials); the worker's error log names the resource and action",
+        )
+    } else {
+        (axum::http::StatusCode::OK, "ready")
     }
 }
 
@@ -285,17 +385,34 @@ async fn hand_back(queue: &dyn Queue, delivery: &Delivery) {
 /// Collects receipts of completed messages and deletes them in batches of
 /// up to ten (the SQS batch limit), as fast as they come, with a few batches
 /// in flight; waits for all of them once the channel closes.
-async fn delete_in_batches(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<String>) {
+async fn delete_in_batches(
+    queue: Arc<dyn Queue>,
+    mut rx: mpsc::Receiver<String>,
+    stop: CancellationToken,
+) {
     const IN_FLIGHT: usize = 4;
     const DELETE_LINGER: Duration = Duration::from_millis(200);
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let running = TaskTracker::new();
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => r,
+            // Shutting down: take what is already queued, no more lingering.
+            _ = stop.cancelled() => rx.try_recv().ok(),
+        };
+        let Some(first) = first else { break };
         let mut batch = Vec::with_capacity(10);
         batch.push(first);
         // Deletes are off the latency path: wait a little to fill the batch.
         let deadline = tokio::time::Instant::now() + DELETE_LINGER;
         while batch.len() < 10 {
+            if stop.is_cancelled() {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+                continue;
+            }
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(r)) => batch.push(r),
                 Ok(None) | Err(_) => break,
@@ -365,6 +482,7 @@ impl Context {
         match decision {
             Decision::Done(done) => {
                 self.metrics.done(done);
+                self.metrics.mark_success();
                 if let (Done::Completed(_), Some(created)) = (done, info.created) {
                     let age = unix_secs().saturating_sub(created);
                     self.metrics.event_age.observe_secs(age as f64);
@@ -384,16 +502,33 @@ impl Context {
                     );
                 }
             }
-            Decision::RetryLater { delay, error } => {
+            Decision::RetryLater {
+                delay,
+                error,
+                configuration,
+            } => {
                 self.metrics.retries.inc();
-                tracing::warn!(
-                    message = "Transient failure; retrying later.",
-                    event_id,
-                    event_type,
-                    receive_count = delivery.receive_count,
-                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                    %error,
-                );
+                let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                if configuration {
+                    self.metrics.mark_configuration_error();
+                    tracing::error!(
+                        message = "Configuration error: the event waits in the queue until an operator fixes it.",
+                        event_id,
+                        event_type,
+                        receive_count = delivery.receive_count,
+                        delay_ms,
+                        %error,
+                    );
+                } else {
+                    tracing::warn!(
+                        message = "Transient failure; retrying later.",
+                        event_id,
+                        event_type,
+                        receive_count = delivery.receive_count,
+                        delay_ms,
+                        %error,
+                    );
+                }
                 // If this fails too, the visibility timeout brings it back.
                 let _ = self.queue.set_visibility(&delivery.receipt, delay).await;
             }

@@ -39,6 +39,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
     pub metrics_addr: String,
 
+    /// Seconds between purges of expired records on the embedded backend
+    /// (ledger items past expiresAt, DLQ messages past 14 days); 0 = never.
+    #[arg(long, env = "HOUSEKEEPING_INTERVAL_SECS", default_value_t = 300)]
+    pub housekeeping_interval_secs: u64,
+
     /// Long-poll wait of one receive, seconds (SQS allows up to 20).
     #[arg(long, env = "RECEIVE_WAIT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=20))]
     pub receive_wait_secs: u64,
