@@ -17,7 +17,7 @@ INFRA_TOOLS := cfn-lint==1.58.0 checkov==3.3.30 pytest==8.4.2
 INFRA_STAMP := $(VENV)/.infra-tools-2
 LOCAL_AWS_ENV = AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 
-.PHONY: run build send-event test fmt-check clippy unit check-secrets bench help moto aws-local aws-local-stop infra-lint release-build
+.PHONY: soak soak-short run build send-event test fmt-check clippy unit check-secrets bench help moto aws-local aws-local-stop infra-lint release-build
 
 help:
 	@echo "make run          start the ingress and the worker on the embedded backend (./data)"
@@ -25,6 +25,7 @@ help:
 	@echo "make test         fmt check, clippy -D warnings, secret guard, all tests"
 	@echo "make bench        signature and ingress load benchmarks"
 	@echo "make aws-local    start a local AWS-compatible server (moto) with the queues and tables"
+	@echo "make soak         conservation soak: N events through kills, outages, duplicates, replays (N=10000 SEED=1 BACKEND=embedded|aws)"
 
 build:
 	$(CARGO) build --workspace --bins
@@ -43,7 +44,7 @@ send-event: build
 	  dev send $(TYPE) --url http://$(BIND_ADDR)/api/stripe-webhook
 
 # Everything CI checks; the cargo tests run last so their total closes the output.
-test: fmt-check clippy check-secrets infra-lint release-build unit
+test: fmt-check clippy check-secrets infra-lint release-build soak-short unit
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -104,6 +105,30 @@ check-secrets:
 	  | grep -vE 'whsec_test_|sk_live_fake|rk_live_fake|sk_test_fake|testdata/|fixture' || true); \
 	if [ -n "$$hits" ]; then echo "check-secrets: these tracked lines look like real Stripe secrets:"; echo "$$hits"; exit 1; fi; \
 	echo "check-secrets: no live-looking Stripe secret in tracked files"
+
+# The conservation soak (src/bin/soak.rs) on the release binaries. BACKEND=aws
+# runs it against moto (N=1000 there by default: moto serves tens of calls a second).
+BACKEND ?= embedded
+SEED ?= 1
+ifeq ($(BACKEND),aws)
+N ?= 1000
+SOAK_RATE ?= 100
+else
+N ?= 10000
+SOAK_RATE ?= 1500
+endif
+soak: release-build
+	@if [ "$(BACKEND)" = aws ]; then \
+	  $(MAKE) -s moto >/dev/null && endpoint=$$(VENV=$(VENV) scripts/moto.sh start) || exit 1; \
+	  AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) target/release/hookline-soak --backend aws --n $(N) --seed $(SEED) --rate $(SOAK_RATE); \
+	  rc=$$?; scripts/moto.sh stop; exit $$rc; \
+	else \
+	  target/release/hookline-soak --backend embedded --n $(N) --seed $(SEED) --rate $(SOAK_RATE); \
+	fi
+
+# A short soak in every `make test`, so that the soak itself keeps working.
+soak-short: release-build
+	target/release/hookline-soak --backend embedded --n 300 --seed $(SEED) --rate 100 --kill-every-secs 1
 
 bench:
 	$(CARGO) build --release --workspace --bins

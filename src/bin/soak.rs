@@ -1,0 +1,957 @@
+//! `hookline-soak`: the conservation soak (`make soak`).
+//!
+//! Starts the release ingress and two workers, sends N unique events of the
+//! six default types, each delivered twice and shuffled (so older events of
+//! an object arrive after newer ones), plus 2% poison events, while faults
+//! run on a schedule drawn from the seed: a worker SIGKILLed every few
+//! seconds and restarted, the ingress SIGKILLed once and restarted (the
+//! sender retries what got no answer, as Stripe does), two store outages,
+//! and a `hookline dlq replay` half-way and at the end. Then it checks the
+//! books: every accepted valid event completed once with the outcome its
+//! position implies, every object's projection is its newest event, every
+//! poison event is dead-lettered with a reason, the queue is empty. Exit 1 on
+//! any loss or double application.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use hookline_core::ports::Queue;
+use hookline_core::records::{EventStatus, Outcome};
+
+/// An obviously fake webhook secret.
+const SECRET: &str = "whsec_test_hooklineSoakSecret";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BackendKind {
+    Embedded,
+    Aws,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookline-soak",
+    about = "Conservation soak: N events through kills, outages, duplicates and replays; checks that nothing is lost or applied twice."
+)]
+struct Args {
+    /// Unique valid events to send (each delivered twice).
+    #[arg(long, env = "N", default_value_t = 10_000)]
+    n: usize,
+    /// Seed of the event order and the fault schedule.
+    #[arg(long, env = "SEED", default_value_t = 1)]
+    seed: u64,
+    /// `embedded` (SQLite) or `aws` (needs AWS_ENDPOINT_URL, e.g. moto).
+    #[arg(long, env = "BACKEND", value_enum, default_value = "embedded")]
+    backend: BackendKind,
+    /// Where the built binaries are.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Where logs and the data directory go.
+    #[arg(long, default_value = "target/soak")]
+    out_dir: PathBuf,
+    /// Seconds between worker kills (a random delay up to twice this).
+    #[arg(long, default_value_t = 3)]
+    kill_every_secs: u64,
+    /// Seconds each store outage lasts.
+    #[arg(long, default_value_t = 3)]
+    outage_secs: u64,
+    /// Deliveries per second the sender paces itself to, so that the faults
+    /// fall while events flow.
+    #[arg(long, env = "RATE", default_value_t = 1500)]
+    rate: u64,
+}
+
+/// One event the soak sends.
+#[derive(Debug, Clone)]
+struct Sent {
+    id: String,
+    object: String,
+    created: i64,
+    poison: bool,
+    body: String,
+}
+
+/// Fixture of each type from testdata/stripe-events, and its object prefix.
+const TYPES: &[(&str, &str)] = &[
+    ("payment_intent.succeeded", "pi"),
+    ("payment_intent.payment_failed", "pi"),
+    ("charge.dispute.created", "du"),
+    ("payout.created", "po"),
+    ("payout.updated", "po"),
+    ("account.updated", "acct"),
+];
+
+fn generate(n: usize, seed: u64, root: &Path) -> anyhow::Result<Vec<Sent>> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut templates = HashMap::new();
+    for (t, _) in TYPES {
+        let path = root
+            .join("testdata/stripe-events")
+            .join(format!("{t}.json"));
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        templates.insert(*t, v);
+    }
+    let base: i64 = 1_750_000_000;
+    let mut events = Vec::with_capacity(n + n / 50 + 1);
+    let mut object_no = 0usize;
+    while events.len() < n {
+        // One object, 1 to 4 events of its family, created in order.
+        let (family, prefix) = TYPES[rng.usize(..TYPES.len())];
+        let same_family: Vec<&str> = TYPES
+            .iter()
+            .filter(|(_, p)| *p == prefix)
+            .map(|(t, _)| *t)
+            .collect();
+        let object = format!("{prefix}_soak{seed}x{object_no}");
+        object_no += 1;
+        let count = rng.usize(1..=4).min(n - events.len());
+        for j in 0..count {
+            let t = if j == 0 {
+                family
+            } else {
+                same_family[rng.usize(..same_family.len())]
+            };
+            let id = format!("evt_soak{seed}x{}", events.len());
+            let created = base + i64::try_from(object_no).unwrap_or(0) + 10 * i64::try_from(j)?;
+            let mut v = templates[t].clone();
+            v["id"] = id.clone().into();
+            v["created"] = created.into();
+            v["data"]["object"]["id"] = object.clone().into();
+            events.push(Sent {
+                id,
+                object: object.clone(),
+                created,
+                poison: false,
+                body: v.to_string(),
+            });
+        }
+    }
+    // 2% poison: a Stripe event the worker cannot apply (no `created`, or an
+    // object without its id). The ingress accepts them; the worker must
+    // dead-letter them with the reason.
+    for k in 0..n.div_ceil(50) {
+        let id = format!("evt_soak{seed}poison{k}");
+        let mut v = templates["payout.created"].clone();
+        v["id"] = id.clone().into();
+        if k % 2 == 0 {
+            v.as_object_mut().map(|o| o.remove("created"));
+        } else {
+            v["data"]["object"].as_object_mut().map(|o| o.remove("id"));
+        }
+        events.push(Sent {
+            id,
+            object: String::new(),
+            created: 0,
+            poison: true,
+            body: v.to_string(),
+        });
+    }
+    Ok(events)
+}
+
+/// Processes the soak runs, restartable.
+struct Procs {
+    bin_dir: PathBuf,
+    out_dir: PathBuf,
+    env: Vec<(String, String)>,
+    worker_env: Vec<(String, String)>,
+    ingress_port: u16,
+    workers: Vec<Child>,
+    ingress: Option<Child>,
+    generation: usize,
+}
+
+impl Procs {
+    fn log(&self, name: &str) -> anyhow::Result<std::fs::File> {
+        Ok(std::fs::File::create(
+            self.out_dir.join(format!("{name}.log")),
+        )?)
+    }
+
+    fn start_worker(&mut self, slot: usize) -> anyhow::Result<Child> {
+        self.generation += 1;
+        let log = self.log(&format!("worker-{slot}-{}", self.generation))?;
+        Ok(Command::new(self.bin_dir.join("hookline-worker"))
+            .env_clear()
+            .envs(self.env.iter().cloned())
+            .envs(self.worker_env.iter().cloned())
+            .env("METRICS_ADDR", "127.0.0.1:0")
+            .env("LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start hookline-worker")?)
+    }
+
+    fn start_ingress(&mut self) -> anyhow::Result<()> {
+        self.generation += 1;
+        let log = self.log(&format!("ingress-{}", self.generation))?;
+        self.ingress = Some(
+            Command::new(self.bin_dir.join("hookline-ingress"))
+                .env_clear()
+                .envs(self.env.iter().cloned())
+                .env("BIND_ADDR", format!("127.0.0.1:{}", self.ingress_port))
+                .env("STRIPE_WEBHOOK_SECRET", SECRET)
+                .env("LOG_FORMAT", "json")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("cannot start hookline-ingress")?,
+        );
+        Ok(())
+    }
+
+    fn kill_ingress(&mut self) {
+        if let Some(c) = self.ingress.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn kill_worker(&mut self, slot: usize) -> anyhow::Result<()> {
+        let _ = self.workers[slot].kill();
+        let _ = self.workers[slot].wait();
+        self.workers[slot] = self.start_worker(slot)?;
+        Ok(())
+    }
+
+    fn stop_all(&mut self) {
+        for c in self.workers.iter_mut().chain(self.ingress.iter_mut()) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        for c in self.workers.iter_mut().chain(self.ingress.iter_mut()) {
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in self.workers.iter_mut().chain(self.ingress.iter_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A TCP forwarder that can be switched off (the AWS store outage).
+struct Switch {
+    port: u16,
+    on: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Switch {
+    async fn start(target: String) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let on = Arc::new(AtomicBool::new(true));
+        let open: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::new(Mutex::new(Vec::new()));
+        let (on2, open2) = (Arc::clone(&on), Arc::clone(&open));
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !on2.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                if let Ok(mut o) = open2.lock() {
+                    o.push(task.abort_handle());
+                }
+            }
+        });
+        Ok(Self { port, on, open })
+    }
+
+    fn set(&self, reachable: bool) {
+        self.on.store(reachable, Ordering::SeqCst);
+        if !reachable {
+            if let Ok(mut o) = self.open.lock() {
+                for t in o.drain(..) {
+                    t.abort();
+                }
+            }
+        }
+    }
+}
+
+enum Outage {
+    Embedded(PathBuf),
+    Aws(Switch),
+}
+
+impl Outage {
+    async fn run(&self, d: Duration) -> anyhow::Result<()> {
+        match self {
+            Self::Embedded(db) => {
+                let db = db.clone();
+                tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                    let conn = rusqlite::Connection::open(&db)?;
+                    conn.busy_timeout(Duration::from_secs(30))?;
+                    conn.execute_batch("BEGIN EXCLUSIVE")?;
+                    std::thread::sleep(d);
+                    conn.execute_batch("ROLLBACK")?;
+                    Ok(())
+                })
+                .await??;
+            }
+            Self::Aws(switch) => {
+                switch.set(false);
+                tokio::time::sleep(d).await;
+                switch.set(true);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(clap::Parser)]
+struct BackendArgs {
+    #[command(flatten)]
+    common: hookline_core::settings::CommonSettings,
+    #[command(flatten)]
+    tables: hookline_core::settings::TableSettings,
+}
+
+/// Posts every delivery until it gets a 200 (retrying 503s and requests
+/// that got no answer, as Stripe does); returns the ids that got a 200.
+async fn send_all(
+    port: u16,
+    deliveries: Vec<Arc<Sent>>,
+    sent: Arc<AtomicUsize>,
+    rate: u64,
+) -> anyhow::Result<(HashSet<String>, usize, usize)> {
+    let start = tokio::time::Instant::now();
+    let issued = Arc::new(AtomicUsize::new(0));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()?;
+    let queue = Arc::new(Mutex::new(VecDeque::from(deliveries)));
+    let accepted = Arc::new(Mutex::new(HashSet::new()));
+    let retries = Arc::new(AtomicUsize::new(0));
+    let rejected = Arc::new(AtomicUsize::new(0));
+    let url = format!("http://127.0.0.1:{port}/api/stripe-webhook");
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (client, queue, accepted, url) = (
+            client.clone(),
+            Arc::clone(&queue),
+            Arc::clone(&accepted),
+            url.clone(),
+        );
+        let (retries, rejected, sent, issued) = (
+            Arc::clone(&retries),
+            Arc::clone(&rejected),
+            Arc::clone(&sent),
+            Arc::clone(&issued),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                let Some(ev) = next else { break };
+                let k = issued.fetch_add(1, Ordering::SeqCst) as u64;
+                let due = start + Duration::from_micros(k * 1_000_000 / rate.max(1));
+                tokio::time::sleep_until(due).await;
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    let header = hookline_signature::header_for(
+                        SECRET.as_bytes(),
+                        hookline_core::clock::unix_secs(),
+                        ev.body.as_bytes(),
+                    );
+                    let answer = client
+                        .post(&url)
+                        .header("stripe-signature", header)
+                        .header("content-type", "application/json")
+                        .body(ev.body.clone())
+                        .send()
+                        .await;
+                    match answer.map(|r| r.status().as_u16()) {
+                        Ok(200) => {
+                            if let Ok(mut a) = accepted.lock() {
+                                a.insert(ev.id.clone());
+                            }
+                            break;
+                        }
+                        Ok(400) => {
+                            rejected.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        _ if attempts < 600 => {
+                            retries.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        _ => break,
+                    }
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let accepted = accepted.lock().map(|a| a.clone()).unwrap_or_default();
+    Ok((
+        accepted,
+        retries.load(Ordering::SeqCst),
+        rejected.load(Ordering::SeqCst),
+    ))
+}
+
+async fn replay(bin_dir: &Path, env: &[(String, String)], log: &Path) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new(bin_dir.join("hookline"))
+        .env_clear()
+        .envs(env.iter().cloned())
+        .args(["dlq", "replay", "--json", "--hold", "30s"])
+        .output()
+        .await?;
+    std::fs::write(log, &out.stderr)?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Waits until the queue has been empty for two seconds in a row.
+async fn drained(queue: &dyn Queue, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut empty_since: Option<Instant> = None;
+    while Instant::now() < deadline {
+        let empty = queue
+            .counts()
+            .await
+            .is_ok_and(|c| c.waiting == 0 && c.in_flight == 0);
+        match (empty, empty_since) {
+            (true, Some(t)) if t.elapsed() >= Duration::from_secs(2) => return true,
+            (true, None) => empty_since = Some(Instant::now()),
+            (false, _) => empty_since = None,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// Per event id: how many times the workers logged each outcome.
+fn read_worker_logs(out_dir: &Path) -> anyhow::Result<HashMap<String, BTreeMap<String, u32>>> {
+    let mut seen: HashMap<String, BTreeMap<String, u32>> = HashMap::new();
+    for entry in std::fs::read_dir(out_dir)? {
+        let path = entry?.path();
+        let is_worker = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("worker-"));
+        if !is_worker {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path)?.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let fields = &v;
+            let (Some(message), Some(id)) =
+                (fields["message"].as_str(), fields["event_id"].as_str())
+            else {
+                continue;
+            };
+            let outcome = match message {
+                "Event completed." => fields["outcome"].as_str().unwrap_or("?").to_owned(),
+                "Event dead-lettered." => "dead-lettered".to_owned(),
+                _ => continue,
+            };
+            *seen
+                .entry(id.to_owned())
+                .or_default()
+                .entry(outcome)
+                .or_default() += 1;
+        }
+    }
+    Ok(seen)
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run(Args::parse()).await {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("soak error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out_dir = root.join(&args.out_dir).join(format!(
+        "{}-{}-{}",
+        match args.backend {
+            BackendKind::Embedded => "embedded",
+            BackendKind::Aws => "aws",
+        },
+        args.n,
+        args.seed
+    ));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    std::fs::create_dir_all(&out_dir)?;
+    let bin_dir = root.join(&args.bin_dir);
+    for b in ["hookline-ingress", "hookline-worker", "hookline"] {
+        if !bin_dir.join(b).exists() {
+            bail!(
+                "{} is not built (cargo build --release --bins)",
+                bin_dir.join(b).display()
+            );
+        }
+    }
+
+    // The backend, reached through the ports for the final check.
+    let mut env: Vec<(String, String)> = vec![
+        ("APP_ENV".into(), "development".into()),
+        ("MAX_RECEIVES".into(), "10".into()),
+        ("RUST_LOG".into(), "info".into()),
+    ];
+    let mut worker_env: Vec<(String, String)> = vec![
+        ("WORKER_CONCURRENCY".into(), "16".into()),
+        ("VISIBILITY_TIMEOUT_SECS".into(), "5".into()),
+        ("RETRY_BASE_SECS".into(), "1".into()),
+        ("RETRY_MAX_SECS".into(), "4".into()),
+        ("RECEIVE_WAIT_SECS".into(), "1".into()),
+        ("SHUTDOWN_GRACE_SECS".into(), "5".into()),
+    ];
+    let outage;
+    let mut check_flags: Vec<String> = vec!["soak".into(), "--max-receives".into(), "10".into()];
+    match args.backend {
+        BackendKind::Embedded => {
+            let data = out_dir.join("data");
+            env.push(("DATA_DIR".into(), data.display().to_string()));
+            check_flags.extend(["--data-dir".into(), data.display().to_string()]);
+            // Created before the services start, so the outage can lock it.
+            let _ = hookline_embedded::open(&data, hookline_embedded::Options::default())?;
+            outage = Outage::Embedded(hookline_embedded::db_path(&data));
+        }
+        BackendKind::Aws => {
+            let endpoint = std::env::var("AWS_ENDPOINT_URL").context(
+                "BACKEND=aws needs AWS_ENDPOINT_URL (make soak BACKEND=aws starts moto)",
+            )?;
+            for k in [
+                "AWS_ENDPOINT_URL",
+                "AWS_REGION",
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+            ] {
+                if let Ok(v) = std::env::var(k) {
+                    env.push((k.into(), v));
+                }
+            }
+            let short = &uuid::Uuid::new_v4().simple().to_string()[..10];
+            let tables = hookline_aws::Tables {
+                events: format!("soak-events-{short}"),
+                objects: format!("soak-objects-{short}"),
+                provider: format!("soak-provider-{short}"),
+            };
+            let clients = hookline_aws::AwsClients::load().await;
+            let pair = hookline_aws::provision::provision(
+                &clients,
+                &format!("soak-{short}"),
+                10,
+                5,
+                &tables,
+            )
+            .await?;
+            let settings = [
+                ("QUEUE_URL", pair.queue_url.clone()),
+                ("DLQ_URL", pair.dlq_url.clone()),
+                ("EVENTS_TABLE_NAME", tables.events.clone()),
+                ("OBJECTS_TABLE_NAME", tables.objects.clone()),
+                ("PROVIDER_TABLE_NAME", tables.provider.clone()),
+            ];
+            for (k, v) in &settings {
+                env.push(((*k).into(), v.clone()));
+                check_flags.extend([
+                    format!("--{}", k.to_lowercase().replace('_', "-")),
+                    v.clone(),
+                ]);
+            }
+            let switch = Switch::start(endpoint.trim_start_matches("http://").to_owned()).await?;
+            worker_env.push((
+                "AWS_ENDPOINT_URL_DYNAMODB".into(),
+                format!("http://127.0.0.1:{}", switch.port),
+            ));
+            outage = Outage::Aws(switch);
+        }
+    }
+    let check = BackendArgs::try_parse_from(&check_flags)?;
+    let backend = hookline_backend::open(
+        &check.common,
+        &check.tables,
+        hookline_backend::Tuning::default(),
+    )
+    .await?;
+    let dlq = backend.dlq.clone().context("no DLQ")?;
+
+    // Events: each delivered twice, shuffled.
+    let events = generate(args.n, args.seed, &root)?;
+    let mut rng = fastrand::Rng::with_seed(args.seed ^ 0x5eed);
+    let shared: Vec<Arc<Sent>> = events.iter().cloned().map(Arc::new).collect();
+    let mut deliveries: Vec<Arc<Sent>> = shared.iter().chain(shared.iter()).cloned().collect();
+    rng.shuffle(&mut deliveries);
+    let total = deliveries.len();
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let ingress_port = listener.local_addr()?.port();
+    drop(listener);
+    let mut procs = Procs {
+        bin_dir: bin_dir.clone(),
+        out_dir: out_dir.clone(),
+        env: env.clone(),
+        worker_env,
+        ingress_port,
+        workers: Vec::new(),
+        ingress: None,
+        generation: 0,
+    };
+    procs.start_ingress()?;
+    for slot in 0..2 {
+        let w = procs.start_worker(slot)?;
+        procs.workers.push(w);
+    }
+    let client = reqwest::Client::new();
+    let health = format!("http://127.0.0.1:{ingress_port}/healthz");
+    let up_by = Instant::now() + Duration::from_secs(20);
+    while client.get(&health).send().await.is_err() {
+        if Instant::now() > up_by {
+            bail!("the ingress did not start; see {}", out_dir.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    println!(
+        "soak: backend {:?}, N={} (+{} poison), seed {}, {} deliveries; logs in {}",
+        args.backend,
+        args.n,
+        events.len() - args.n,
+        args.seed,
+        total,
+        out_dir.display()
+    );
+
+    // Faults, on a schedule drawn from the seed, by sending progress.
+    let progress = Arc::new(AtomicUsize::new(0));
+    let sender = tokio::spawn(send_all(
+        ingress_port,
+        deliveries,
+        Arc::clone(&progress),
+        args.rate,
+    ));
+    let mut faults = fastrand::Rng::with_seed(args.seed ^ 0xfa017);
+    let ingress_kill_at = total * faults.usize(20..=35) / 100;
+    let outages_at = [
+        total * faults.usize(40..=45) / 100,
+        total * faults.usize(65..=75) / 100,
+    ];
+    let replay_at = total / 2;
+    let procs = Arc::new(tokio::sync::Mutex::new(procs));
+
+    // Worker kills run on their own clock while events flow.
+    let stop_kills = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let (procs, stop) = (Arc::clone(&procs), Arc::clone(&stop_kills));
+        let mut rng = fastrand::Rng::with_seed(faults.u64(..));
+        let every = args.kill_every_secs;
+        tokio::spawn(async move {
+            let mut kills = 0usize;
+            loop {
+                let wait = Duration::from_millis(rng.u64(every * 500..=every * 1500));
+                tokio::time::sleep(wait).await;
+                if stop.load(Ordering::SeqCst) {
+                    return Ok::<usize, anyhow::Error>(kills);
+                }
+                procs.lock().await.kill_worker(rng.usize(..2))?;
+                kills += 1;
+            }
+        })
+    };
+
+    // The other faults at points of the sending progress; each one fires
+    // (late, if the sender finished first) before the drain.
+    let mut books_faults: Vec<String> = Vec::new();
+    let (mut ingress_killed, mut outages_done, mut replayed_half) = (false, 0usize, false);
+    let outage = Arc::new(outage);
+    let mut running: Vec<tokio::task::JoinHandle<anyhow::Result<Option<String>>>> = Vec::new();
+    while !(ingress_killed && outages_done == outages_at.len() && replayed_half) {
+        let done = progress.load(Ordering::SeqCst);
+        let finished = sender.is_finished();
+        if !ingress_killed && (done >= ingress_kill_at || finished) {
+            procs.lock().await.kill_ingress();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            procs.lock().await.start_ingress()?;
+            ingress_killed = true;
+            books_faults.push(format!(
+                "ingress SIGKILL at {done}/{total} deliveries, restarted"
+            ));
+        }
+        if outages_done < outages_at.len() && (done >= outages_at[outages_done] || finished) {
+            books_faults.push(format!(
+                "store outage of {}s at {done}/{total} deliveries",
+                args.outage_secs
+            ));
+            let (outage, d) = (Arc::clone(&outage), Duration::from_secs(args.outage_secs));
+            running.push(tokio::spawn(
+                async move { outage.run(d).await.map(|()| None) },
+            ));
+            outages_done += 1;
+        }
+        if !replayed_half && (done >= replay_at || finished) {
+            let (bin_dir, env, log) = (
+                bin_dir.clone(),
+                env.clone(),
+                out_dir.join("replay-half.log"),
+            );
+            running.push(tokio::spawn(async move {
+                let r = replay(&bin_dir, &env, &log).await?;
+                Ok(Some(format!(
+                    "dlq replay at {done}/{total} deliveries: {r}"
+                )))
+            }));
+            replayed_half = true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for r in running {
+        if let Some(line) = r.await?? {
+            books_faults.push(line);
+        }
+    }
+    let (accepted, retries, rejected) = sender.await??;
+    let sent_in = started.elapsed();
+
+    // Drain, replay what is in the DLQ, drain again.
+    let drain_within = Duration::from_secs(120 + u64::try_from(args.n / 50).unwrap_or(0));
+    if !drained(backend.queue.as_ref(), drain_within).await {
+        println!("soak: the queue did not drain");
+    }
+    stop_kills.store(true, Ordering::SeqCst);
+    let worker_kills = killer.await??;
+    if !drained(backend.queue.as_ref(), drain_within).await {
+        println!("soak: the queue did not drain after the last kill");
+    }
+    let r = replay(&bin_dir, &env, &out_dir.join("replay-end.log")).await?;
+    books_faults.push(format!("dlq replay at the end: {r}"));
+    let _ = drained(backend.queue.as_ref(), drain_within).await;
+    procs.lock().await.stop_all();
+
+    // The books.
+    let logs = read_worker_logs(&out_dir)?;
+    let count = |id: &str, outcome: &str| -> u32 {
+        logs.get(id)
+            .and_then(|m| m.get(outcome))
+            .copied()
+            .unwrap_or(0)
+    };
+    let mut newest: HashMap<&str, &Sent> = HashMap::new();
+    for e in events
+        .iter()
+        .filter(|e| !e.poison && accepted.contains(&e.id))
+    {
+        let slot = newest.entry(e.object.as_str()).or_insert(e);
+        if e.created > slot.created {
+            *slot = e;
+        }
+    }
+    let (mut applied, mut stale, mut lost, mut double, mut wrong_outcome) = (0, 0, 0, 0, 0);
+    let mut unlogged = 0;
+    let mut problems: Vec<String> = Vec::new();
+    for e in events.iter().filter(|e| !e.poison) {
+        if !accepted.contains(&e.id) {
+            continue;
+        }
+        let rec = backend.store.event(&e.id).await?;
+        match rec {
+            Some(r) if r.status == EventStatus::Completed => {
+                match r.outcome {
+                    Some(Outcome::Applied) => applied += 1,
+                    Some(Outcome::Stale) => {
+                        stale += 1;
+                        // Stale only if a newer event of its object exists.
+                        if newest
+                            .get(e.object.as_str())
+                            .is_none_or(|n| n.created <= e.created)
+                        {
+                            wrong_outcome += 1;
+                            problems.push(format!("{} stale but the newest of {}", e.id, e.object));
+                        }
+                    }
+                    other => {
+                        wrong_outcome += 1;
+                        problems.push(format!("{}: outcome {other:?}", e.id));
+                    }
+                }
+                let logged = count(&e.id, "applied") + count(&e.id, "stale");
+                if count(&e.id, "applied") > 1 {
+                    double += 1;
+                    problems.push(format!(
+                        "{} applied {} times",
+                        e.id,
+                        count(&e.id, "applied")
+                    ));
+                }
+                if logged == 0 {
+                    // Committed, then the worker was killed before its log line.
+                    unlogged += 1;
+                }
+            }
+            other => {
+                lost += 1;
+                problems.push(format!("{} accepted but not completed: {other:?}", e.id));
+            }
+        }
+    }
+    let mut projection_wrong = 0;
+    for (object, e) in &newest {
+        let item = backend.store.item(object).await?;
+        let last = item
+            .as_ref()
+            .and_then(|i| i.0.get("lastEventId"))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        if last.as_deref() != Some(e.id.as_str()) {
+            projection_wrong += 1;
+            problems.push(format!("{object}: projection {last:?}, newest {}", e.id));
+        }
+    }
+    // Dead letters: every accepted poison event, each with a reason.
+    let mut dead: HashMap<String, Option<String>> = HashMap::new();
+    let mut dead_messages = 0;
+    let mut held = Vec::new();
+    loop {
+        let batch = dlq
+            .receive(10, Duration::from_secs(1), Duration::from_secs(60))
+            .await?;
+        if batch.is_empty() {
+            break;
+        }
+        for d in batch {
+            dead_messages += 1;
+            if let Some(id) = d.attributes.get("event_id") {
+                let reason = d.attributes.get("error").cloned();
+                let slot = dead.entry(id.clone()).or_insert(None);
+                if slot.is_none() {
+                    *slot = reason;
+                }
+            }
+            held.push(d.receipt);
+        }
+    }
+    for r in &held {
+        let _ = dlq.set_visibility(r, Duration::ZERO).await;
+    }
+    let mut poison_ok = 0;
+    let mut poison_bad = 0;
+    for e in events
+        .iter()
+        .filter(|e| e.poison && accepted.contains(&e.id))
+    {
+        let rec = backend.store.event(&e.id).await?;
+        let failed = rec
+            .as_ref()
+            .is_some_and(|r| r.status == EventStatus::Failed && r.last_error.is_some());
+        let reason = dead
+            .get(&e.id)
+            .cloned()
+            .flatten()
+            .or_else(|| rec.as_ref().and_then(|r| r.last_error.clone()));
+        if failed && dead.contains_key(&e.id) && reason.is_some() {
+            poison_ok += 1;
+        } else {
+            poison_bad += 1;
+            problems.push(format!(
+                "poison {}: in DLQ {}, ledger {rec:?}",
+                e.id,
+                dead.contains_key(&e.id)
+            ));
+        }
+    }
+    let valid_in_dlq = dead
+        .keys()
+        .filter(|id| events.iter().any(|e| !e.poison && &e.id == *id))
+        .count();
+    let counts = backend.queue.counts().await?;
+    let queue_empty = counts.waiting == 0 && counts.in_flight == 0;
+    let duplicates: u32 = logs
+        .values()
+        .map(|m| m.get("duplicate").copied().unwrap_or(0))
+        .sum();
+    let valid_sent = events.iter().filter(|e| !e.poison).count();
+    let valid_accepted = events
+        .iter()
+        .filter(|e| !e.poison && accepted.contains(&e.id))
+        .count();
+    let poison_accepted = events
+        .iter()
+        .filter(|e| e.poison && accepted.contains(&e.id))
+        .count();
+
+    println!(
+        "soak: books after {:.1}s (sending took {:.1}s)",
+        started.elapsed().as_secs_f64(),
+        sent_in.as_secs_f64()
+    );
+    println!("  faults: {worker_kills} worker SIGKILLs (restarted)");
+    for f in &books_faults {
+        println!("  faults: {f}");
+    }
+    println!("  valid events          {valid_sent} sent twice, {valid_accepted} accepted (200)");
+    println!(
+        "  poison events         {} sent twice, {poison_accepted} accepted",
+        events.len() - valid_sent
+    );
+    println!("  sender retries        {retries} (503 or no answer), rejected {rejected}");
+    println!("  applied               {applied}");
+    println!("  stale                 {stale}");
+    println!("  duplicate deliveries  {duplicates}");
+    println!("  dead-lettered         {poison_ok} poison events with a reason ({dead_messages} DLQ messages)");
+    println!("  unlogged completions  {unlogged} (committed, worker killed before its log line)");
+    println!("  lost                  {lost}");
+    println!("  double-applied        {double}");
+    println!("  wrong outcome         {wrong_outcome}");
+    println!(
+        "  wrong projection      {projection_wrong} of {} objects",
+        newest.len()
+    );
+    println!("  poison not in DLQ     {poison_bad}; valid events in DLQ {valid_in_dlq}");
+    println!("  queue empty           {queue_empty}");
+    for p in problems.iter().take(20) {
+        println!("  problem: {p}");
+    }
+    let ok = lost == 0
+        && double == 0
+        && wrong_outcome == 0
+        && projection_wrong == 0
+        && poison_bad == 0
+        && valid_in_dlq == 0
+        && queue_empty
+        && valid_accepted == valid_sent
+        && rejected == 0;
+    println!(
+        "soak: {}",
+        if ok {
+            "books balance"
+        } else {
+            "BOOKS DO NOT BALANCE"
+        }
+    );
+    Ok(ok)
+}
