@@ -39,3 +39,7 @@ mod secrets_aws;
 /// clients, key precedence, settings errors, data files, replays that end,
 /// `make run` and ctrl-c.
 mod reality;
+
+/// What a first deploy needs from the binaries: a placeholder secret, a
+/// `/readyz` without AWS error text, SQS message sizes, EMF metrics.
+mod deploy;

@@ -27,17 +27,36 @@ def as_list(x):
     return x if isinstance(x, list) else [x]
 
 
+def branches(value):
+    """The values an `Fn::If` may take (AWS::NoValue left out), else the value."""
+    if isinstance(value, dict) and "Fn::If" in value:
+        out = []
+        for branch in value["Fn::If"][1:]:
+            out += branches(branch)
+        return out
+    if value == {"Ref": "AWS::NoValue"}:
+        return []
+    return [value]
+
+
 def role_statements(tpl):
     for name, role in resources(tpl, "AWS::IAM::Role").items():
         for policy in role["Properties"].get("Policies", []):
             for st in policy["PolicyDocument"]["Statement"]:
-                yield name, st
+                for one in branches(st):
+                    yield name, one
 
 
 def refers_to_own(value, tpl):
     """True when an IAM Resource names something this stack defines (or the
     image repository it is given): Ref, Fn::GetAtt or Fn::Sub of a resource."""
-    own = set(tpl["Resources"]) | {"ImageRepositoryArn"}
+    # Resources the operator hands the stack: the image repository, and
+    # secrets (and their key) created before the stack.
+    own = set(tpl["Resources"]) | {"ImageRepositoryArn", "WebhookSecretArn",
+                                   "StripeApiKeySecretArn", "SecretsKmsKeyArn"}
+    if isinstance(value, dict) and "Fn::If" in value:
+        options = branches(value)
+        return bool(options) and all(refers_to_own(v, tpl) for v in options)
     if isinstance(value, dict):
         if "Ref" in value:
             return value["Ref"] in own
@@ -60,7 +79,7 @@ def test_no_wildcard_actions_and_every_resource_is_the_stacks_own(template):
             continue
         for action in as_list(st["Action"]):
             assert "*" not in action, f"{role}: wildcard action {action}"
-        for res in as_list(st["Resource"]):
+        for res in [r for item in as_list(st["Resource"]) for r in branches(item)]:
             if res == "*":
                 # The one action AWS does not let us scope.
                 assert as_list(st["Action"]) == ["ecr:GetAuthorizationToken"], f"{role}: {st}"
@@ -96,7 +115,8 @@ def test_each_service_role_has_only_what_it_needs(template):
 def settings_read_by(binary):
     """Environment variables a binary reads: its own settings file plus the
     shared groups in crates/core/src/settings.rs; AWS_* come from the SDK."""
-    files = [ROOT / "crates/core/src/settings.rs", ROOT / f"crates/{binary}/src/settings.rs"]
+    files = [ROOT / "crates/core/src/settings.rs", ROOT / "crates/core/src/emf.rs",
+             ROOT / f"crates/{binary}/src/settings.rs"]
     names = set()
     for f in files:
         names |= set(re.findall(r'env = "([A-Z0-9_]+)"', f.read_text()))
@@ -122,6 +142,7 @@ def test_task_environment_matches_what_the_service_reads(template, task, binary,
     for name in env:
         assert name in known or name.startswith("AWS_"), f"{task}: {name} is not read by hookline-{binary}"
     assert required <= set(env), f"{task} lacks {required - set(env)}"
+    assert {"EMF_NAMESPACE", "EMF_INTERVAL_SECS", "ENABLED_EVENTS"} <= set(env), "metrics reach CloudWatch"
     assert env["APP_ENV"] == "production"
     # Secrets come from Secrets Manager by id, never as values.
     assert "STRIPE_WEBHOOK_SECRET" not in env and "STRIPE_SECRET_KEY" not in env
@@ -188,3 +209,155 @@ def test_tables_have_the_spec_keys_and_ttl(template):
                 ("EventsTableName", "ObjectsTableName", "ProviderTableName")}
     assert defaults == {"EventsTableName": "hookline-events", "ObjectsTableName": "hookline-objects",
                         "ProviderTableName": "Provider"}
+
+
+# ---------------------------------------------------------------- the first deploy
+
+def test_load_balancer_health_check_is_healthz(template):
+    tg = resources(template, "AWS::ElasticLoadBalancingV2::TargetGroup")["TargetGroup"]["Properties"]
+    # /readyz depends on the secret and the queue: a placeholder secret or a
+    # blip would mark every task unhealthy.
+    assert tg["HealthCheckPath"] == "/healthz"
+
+
+def security_group_rules(template):
+    """Every rule: (group, direction, rule), inline or a resource of its own."""
+    for name, g in resources(template, "AWS::EC2::SecurityGroup").items():
+        for r in g["Properties"].get("SecurityGroupIngress", []):
+            yield name, "in", r
+        for r in g["Properties"].get("SecurityGroupEgress", []):
+            yield name, "out", r
+    for kind, direction in (("AWS::EC2::SecurityGroupIngress", "in"), ("AWS::EC2::SecurityGroupEgress", "out")):
+        for name, r in resources(template, kind).items():
+            yield r["Properties"]["GroupId"]["Ref"], direction, r["Properties"]
+
+
+def test_the_ingress_port_is_reached_by_security_group_reference(template):
+    on_port = [(g, d, r) for g, d, r in security_group_rules(template)
+               if r.get("FromPort", 0) <= 8080 <= r.get("ToPort", 65535) and r.get("IpProtocol") != "-1"
+               and r.get("FromPort") is not None]
+    assert on_port
+    for group, direction, rule in on_port:
+        assert "CidrIp" not in rule and "CidrIpv6" not in rule, f"{group} {direction}: {rule}"
+    refs = {(g, d): r.get("SourceSecurityGroupId") or r.get("DestinationSecurityGroupId") for g, d, r in on_port}
+    assert refs[("IngressSecurityGroup", "in")] == {"Ref": "LoadBalancerSecurityGroup"}
+    assert refs[("LoadBalancerSecurityGroup", "out")] == {"Ref": "IngressSecurityGroup"}
+
+
+def test_only_the_webhook_path_is_forwarded(template):
+    listeners = resources(template, "AWS::ElasticLoadBalancingV2::Listener")
+    (default,) = listeners["HttpsListener"]["Properties"]["DefaultActions"]
+    assert default["Type"] == "fixed-response"
+    assert default["FixedResponseConfig"]["StatusCode"] == "404"
+    (rule,) = resources(template, "AWS::ElasticLoadBalancingV2::ListenerRule").values()
+    p = rule["Properties"]
+    assert p["ListenerArn"] == {"Ref": "HttpsListener"}
+    paths = [c["PathPatternConfig"]["Values"] for c in p["Conditions"] if c["Field"] == "path-pattern"]
+    assert paths == [[{"Ref": "WebhookPath"}]]
+    assert [a["Type"] for a in p["Actions"]] == ["forward"]
+    env = {e["Name"]: e["Value"] for e in container(template, "IngressTaskDefinition")["Environment"]}
+    assert env["WEBHOOK_PATH"] == {"Ref": "WebhookPath"}, "the ingress serves the path the rule forwards"
+
+
+def test_queues_hold_an_event_of_max_body_bytes_plus_attributes(template):
+    settings = (ROOT / "crates/ingress/src/settings.rs").read_text()
+    max_body = int(re.search(r'env = "MAX_BODY_BYTES", default_value_t = ([0-9_]+)', settings)
+                   .group(1).replace("_", ""))
+    # Attributes: event_id, event_type, livemode, account, received_at, and
+    # the DLQ's `error` (cut at 1 KiB), names and types included.
+    attributes = 2048 + 1024
+    for name, q in resources(template, "AWS::SQS::Queue").items():
+        size = q["Properties"].get("MaximumMessageSize", 262144)
+        assert max_body + attributes <= size <= 1048576, f"{name}: {size}"
+
+
+def test_secret_parameters_are_what_tasks_and_policies_use(template):
+    params = template["Parameters"]
+    assert params["WebhookSecretArn"]["Default"] == "" and params["StripeApiKeySecretArn"]["Default"] == ""
+    webhook = {"Fn::If": ["CreateWebhookSecret", {"Ref": "WebhookSecret"}, {"Ref": "WebhookSecretArn"}]}
+    api_key = {"Fn::If": ["CreateApiKeySecret", {"Ref": "StripeApiKeySecret"}, {"Ref": "StripeApiKeySecretArn"}]}
+    env = {e["Name"]: e["Value"] for e in container(template, "IngressTaskDefinition")["Environment"]}
+    assert env["STRIPE_WEBHOOK_SECRET_ID"] == webhook
+    ingress_reads = [st["Resource"] for r, st in role_statements(template)
+                     if r == "IngressTaskRole" and "secretsmanager:GetSecretValue" in as_list(st["Action"])]
+    assert ingress_reads == [webhook]
+    operator_reads = [st["Resource"] for r, st in role_statements(template)
+                      if r == "OperatorRole" and "secretsmanager:GetSecretValue" in as_list(st["Action"])]
+    assert api_key in operator_reads[0]
+    secrets = resources(template, "AWS::SecretsManager::Secret")
+    assert secrets["WebhookSecret"]["Condition"] == "IngressCreatesWebhookSecret"
+    assert secrets["StripeApiKeySecret"]["Condition"] == "CreateApiKeySecret"
+
+
+# ---------------------------------------------------------------- EventBridge
+
+def test_eventbridge_bus_rule_target_and_a_queue_policy_scoped_to_the_rule(template):
+    bus = resources(template, "AWS::Events::EventBus")["PartnerEventBus"]
+    assert bus["Condition"] == "UseEventBridge"
+    assert bus["Properties"]["EventSourceName"] == {"Ref": "StripeEventSourceName"}
+    rule = resources(template, "AWS::Events::Rule")["StripeEventsRule"]
+    assert rule["Condition"] == "UseEventBridge"
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["source"] == [{"prefix": "aws.partner/stripe.com"}]
+    assert pattern["detail-type"] == {"Fn::Split": [",", {"Ref": "EnabledEvents"}]}
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["Queue", "Arn"]}
+    policy = resources(template, "AWS::SQS::QueueInlinePolicy")["QueueTlsOnly"]["Properties"]
+    assert policy["Queue"] == {"Ref": "Queue"}
+    sends = [b for st in policy["PolicyDocument"]["Statement"] for b in branches(st)
+             if b["Effect"] == "Allow"]
+    assert len(sends) == 1
+    (send,) = sends
+    assert send["Principal"] == {"Service": "events.amazonaws.com"}
+    assert send["Action"] == "sqs:SendMessage"
+    assert send["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["StripeEventsRule", "Arn"]}}}
+    # Only with EventBridge: the statement is conditional.
+    (conditional,) = [st for st in policy["PolicyDocument"]["Statement"] if "Fn::If" in st]
+    assert conditional["Fn::If"][0] == "UseEventBridge"
+
+
+def test_ingress_disabled_creates_no_load_balancer_resources(template):
+    for kind in ("AWS::ElasticLoadBalancingV2::LoadBalancer", "AWS::ElasticLoadBalancingV2::TargetGroup",
+                 "AWS::ElasticLoadBalancingV2::Listener", "AWS::ElasticLoadBalancingV2::ListenerRule",
+                 "AWS::S3::Bucket", "AWS::S3::BucketPolicy"):
+        for name, r in resources(template, kind).items():
+            assert r.get("Condition") == "IngressOn", f"{name} is created without the ingress"
+    for name in ("IngressService", "IngressTaskDefinition", "IngressTaskRole", "IngressExecutionRole",
+                 "LoadBalancerSecurityGroup", "IngressSecurityGroup", "IngressFromLoadBalancer"):
+        assert template["Resources"][name].get("Condition") == "IngressOn", name
+    assert template["Outputs"]["WebhookUrl"].get("Condition") == "IngressOn"
+    assert template["Parameters"]["CertificateArn"]["Default"] == ""
+    assert template["Parameters"]["PublicSubnetIds"]["Default"] == ""
+
+
+# ---------------------------------------------------------------- metrics
+
+def emf_names(binary):
+    source = (ROOT / f"crates/{binary}/src/metrics.rs").read_text()
+    return set(re.findall(r'\("([A-Za-z]+)", Reading::', source))
+
+
+def test_alarms_and_dashboard_use_metrics_the_tasks_write(template):
+    ingress, worker = emf_names("ingress"), emf_names("worker")
+    assert {"SignatureFailures", "EnqueueFailures"} <= ingress
+    assert {"EventsApplied", "EventsDeadLettered", "EventAge", "ConfigurationErrors"} <= worker
+    alarms = resources(template, "AWS::CloudWatch::Alarm")
+    emf_alarms = {n: a["Properties"] for n, a in alarms.items()
+                  if a["Properties"].get("Namespace") == {"Ref": "MetricsNamespace"}}
+    assert {"EnqueueFailures", "EventLagTooHigh", "WorkerConfigurationErrors"} <= set(emf_alarms)
+    for name, a in emf_alarms.items():
+        (dim,) = a["Dimensions"]
+        service = dim["Value"]
+        assert a["MetricName"] in {"ingress": ingress, "worker": worker}[service], name
+    body = resources(template, "AWS::CloudWatch::Dashboard")["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
+    for metric in ("SignatureFailures", "EnqueueFailures", "EventsApplied", "EventsDeadLettered", "EventAge"):
+        assert f'"{metric}"' in body, metric
+
+
+def test_operator_outputs_export_what_the_cli_reads(template):
+    line = template["Outputs"]["OperatorEnvironment"]["Value"]["Fn::Sub"]
+    known = settings_read_by("worker")
+    for name in re.findall(r"([A-Z_]+)=", line):
+        assert name in known or name.startswith("AWS_"), name
+    for name in ("QUEUE_URL", "DLQ_URL", "EVENTS_TABLE_NAME", "OBJECTS_TABLE_NAME", "PROVIDER_TABLE_NAME", "AWS_REGION"):
+        assert f"{name}=" in line, name

@@ -178,7 +178,7 @@ impl Procs {
     fn start_worker(&mut self, slot: usize) -> anyhow::Result<Child> {
         self.generation += 1;
         let log = self.log(&format!("worker-{slot}-{}", self.generation))?;
-        Ok(Command::new(self.bin_dir.join("hookline-worker"))
+        Command::new(self.bin_dir.join("hookline-worker"))
             .env_clear()
             .envs(self.env.iter().cloned())
             .envs(self.worker_env.iter().cloned())
@@ -187,7 +187,7 @@ impl Procs {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .context("cannot start hookline-worker")?)
+            .context("cannot start hookline-worker")
     }
 
     fn start_ingress(&mut self) -> anyhow::Result<()> {
@@ -738,15 +738,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let (accepted, retries, rejected) = sender.await??;
     let sent_in = started.elapsed();
 
-    // Drain, replay what is in the DLQ, drain again.
+    // The kills stop with the sending; then drain, replay what is in the
+    // DLQ, and drain again.
+    stop_kills.store(true, Ordering::SeqCst);
+    let worker_kills = killer.await??;
     let drain_within = Duration::from_secs(120 + u64::try_from(args.n / 50).unwrap_or(0));
     if !drained(backend.queue.as_ref(), drain_within).await {
         println!("soak: the queue did not drain");
-    }
-    stop_kills.store(true, Ordering::SeqCst);
-    let worker_kills = killer.await??;
-    if !drained(backend.queue.as_ref(), drain_within).await {
-        println!("soak: the queue did not drain after the last kill");
     }
     let r = replay(&bin_dir, &env, &out_dir.join("replay-end.log")).await?;
     books_faults.push(format!("dlq replay at the end: {r}"));

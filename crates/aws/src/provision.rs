@@ -36,7 +36,11 @@ pub async fn create_queue_pair(
     let mut dlq = sqs
         .create_queue()
         .queue_name(&dlq_name)
-        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600");
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+        .attributes(
+            QueueAttributeName::MaximumMessageSize,
+            crate::sqs::SQS_MAX_MESSAGE_BYTES.to_string(),
+        );
     if fifo {
         dlq = dlq.attributes(QueueAttributeName::FifoQueue, "true");
     }
@@ -69,7 +73,11 @@ pub async fn create_queue_pair(
             QueueAttributeName::VisibilityTimeout,
             visibility_secs.to_string(),
         )
-        .attributes(QueueAttributeName::MessageRetentionPeriod, "345600");
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "345600")
+        .attributes(
+            QueueAttributeName::MaximumMessageSize,
+            crate::sqs::SQS_MAX_MESSAGE_BYTES.to_string(),
+        );
     if fifo {
         main = main.attributes(QueueAttributeName::FifoQueue, "true");
     }

@@ -19,6 +19,9 @@ use crate::errors::{classify, classify_code};
 /// each message's). The coalescer starts a new batch before either is passed.
 pub const SQS_BATCH_ENTRIES: usize = 10;
 pub const SQS_BATCH_BYTES: usize = 1_048_576;
+/// The largest message SQS accepts (body and attributes), and what the
+/// stack sets as the queues' `MaximumMessageSize`.
+pub const SQS_MAX_MESSAGE_BYTES: usize = 1_048_576;
 
 /// One SQS queue.
 #[derive(Debug, Clone)]
@@ -116,6 +119,14 @@ fn entry(
     m: &OutboundMessage,
     fifo: bool,
 ) -> Result<SendMessageBatchRequestEntry, PortError> {
+    // Checked here, so that an oversized message fails alone instead of
+    // SQS refusing the whole batch with its neighbours.
+    if m.wire_size() > SQS_MAX_MESSAGE_BYTES {
+        return Err(PortError::Permanent(format!(
+            "message of {} bytes is over the SQS limit of {SQS_MAX_MESSAGE_BYTES}",
+            m.wire_size()
+        )));
+    }
     let body = std::str::from_utf8(&m.body)
         .map_err(|_| PortError::Permanent("SQS message bodies must be UTF-8".to_owned()))?;
     let mut b = SendMessageBatchRequestEntry::builder()

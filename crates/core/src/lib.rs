@@ -12,6 +12,7 @@
 
 pub mod clock;
 pub mod coalescer;
+pub mod emf;
 pub mod envelope;
 pub mod handlers;
 pub mod message;

@@ -73,6 +73,23 @@ impl Histogram {
         self.observe_secs(d.as_secs_f64());
     }
 
+    /// The bucket bounds (seconds).
+    pub fn bounds(&self) -> &'static [f64] {
+        self.bounds
+    }
+
+    /// Observations per bucket (not cumulative) and above the last bound.
+    pub fn bucket_counts(&self) -> (Vec<u64>, u64) {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total = self.count.load(Ordering::Relaxed);
+        let overflow = total.saturating_sub(counts.iter().sum());
+        (counts, overflow)
+    }
+
     pub fn observe_secs(&self, secs: f64) {
         let secs = secs.max(0.0);
         if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {

@@ -54,7 +54,7 @@ pub struct AppState {
     verifier: RwLock<Arc<Verifier>>,
     /// Set while refreshing secrets from Secrets Manager fails: the last good
     /// value keeps serving and `/readyz` says so.
-    secret_refresh_error: RwLock<Option<String>>,
+    secret_refresh_error: RwLock<Option<&'static str>>,
     coalescer: SendCoalescer,
     queue: Arc<dyn Queue>,
     app_env: AppEnv,
@@ -79,17 +79,17 @@ impl AppState {
         }
     }
 
-    fn set_refresh_error(&self, error: Option<String>) {
+    fn set_refresh_error(&self, error: Option<&'static str>) {
         match self.secret_refresh_error.write() {
             Ok(mut e) => *e = error,
             Err(poisoned) => *poisoned.into_inner() = error,
         }
     }
 
-    fn refresh_error(&self) -> Option<String> {
+    fn refresh_error(&self) -> Option<&'static str> {
         match self.secret_refresh_error.read() {
-            Ok(e) => e.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+            Ok(e) => *e,
+            Err(poisoned) => *poisoned.into_inner(),
         }
     }
 
@@ -127,6 +127,7 @@ pub struct Application {
     router: Router,
     state: Arc<AppState>,
     limits: crate::serve::ConnectionLimits,
+    emf: hookline_core::emf::EmfSettings,
 }
 
 impl Application {
@@ -244,6 +245,7 @@ impl Application {
             router,
             state,
             limits,
+            emf: args.emf.clone(),
         })
     }
 
@@ -262,18 +264,41 @@ impl Application {
     /// Serves until `shutdown` fires, then lets in-flight requests finish
     /// (each is bounded by `REQUEST_TIMEOUT_SECS`).
     pub async fn run_until(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let state = Arc::clone(&self.state);
+        let emf = hookline_core::emf::spawn(
+            &self.emf,
+            "ingress",
+            move || state.metrics.emf_samples(),
+            shutdown.clone(),
+        );
         crate::serve::serve(self.listener, self.router, self.limits, shutdown).await;
+        if let Some(emf) = emf {
+            let _ = tokio::time::timeout(Duration::from_millis(200), emf).await;
+        }
         tracing::info!(message = "Ingress stopped.");
         Ok(())
     }
 }
 
+/// Why a refresh of the webhook secrets failed, in words of our own: the
+/// AWS error text (account ids, role ARNs) goes to the log, never to
+/// `/readyz`.
+const PLACEHOLDER: &str = "the webhook secret in Secrets Manager is not a whsec_ value (a placeholder?): put the signing secret from the Stripe dashboard there";
+const REFUSED: &str = "Secrets Manager refused to read the webhook secret (access denied, no such secret, or its KMS key)";
+const UNREACHABLE: &str = "Secrets Manager did not answer";
+
 /// Loads the webhook secrets from Secrets Manager once; on failure keeps the
 /// last good value and records why.
 async fn refresh_secrets(state: &AppState, reader: &hookline_aws_reader::SecretsReader, id: &str) {
     let loaded = match reader.fetch(id).await {
-        Ok(value) => parse_webhook_secrets(&value).map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+        Ok(value) => parse_webhook_secrets(&value).map_err(|e| (PLACEHOLDER, e.to_string())),
+        Err(e) => Err((
+            match e {
+                hookline_core::ports::PortError::Transient(_) => UNREACHABLE,
+                _ => REFUSED,
+            },
+            e.to_string(),
+        )),
     };
     match loaded {
         Ok(secrets) => {
@@ -286,15 +311,24 @@ async fn refresh_secrets(state: &AppState, reader: &hookline_aws_reader::Secrets
             }
             state.set_refresh_error(None);
         }
-        Err(error) => {
+        Err((problem, error)) => {
             let serving = state.verifier().secret_count();
-            tracing::warn!(
-                message = "Cannot refresh webhook secrets from Secrets Manager; keeping the last good value.",
-                secret_id = id,
-                secrets_in_use = serving,
-                %error,
-            );
-            state.set_refresh_error(Some(error));
+            if problem == PLACEHOLDER {
+                tracing::warn!(
+                    message = "The webhook secret is a placeholder: webhooks answer 400 (Stripe retries them) until the whsec_ value is put in Secrets Manager; it is picked up on the next refresh, no restart needed.",
+                    secret_id = id,
+                    secrets_in_use = serving,
+                    %error,
+                );
+            } else {
+                tracing::warn!(
+                    message = "Cannot refresh webhook secrets from Secrets Manager; keeping the last good value.",
+                    secret_id = id,
+                    secrets_in_use = serving,
+                    %error,
+                );
+            }
+            state.set_refresh_error(Some(problem));
         }
     }
 }
@@ -439,23 +473,25 @@ async fn handle_webhook(app: &AppState, headers: &HeaderMap, body: Body) -> Resp
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     let secrets = app.verifier().secret_count();
     let queue = tokio::time::timeout(Duration::from_secs(2), app.queue.counts()).await;
+    let unavailable = |text: String| (StatusCode::SERVICE_UNAVAILABLE, text).into_response();
     match (secrets, queue) {
-        (0, _) => (StatusCode::SERVICE_UNAVAILABLE, "no webhook secret loaded").into_response(),
+        (0, _) => unavailable(format!(
+            "not ready: no webhook secret loaded ({})",
+            app.refresh_error().unwrap_or("none configured")
+        )),
         (_, Ok(Ok(_))) => match app.refresh_error() {
             None => (StatusCode::OK, "ready").into_response(),
-            Some(error) => (
+            Some(problem) => (
                 StatusCode::OK,
-                format!(
-                    "ready (webhook secret refresh failing, serving the last good value: {error})"
-                ),
+                format!("ready (webhook secret refresh failing: {problem}; serving the last good value)"),
             )
                 .into_response(),
         },
         (_, Ok(Err(error))) => {
             tracing::warn!(message = "Readiness: queue unreachable.", %error);
-            (StatusCode::SERVICE_UNAVAILABLE, "queue unreachable").into_response()
+            unavailable("not ready: the queue does not answer".to_owned())
         }
-        (_, Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, "queue check timed out").into_response(),
+        (_, Err(_)) => unavailable("not ready: the queue check timed out".to_owned()),
     }
 }
 

@@ -34,6 +34,28 @@ impl Default for IngressMetrics {
 }
 
 impl IngressMetrics {
+    /// The readings written as EMF lines (`EMF_NAMESPACE`).
+    pub fn emf_samples(&self) -> Vec<hookline_core::emf::Sample> {
+        use hookline_core::emf::Reading;
+        vec![
+            ("WebhooksReceived", Reading::counter(&self.received)),
+            ("WebhooksVerified", Reading::counter(&self.verified)),
+            (
+                "SignatureFailures",
+                Reading::counter(&self.signature_failures),
+            ),
+            ("InvalidPayloads", Reading::counter(&self.invalid_payload)),
+            ("PayloadsTooLarge", Reading::counter(&self.too_large)),
+            (
+                "WebhooksIgnored",
+                Reading::Count(self.ignored_event_type.get() + self.ignored_livemode.get()),
+            ),
+            ("WebhooksEnqueued", Reading::counter(&self.enqueued)),
+            ("EnqueueFailures", Reading::counter(&self.enqueue_failures)),
+            ("WebhookLatency", Reading::histogram(&self.latency)),
+        ]
+    }
+
     pub fn render(&self) -> String {
         let mut e = Exposition::new();
         e.counter(

@@ -1,3 +1,4 @@
+use hookline_core::emf::EmfSettings;
 use hookline_core::settings::{
     CommonSettings, EventSettings, TableSettings, WebhookSecretSettings,
 };
@@ -23,6 +24,9 @@ pub struct IngressArgs {
 
     #[command(flatten)]
     pub tables: TableSettings,
+
+    #[command(flatten)]
+    pub emf: EmfSettings,
 
     /// Listen address.
     #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0:8080")]

@@ -78,6 +78,27 @@ impl WorkerMetrics {
         self.applied.get() + self.stale.get() + self.ignored.get() + self.duplicate.get()
     }
 
+    /// The readings written as EMF lines (`EMF_NAMESPACE`).
+    pub fn emf_samples(&self) -> Vec<hookline_core::emf::Sample> {
+        use hookline_core::emf::Reading;
+        vec![
+            ("EventsApplied", Reading::counter(&self.applied)),
+            ("EventsStale", Reading::counter(&self.stale)),
+            ("EventsIgnored", Reading::counter(&self.ignored)),
+            ("EventsDuplicate", Reading::counter(&self.duplicate)),
+            ("EventRetries", Reading::counter(&self.retries)),
+            ("EventsBusy", Reading::counter(&self.busy)),
+            ("EventsDeadLettered", Reading::counter(&self.dead_lettered)),
+            (
+                "ConfigurationErrors",
+                Reading::counter(&self.configuration_errors),
+            ),
+            ("ReceiveErrors", Reading::counter(&self.receive_errors)),
+            ("EventAge", Reading::histogram(&self.event_age)),
+            ("HandlerLatency", Reading::histogram(&self.handler_latency)),
+        ]
+    }
+
     pub fn render(&self) -> String {
         let mut e = Exposition::new();
         e.counters(

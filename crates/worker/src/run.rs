@@ -54,6 +54,7 @@ pub struct Worker {
     grace: Duration,
     /// How often expired records are purged; `None` to never.
     housekeeping: Option<Duration>,
+    emf: hookline_core::emf::EmfSettings,
 }
 
 impl Worker {
@@ -121,6 +122,7 @@ impl Worker {
             grace: Duration::from_secs(args.shutdown_grace_secs),
             housekeeping: (args.housekeeping_interval_secs > 0)
                 .then(|| Duration::from_secs(args.housekeeping_interval_secs)),
+            emf: args.emf,
         })
     }
 
@@ -149,6 +151,15 @@ impl Worker {
             })
         };
 
+        let emf = {
+            let metrics = Arc::clone(&self.metrics);
+            hookline_core::emf::spawn(
+                &self.emf,
+                "worker",
+                move || metrics.emf_samples(),
+                shutdown.clone(),
+            )
+        };
         let (ack_tx, ack_rx) = mpsc::channel::<String>(self.concurrency * 4 + 16);
         let stop_acks = CancellationToken::new();
         let acker = tokio::spawn(delete_in_batches(
@@ -227,6 +238,9 @@ impl Worker {
             );
         }
         let _ = tokio::time::timeout(Duration::from_millis(100), metrics_server).await;
+        if let Some(emf) = emf {
+            let _ = tokio::time::timeout(Duration::from_millis(100), emf).await;
+        }
         tracing::info!(message = "Worker stopped.");
         Ok(())
     }

@@ -1,3 +1,4 @@
+use hookline_core::emf::EmfSettings;
 use hookline_core::settings::{CommonSettings, EventSettings, TableSettings};
 
 /// Settings of `hookline-worker` (environment variables or flags).
@@ -18,6 +19,9 @@ pub struct WorkerArgs {
 
     #[command(flatten)]
     pub events: EventSettings,
+
+    #[command(flatten)]
+    pub emf: EmfSettings,
 
     /// Events processed at once.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]

@@ -1,0 +1,212 @@
+"""Deploys infra/hookline.yaml to moto's CloudFormation (in-process) and
+checks what it created: queues, tables, roles and their policies, task
+definitions, the load balancer's listener, rule and health check, security
+groups, the EventBridge bus and rule.
+
+moto creates most of the stack's resource types. It cannot create
+AWS::SQS::QueueInlinePolicy, AWS::SecretsManager::Secret and
+AWS::S3::BucketPolicy (it skips them with a warning): the queue policies are
+checked on the template instead (test_templates.py), and these tests pass
+existing secrets (the README's recommended flow), which moto's Secrets
+Manager holds. moto drops DestinationSecurityGroupId from inline egress
+rules (the load balancer's egress is checked on the template). moto also reads a partner event bus name (which contains
+slashes, aws.partner/stripe.com/...) as if it were an ARN when a rule names
+it; the fixture below makes it read names as EventBridge does.
+"""
+
+import ast
+import json
+import pathlib
+import warnings
+
+import boto3
+import pytest
+from moto import mock_aws
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TEMPLATE = (ROOT / "infra" / "hookline.yaml").read_text()
+REGION = "us-east-1"
+SOURCE = "aws.partner/stripe.com/ed_test_61MoqxHLgUG5tbmjc"
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    from moto.events import models as events_models
+
+    def normalize(self, bus):
+        if bus is None:
+            return "default"
+        return bus.split(":event-bus/", 1)[1] if bus.startswith("arn:") else bus
+
+    monkeypatch.setattr(events_models.EventsBackend, "_normalize_event_bus_arn", normalize)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with warnings.catch_warnings(), mock_aws():
+        warnings.simplefilter("ignore")
+        yield lambda service: boto3.client(service, region_name=REGION)
+
+
+def network(aws):
+    ec2 = aws("ec2")
+    # Not 10.0.0.0/8: the load balancer must reach the tasks in any VPC.
+    vpc = ec2.create_vpc(CidrBlock="172.16.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"172.16.{i}.0/24")["Subnet"]["SubnetId"]
+               for i in (1, 2)]
+    return vpc, ",".join(subnets)
+
+
+def deploy(aws, **extra):
+    vpc, subnets = network(aws)
+    params = {
+        "ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/hookline:1",
+        "ImageRepositoryArn": "arn:aws:ecr:us-east-1:123456789012:repository/hookline",
+        "VpcId": vpc,
+        "PrivateSubnetIds": subnets,
+        "AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:hookline-alarms",
+        "OperatorPrincipalArn": "arn:aws:iam::123456789012:role/oncall",
+    }
+    if extra.get("IngressEnabled", "true") == "true":
+        cert = aws("acm").request_certificate(DomainName="hooks.example.com")["CertificateArn"]
+        params.update(PublicSubnetIds=subnets, CertificateArn=cert)
+    params.update(extra)
+    cf = aws("cloudformation")
+    cf.create_stack(
+        StackName="hookline",
+        TemplateBody=TEMPLATE,
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    stack = cf.describe_stacks(StackName="hookline")["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    created = {r["LogicalResourceId"]: r
+               for r in cf.list_stack_resources(StackName="hookline")["StackResourceSummaries"]}
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    return created, outputs
+
+
+def existing_secrets(aws):
+    sm = aws("secretsmanager")
+    webhook = sm.create_secret(Name="prod/stripe/webhook", SecretString="whsec_test_created_before_the_stack")["ARN"]
+    api_key = sm.create_secret(Name="prod/stripe/api-key", SecretString="rk_test_fakeRestrictedKey")["ARN"]
+    return webhook, api_key
+
+
+def role_policy(aws, logical, created):
+    iam = aws("iam")
+    name = created[logical]["PhysicalResourceId"]
+    statements = []
+    for policy in iam.list_role_policies(RoleName=name)["PolicyNames"]:
+        doc = iam.get_role_policy(RoleName=name, PolicyName=policy)["PolicyDocument"]
+        if isinstance(doc, str):
+            # moto keeps a CloudFormation-created policy as Python's repr.
+            try:
+                doc = json.loads(doc)
+            except json.JSONDecodeError:
+                doc = ast.literal_eval(doc)
+        # moto leaves an `!If` that chose AWS::NoValue as null.
+        statements += [s for s in doc["Statement"] if s]
+    return statements
+
+
+def env_of(aws, created, logical):
+    arn = created[logical]["PhysicalResourceId"]
+    td = aws("ecs").describe_task_definition(taskDefinition=arn)["taskDefinition"]
+    (c,) = td["containerDefinitions"]
+    return {e["name"]: e["value"] for e in c["environment"]}
+
+
+def test_the_stack_deploys_with_existing_secrets(aws):
+    webhook, api_key = existing_secrets(aws)
+    created, outputs = deploy(aws, WebhookSecretArn=webhook, StripeApiKeySecretArn=api_key)
+
+    # Queues: redrive, and room for an event of MAX_BODY_BYTES plus attributes.
+    sqs = aws("sqs")
+    for url in (outputs["QueueUrl"], outputs["DeadLetterQueueUrl"]):
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert int(attrs["MaximumMessageSize"]) == 1048576, url
+    attrs = sqs.get_queue_attributes(QueueUrl=outputs["QueueUrl"], AttributeNames=["All"])["Attributes"]
+    assert json.loads(attrs["RedrivePolicy"])["maxReceiveCount"] == 5
+
+    # Tables with the SPEC's keys.
+    ddb = aws("dynamodb")
+    keys = {}
+    for logical in ("EventsTable", "ObjectsTable", "ProviderTable"):
+        t = ddb.describe_table(TableName=created[logical]["PhysicalResourceId"])["Table"]
+        keys[logical] = t["KeySchema"][0]["AttributeName"]
+    assert keys == {"EventsTable": "eventId", "ObjectsTable": "objectId", "ProviderTable": "stripeAccountId"}
+
+    # The given secrets are what the task and the roles use; none is created.
+    assert "WebhookSecret" not in created and "StripeApiKeySecret" not in created
+    assert env_of(aws, created, "IngressTaskDefinition")["STRIPE_WEBHOOK_SECRET_ID"] == webhook
+    reads = [s for s in role_policy(aws, "IngressTaskRole", created)
+             if "secretsmanager:GetSecretValue" in s["Action"]]
+    assert [s["Resource"] for s in reads] == [webhook]
+    operator = [s for s in role_policy(aws, "OperatorRole", created)
+                if "secretsmanager:GetSecretValue" in s["Action"]]
+    assert sorted(operator[0]["Resource"]) == sorted([webhook, api_key])
+    assert outputs["WebhookSecretArn"] == webhook
+    worker = role_policy(aws, "WorkerTaskRole", created)
+    assert not any("secretsmanager:GetSecretValue" in s["Action"] for s in worker)
+
+    # Metrics as EMF lines, and the webhook path, in the tasks' settings.
+    for task in ("IngressTaskDefinition", "WorkerTaskDefinition"):
+        env = env_of(aws, created, task)
+        assert env["EMF_NAMESPACE"] == "Hookline" and env["EMF_INTERVAL_SECS"] == "60"
+    assert env_of(aws, created, "IngressTaskDefinition")["WEBHOOK_PATH"] == "/api/stripe-webhook"
+
+    # Load balancer: health on /healthz, only the webhook forwarded.
+    elb = aws("elbv2")
+    tg = elb.describe_target_groups(TargetGroupArns=[created["TargetGroup"]["PhysicalResourceId"]])["TargetGroups"][0]
+    assert tg["HealthCheckPath"] == "/healthz"
+    listener = created["HttpsListener"]["PhysicalResourceId"]
+    (l,) = elb.describe_listeners(ListenerArns=[listener])["Listeners"]
+    assert l["DefaultActions"][0]["Type"] == "fixed-response"
+    assert l["DefaultActions"][0]["FixedResponseConfig"]["StatusCode"] == "404"
+    rules = [r for r in elb.describe_rules(ListenerArn=listener)["Rules"] if not r.get("IsDefault")]
+    assert len(rules) == 1
+    paths = [c for c in rules[0]["Conditions"] if c["Field"] == "path-pattern"]
+    assert paths[0]["PathPatternConfig"]["Values"] == ["/api/stripe-webhook"]
+    assert rules[0]["Actions"][0]["Type"] == "forward"
+
+    # Security groups: the tasks' port is reached by group reference only.
+    ec2 = aws("ec2")
+    ingress_sg = created["IngressSecurityGroup"]["PhysicalResourceId"]
+    lb_sg = created["LoadBalancerSecurityGroup"]["PhysicalResourceId"]
+    groups = {g["GroupId"]: g for g in ec2.describe_security_groups(GroupIds=[ingress_sg, lb_sg])["SecurityGroups"]}
+    (rule,) = [p for p in groups[ingress_sg]["IpPermissions"] if p.get("FromPort") == 8080]
+    assert rule["IpRanges"] == [] and [u["GroupId"] for u in rule["UserIdGroupPairs"]] == [lb_sg]
+    # (moto drops DestinationSecurityGroupId from an inline egress rule, so
+    # the load balancer's egress by reference is checked on the template.)
+
+    # The operator's export lines name what the stack created.
+    line = outputs["OperatorEnvironment"]
+    for part in (f"QUEUE_URL={outputs['QueueUrl']}", f"DLQ_URL={outputs['DeadLetterQueueUrl']}",
+                 f"EVENTS_TABLE_NAME={created['EventsTable']['PhysicalResourceId']}", "AWS_REGION=us-east-1"):
+        assert part in line, line
+    assert aws("cloudwatch").get_dashboard(DashboardName=outputs["DashboardName"])["DashboardBody"]
+
+
+def test_eventbridge_alone_creates_no_load_balancer(aws):
+    events = aws("events")
+    events.create_partner_event_source(Name=SOURCE, Account="123456789012")
+    created, outputs = deploy(aws, IngressEnabled="false", StripeEventSourceName=SOURCE)
+    for logical in ("LoadBalancer", "TargetGroup", "HttpsListener", "IngressService",
+                    "IngressTaskDefinition", "LoadBalancerSecurityGroup", "AccessLogBucket", "WebhookSecret"):
+        assert logical not in created, logical
+    assert "WebhookUrl" not in outputs
+    assert aws("elbv2").describe_load_balancers()["LoadBalancers"] == []
+
+    bus = events.describe_event_bus(Name=SOURCE)
+    assert bus["Name"] == SOURCE
+    (rule,) = events.list_rules(EventBusName=SOURCE)["Rules"]
+    pattern = json.loads(rule["EventPattern"])
+    assert pattern["source"] == [{"prefix": "aws.partner/stripe.com"}]
+    assert set(pattern["detail-type"]) == {
+        "payment_intent.succeeded", "payment_intent.payment_failed", "account.updated",
+        "charge.dispute.created", "payout.created", "payout.updated"}
+    (target,) = events.list_targets_by_rule(Rule=rule["Name"], EventBusName=SOURCE)["Targets"]
+    queue_arn = aws("sqs").get_queue_attributes(
+        QueueUrl=outputs["QueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    assert target["Arn"] == queue_arn
+    assert outputs["EventBusName"] == SOURCE

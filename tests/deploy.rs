@@ -1,0 +1,415 @@
+//! What a first deploy needs from the binaries: an ingress that runs on a
+//! placeholder secret and picks up the real one without a restart, a
+//! `/readyz` that never echoes AWS error text, SQS message sizes checked per
+//! message, and metrics as CloudWatch Embedded Metric Format lines.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hookline_core::message::OutboundMessage;
+
+use crate::helpers::*;
+
+fn secret(v: &str) -> secrecy::SecretString {
+    secrecy::SecretString::from(v.to_owned())
+}
+
+async fn post(base: &str, secret: &str, id: &str) -> u16 {
+    let body = event_with("payout.created", id, now());
+    let header = hookline_signature::header_for(secret.as_bytes(), now(), body.as_bytes());
+    reqwest::Client::new()
+        .post(format!("{base}/api/stripe-webhook"))
+        .header("stripe-signature", header)
+        .body(body)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+async fn get(base: &str, path: &str) -> (u16, String) {
+    match reqwest::get(format!("{base}{path}")).await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+        Err(_) => (0, String::new()),
+    }
+}
+
+struct Ingress {
+    child: std::process::Child,
+    base: String,
+    log: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Ingress {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_ingress(env: &[(String, String)]) -> Ingress {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let log = format!("ingress-deploy-{port}");
+    let child = Command::new(bin("hookline-ingress"))
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("DATA_DIR", dir.path())
+        .env("SECRET_REFRESH_SECS", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log_file(&log))
+        .spawn()
+        .expect("ingress starts");
+    Ingress {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        log,
+        _dir: dir,
+    }
+}
+
+fn read_log(name: &str) -> String {
+    std::fs::read_to_string(repo_root().join(format!("target/test-logs/{name}.log")))
+        .unwrap_or_default()
+}
+
+/// The stack's first deploy: the secret holds a generated placeholder. The
+/// ingress serves (`/healthz` 200), is not ready (`/readyz` 503), answers
+/// webhooks 400 (Stripe retries), warns clearly; once the real secret is put
+/// in Secrets Manager, webhooks get 200 within a refresh, no restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_placeholder_secret_then_the_real_one_without_a_restart() {
+    let clients = hookline_aws::AwsClients::load().await;
+    let name = format!("hookline-placeholder-{}", uuid::Uuid::new_v4().simple());
+    let arn = hookline_aws::provision::put_secret(
+        &clients,
+        &name,
+        &secret("Gx7placeholderNotASigningSecret"),
+    )
+    .await
+    .expect("secret created");
+    let mut env = aws_env_vars();
+    env.push(("STRIPE_WEBHOOK_SECRET_ID".to_owned(), arn));
+    let ingress = start_ingress(&env);
+    let base = ingress.base.clone();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            get(&base, "/healthz").await.0 == 200
+        })
+        .await,
+        "the process serves on a placeholder"
+    );
+    let (status, text) = get(&base, "/readyz").await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("not a whsec_ value"), "{text}");
+    let real = "whsec_test_putAfterTheFirstDeploy";
+    assert_eq!(post(&base, real, "evt_test_before_secret").await, 400);
+    assert!(read_log(&ingress.log).contains("The webhook secret is a placeholder"));
+
+    hookline_aws::provision::put_secret(&clients, &name, &secret(real))
+        .await
+        .expect("secret replaced");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            post(&base, real, "evt_test_after_secret").await == 200
+        })
+        .await,
+        "the real secret is picked up by a refresh"
+    );
+    assert_eq!(get(&base, "/readyz").await, (200, "ready".to_owned()));
+    assert!(
+        !read_log(&ingress.log).contains("putAfterTheFirstDeploy"),
+        "no secret in the log"
+    );
+}
+
+/// Secrets Manager refuses the read (AccessDenied, with the role's ARN in
+/// its message): `/readyz` says so in words of its own; the AWS text goes to
+/// the log only.
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_never_echoes_aws_error_text() {
+    let refusal = serde_json::json!({
+        "__type": "AccessDeniedException",
+        "message": "User: arn:aws:sts::123456789012:assumed-role/hookline-ingress/task-1 is not authorized to perform: secretsmanager:GetSecretValue on resource: arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/stripe/webhook"
+    })
+    .to_string();
+    let app = axum::Router::new().fallback(move || {
+        let refusal = refusal.clone();
+        async move {
+            (
+                axum::http::StatusCode::BAD_REQUEST,
+                [("content-type", "application/x-amz-json-1.1")],
+                refusal,
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut env = aws_env_vars();
+    env.extend([
+        (
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER".to_owned(),
+            format!("http://{addr}"),
+        ),
+        (
+            "STRIPE_WEBHOOK_SECRET_ID".to_owned(),
+            "prod/stripe/webhook".to_owned(),
+        ),
+    ]);
+    let ingress = start_ingress(&env);
+    let base = ingress.base.clone();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            get(&base, "/healthz").await.0 == 200
+        })
+        .await
+    );
+    let (status, text) = get(&base, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(text.contains("refused"), "{text}");
+    for leak in ["arn:", "123456789012", "assumed-role", "AccessDenied"] {
+        assert!(!text.contains(leak), "{leak} in /readyz: {text}");
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            read_log(&ingress.log).contains("AccessDeniedException")
+        })
+        .await,
+        "the detail is in the log"
+    );
+}
+
+/// An oversized message fails alone; its batch neighbours are accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_message_fails_alone() {
+    let fixture = aws_fixture(5).await;
+    let msg = |id: &str, pad: usize| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&event_with("payout.created", id, now())).expect("json");
+        v["pad"] = "x".repeat(pad).into();
+        let body = v.to_string();
+        let env = hookline_core::envelope::Envelope::parse(body.as_bytes()).expect("event");
+        OutboundMessage::for_event(&env, Bytes::from(body), now())
+    };
+    let batch = [
+        msg("evt_test_size_a", 10),
+        msg("evt_test_size_big", 1_100_000),
+        msg("evt_test_size_b", 10),
+    ];
+    let results = fixture.backend.queue.send_batch(&batch).await;
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    let err = results[1].as_ref().expect_err("too large");
+    assert!(err.to_string().contains("over the SQS limit"), "{err}");
+    let got = receive_n(
+        fixture.backend.queue.as_ref(),
+        2,
+        Duration::from_secs(30),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(got.len(), 2);
+    // A 300 kB message (over the old 256 KiB limit) fits the 1 MiB queue.
+    let results = fixture
+        .backend
+        .queue
+        .send_batch(&[msg("evt_test_size_300k", 300_000)])
+        .await;
+    assert!(results[0].is_ok(), "{results:?}");
+}
+
+/// Reads a child's stdout lines into a shared list.
+fn collect_lines(stdout: std::process::ChildStdout) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().expect("lock").push(line);
+        }
+    });
+    lines
+}
+
+/// Checks one line against the EMF specification's required fields and
+/// returns the metric names it declares.
+fn emf_metrics(line: &str, namespace: &str, service: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let aws = &v["_aws"];
+    assert!(
+        aws["Timestamp"]
+            .as_i64()
+            .is_some_and(|t| t > 1_600_000_000_000),
+        "{line}"
+    );
+    let directives = aws["CloudWatchMetrics"]
+        .as_array()
+        .expect("CloudWatchMetrics");
+    assert_eq!(directives.len(), 1);
+    let d = &directives[0];
+    assert_eq!(d["Namespace"], namespace);
+    let dims = d["Dimensions"].as_array().expect("Dimensions");
+    for set in dims {
+        for key in set.as_array().expect("dimension set") {
+            let key = key.as_str().expect("dimension name");
+            assert!(v[key].is_string(), "dimension {key} has a value: {line}");
+        }
+    }
+    assert_eq!(v["Service"], service);
+    let mut names = Vec::new();
+    for m in d["Metrics"].as_array().expect("Metrics") {
+        let name = m["Name"].as_str().expect("Name");
+        assert!(m["Unit"].is_string());
+        let value = &v[name];
+        assert!(
+            value.is_number()
+                || (value["Values"].is_array()
+                    && value["Counts"].as_array().map(Vec::len)
+                        == value["Values"].as_array().map(Vec::len)),
+            "{name} has a value: {line}"
+        );
+        names.push(name.to_owned());
+    }
+    names
+}
+
+/// The ingress and the worker with `EMF_NAMESPACE` and a one-second
+/// interval: every line has the EMF required fields, and the metrics the
+/// stack's alarms and dashboard use are there with the right deltas.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_as_embedded_metric_format_lines() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let mut ingress = Command::new(bin("hookline-ingress"))
+        .env_clear()
+        .env("DATA_DIR", dir.path())
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("STRIPE_WEBHOOK_SECRET", SECRET)
+        .env("EMF_NAMESPACE", "HooklineTest")
+        .env("EMF_INTERVAL_SECS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ingress starts");
+    let ingress_lines = collect_lines(ingress.stdout.take().expect("stdout"));
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            get(&base, "/healthz").await.0 == 200
+        })
+        .await
+    );
+    for i in 0..3 {
+        assert_eq!(post(&base, SECRET, &format!("evt_test_emf_{i}")).await, 200);
+    }
+    assert_eq!(
+        post(&base, "whsec_test_wrong", "evt_test_emf_bad").await,
+        400
+    );
+    // A poison event, for the worker's dead-letter count.
+    let mut poison: serde_json::Value =
+        serde_json::from_str(&event_with("payout.created", "evt_test_emf_poison", now()))
+            .expect("json");
+    poison.as_object_mut().expect("object").remove("created");
+    let poison = poison.to_string();
+    let status = reqwest::Client::new()
+        .post(format!("{base}/api/stripe-webhook"))
+        .header("stripe-signature", sign(&poison))
+        .body(poison)
+        .send()
+        .await
+        .expect("sent")
+        .status();
+    assert_eq!(status.as_u16(), 200);
+
+    let mut worker = Command::new(bin("hookline-worker"))
+        .env_clear()
+        .env("DATA_DIR", dir.path())
+        .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("RECEIVE_WAIT_SECS", "1")
+        .env("EMF_NAMESPACE", "HooklineTest")
+        .env("EMF_INTERVAL_SECS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("worker starts");
+    let worker_lines = collect_lines(worker.stdout.take().expect("stdout"));
+
+    let total = |lines: &Arc<Mutex<Vec<String>>>, service: &str, metric: &str| -> u64 {
+        lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["Service"] == service)
+            .map(|v| {
+                v[metric]
+                    .as_u64()
+                    .or_else(|| {
+                        v[metric]["Counts"]
+                            .as_array()
+                            .map(|c| c.iter().filter_map(|n| n.as_u64()).sum())
+                    })
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            total(&worker_lines, "worker", "EventsApplied") == 3
+                && total(&worker_lines, "worker", "EventsDeadLettered") == 1
+                && total(&ingress_lines, "ingress", "WebhooksEnqueued") == 4
+        })
+        .await,
+        "counters add up across lines (deltas)"
+    );
+    assert_eq!(total(&ingress_lines, "ingress", "SignatureFailures"), 1);
+    assert_eq!(total(&ingress_lines, "ingress", "EnqueueFailures"), 0);
+    assert_eq!(
+        total(&worker_lines, "worker", "EventAge"),
+        3,
+        "one age per applied event"
+    );
+
+    let mut seen_ingress = std::collections::BTreeSet::new();
+    for line in ingress_lines.lock().expect("lock").iter() {
+        seen_ingress.extend(emf_metrics(line, "HooklineTest", "ingress"));
+    }
+    let mut seen_worker = std::collections::BTreeSet::new();
+    for line in worker_lines.lock().expect("lock").iter() {
+        seen_worker.extend(emf_metrics(line, "HooklineTest", "worker"));
+    }
+    for m in [
+        "SignatureFailures",
+        "EnqueueFailures",
+        "WebhooksReceived",
+        "WebhooksEnqueued",
+    ] {
+        assert!(seen_ingress.contains(m), "{m} in {seen_ingress:?}");
+    }
+    for m in [
+        "EventsApplied",
+        "EventsDeadLettered",
+        "EventAge",
+        "ConfigurationErrors",
+        "EventsStale",
+        "EventsDuplicate",
+    ] {
+        assert!(seen_worker.contains(m), "{m} in {seen_worker:?}");
+    }
+    signal(&worker, "TERM");
+    signal(&ingress, "TERM");
+    assert_eq!(wait_exit(&mut worker, Duration::from_secs(10)), Some(0));
+    assert_eq!(wait_exit(&mut ingress, Duration::from_secs(15)), Some(0));
+}
