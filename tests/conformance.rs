@@ -85,6 +85,7 @@ fn lease(owner: &str, now: i64) -> Lease<'_> {
         owner,
         now,
         secs: 30,
+        source: "webhook",
     }
 }
 

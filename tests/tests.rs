@@ -43,3 +43,6 @@ mod reality;
 /// What a first deploy needs from the binaries: a placeholder secret, a
 /// `/readyz` without AWS error text, SQS message sizes, EMF metrics.
 mod deploy;
+
+/// Stripe events through Amazon EventBridge, on both backends.
+mod eventbridge;

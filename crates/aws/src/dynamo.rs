@@ -164,6 +164,7 @@ fn event_record(item: &HashMap<String, AttributeValue>) -> Option<EventRecord> {
         completed_at: text("completedAt"),
         expires_at: num("expiresAt").unwrap_or(0),
         lease_until: num("leaseUntil"),
+        source: text("source"),
     })
 }
 
@@ -183,7 +184,7 @@ impl Store for DynamoStore {
             .key("eventId", s(event_id.as_str()))
             .update_expression(
                 "SET #status = :processing, eventType = :type, leaseUntil = :lease, leaseOwner = :owner, \
-                 expiresAt = :exp ADD attempts :one",
+                 expiresAt = :exp, #source = :source ADD attempts :one",
             )
             // The owner's own retry (its first answer was lost) gets the lease back.
             .condition_expression(
@@ -191,6 +192,8 @@ impl Store for DynamoStore {
                  (#status <> :processing OR leaseUntil <= :now OR leaseOwner = :owner))",
             )
             .expression_attribute_values(":owner", s(lease.owner))
+            .expression_attribute_values(":source", s(lease.source))
+            .expression_attribute_names("#source", "source")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":processing", s(EventStatus::Processing.as_str()))
             .expression_attribute_values(":completed", s(EventStatus::Completed.as_str()))

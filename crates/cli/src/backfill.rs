@@ -199,7 +199,7 @@ pub async fn run(
                 report.skipped += 1;
                 continue;
             };
-            if !app_env.accepts_livemode(env.livemode) || !filter.allows(&env.event_type) {
+            if hookline_core::inbound::admit(&env, app_env, &filter).is_err() {
                 report.skipped += 1;
                 on_event(env.id.as_str(), "skipped (mode or type)");
                 continue;

@@ -23,6 +23,60 @@ pub struct SendArgs {
 
     #[command(flatten)]
     pub webhook: WebhookSecretSettings,
+
+    /// `webhook`: sign and post to the ingress. `eventbridge`: put the event
+    /// on the queue directly, wrapped as an Amazon EventBridge rule delivers
+    /// it (no ingress, no signature).
+    #[arg(long, value_enum, default_value = "webhook")]
+    pub via: Via,
+
+    #[command(flatten)]
+    pub backend: crate::opts::BackendOpts,
+}
+
+/// How `dev send` delivers the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    Webhook,
+    Eventbridge,
+}
+
+/// Puts a sample event on the queue wrapped as EventBridge delivers it;
+/// returns the event id.
+pub async fn send_via_eventbridge(args: &SendArgs) -> anyhow::Result<String> {
+    let now = unix_secs();
+    let Some(event) = crate::fixtures::fresh_event(&args.event_type, now) else {
+        let known: Vec<&str> = crate::fixtures::EVENTS.iter().map(|(t, _)| *t).collect();
+        bail!(
+            "no sample event of type {}; known types: {}",
+            args.event_type,
+            known.join(", ")
+        );
+    };
+    let envelope = hookline_core::envelope::Envelope::parse(event.as_bytes())?;
+    let body = hookline_core::inbound::eventbridge_envelope(&event, "123456789012", "us-east-1")?;
+    let backend = args.backend.open().await?;
+    // As an EventBridge SQS target sends it: the envelope, no attributes.
+    let message = hookline_core::message::OutboundMessage {
+        body: bytes::Bytes::from(body),
+        attributes: Default::default(),
+        group_id: envelope
+            .object_id
+            .clone()
+            .unwrap_or_else(|| envelope.id.to_string()),
+        dedup_id: envelope.id.to_string(),
+    }
+    .as_copy();
+    match backend
+        .queue
+        .send_batch(std::slice::from_ref(&message))
+        .await
+        .pop()
+    {
+        Some(Ok(())) => Ok(envelope.id.to_string()),
+        Some(Err(e)) => Err(e.into()),
+        None => bail!("the queue gave no answer"),
+    }
 }
 
 /// Sends the event; returns the event id and the ingress's answer.

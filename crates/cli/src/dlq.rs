@@ -46,6 +46,8 @@ pub struct Entry {
     pub age_secs: u64,
     pub receive_count: u32,
     pub reason: Option<String>,
+    /// How the event reached the queue: `webhook` or `eventbridge`.
+    pub source: Option<&'static str>,
 }
 
 /// An `export` line: the `list` fields plus the raw body and attributes.
@@ -72,8 +74,39 @@ fn age_secs(d: &Delivery, now_ms: i64) -> u64 {
 
 /// The entry for a delivery; the reason is the `error` attribute, or for a
 /// message the queue redrove itself, the ledger's `lastError`.
+/// What a DLQ message is about: event id, type and source, from its
+/// attributes or, for an EventBridge message (which carries none), its body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct About {
+    pub event_id: Option<String>,
+    pub event_type: Option<String>,
+    pub source: Option<&'static str>,
+}
+
+pub fn about(d: &Delivery) -> About {
+    let inbound = hookline_core::inbound::unwrap(&d.body).ok();
+    let envelope = inbound.and_then(|i| hookline_core::envelope::Envelope::parse(i.event).ok());
+    About {
+        event_id: d
+            .attributes
+            .get(attr::EVENT_ID)
+            .cloned()
+            .or_else(|| envelope.as_ref().map(|e| e.id.to_string())),
+        event_type: d
+            .attributes
+            .get(attr::EVENT_TYPE)
+            .cloned()
+            .or_else(|| envelope.map(|e| e.event_type)),
+        source: inbound.map(|i| i.source.as_str()),
+    }
+}
+
 pub async fn entry(d: &Delivery, store: &dyn Store, now_ms: i64) -> Entry {
-    let event_id = d.attributes.get(attr::EVENT_ID).cloned();
+    let About {
+        event_id,
+        event_type,
+        source,
+    } = about(d);
     let mut reason = d.attributes.get(attr::ERROR).cloned();
     if reason.is_none() {
         if let Some(id) = &event_id {
@@ -87,10 +120,11 @@ pub async fn entry(d: &Delivery, store: &dyn Store, now_ms: i64) -> Entry {
     }
     Entry {
         event_id,
-        event_type: d.attributes.get(attr::EVENT_TYPE).cloned(),
+        event_type,
         age_secs: age_secs(d, now_ms),
         receive_count: d.receive_count,
         reason,
+        source,
     }
 }
 
@@ -193,15 +227,13 @@ pub struct Filter {
 
 impl Filter {
     pub fn matches(&self, d: &Delivery, now_ms: i64) -> bool {
-        let attr_in = |name: &str, set: &[String]| {
-            set.is_empty()
-                || d.attributes
-                    .get(name)
-                    .is_some_and(|v| set.iter().any(|s| s == v))
+        let about = about(d);
+        let one_of = |value: &Option<String>, set: &[String]| {
+            set.is_empty() || value.as_ref().is_some_and(|v| set.iter().any(|s| s == v))
         };
         let age = Duration::from_secs(age_secs(d, now_ms));
-        attr_in(attr::EVENT_TYPE, &self.event_types)
-            && attr_in(attr::EVENT_ID, &self.event_ids)
+        one_of(&about.event_type, &self.event_types)
+            && one_of(&about.event_id, &self.event_ids)
             && self.older_than.is_none_or(|o| age >= o)
             && self.newer_than.is_none_or(|n| age <= n)
     }
@@ -272,9 +304,9 @@ pub async fn replay(
         let now_ms = unix_millis();
         let mut selected = Vec::new();
         for d in batch {
-            let event_id = d.attributes.get(attr::EVENT_ID);
+            let event_id = about(&d).event_id;
             let arrived_since_start = d.sent_at_ms > started_ms
-                || event_id.is_some_and(|id| replayed_events.contains(id));
+                || event_id.is_some_and(|id| replayed_events.contains(&id));
             if !seen.insert(d.message_id.clone()) || arrived_since_start {
                 held.push(Held::from(&d));
                 continue;
@@ -351,11 +383,7 @@ pub async fn replay(
             }
         }
         summary.replayed += accepted.len() as u64;
-        replayed_events.extend(
-            accepted
-                .iter()
-                .filter_map(|d| d.attributes.get(attr::EVENT_ID).cloned()),
-        );
+        replayed_events.extend(accepted.iter().filter_map(|d| about(d).event_id));
         progress(&summary);
     };
     release(dlq, &held).await;

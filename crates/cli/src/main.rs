@@ -172,9 +172,9 @@ enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 enum DevCommand {
-    /// Sign a sample event of TYPE with STRIPE_WEBHOOK_SECRET and post it to the ingress.
+    /// Sign a sample event of TYPE with STRIPE_WEBHOOK_SECRET and post it to the ingress (or, with --via eventbridge, put it on the queue as EventBridge would).
     #[command(
-        after_help = "Example:\n  hookline dev send payout.updated --url http://127.0.0.1:8080/api/stripe-webhook"
+        after_help = "Examples:\n  hookline dev send payout.updated --url http://127.0.0.1:8080/api/stripe-webhook\n  hookline dev send account.updated --via eventbridge"
     )]
     Send(dev::SendArgs),
     /// Create the SQS queue + DLQ and the DynamoDB tables on the configured endpoint (local AWS).
@@ -338,6 +338,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("DLQ_URL={}", pair.dlq_url);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dev(DevCommand::Send(args)) if args.via == dev::Via::Eventbridge => {
+            let id = dev::send_via_eventbridge(&args).await?;
+            println!("{id} -> queued as Amazon EventBridge delivers it");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Dev(DevCommand::Send(args)) => {
             let (id, status, body) = dev::send(&args).await?;
             println!("{id} -> {status} {body}");
@@ -381,17 +386,18 @@ async fn list(
                 if n == 0 {
                     writeln!(
                         w,
-                        "{:<34} {:<30} {:>6} {:>8}  REASON",
-                        "EVENT_ID", "TYPE", "AGE", "RECEIVES"
+                        "{:<34} {:<30} {:>6} {:>8} {:<11}  REASON",
+                        "EVENT_ID", "TYPE", "AGE", "RECEIVES", "SOURCE"
                     )?;
                 }
                 writeln!(
                     w,
-                    "{:<34} {:<30} {:>6} {:>8}  {}",
+                    "{:<34} {:<30} {:>6} {:>8} {:<11}  {}",
                     e.event_id.as_deref().unwrap_or("-"),
                     e.event_type.as_deref().unwrap_or("-"),
                     human_age(e.age_secs),
                     e.receive_count,
+                    e.source.unwrap_or("-"),
                     e.reason.as_deref().unwrap_or("-")
                 )?;
             }

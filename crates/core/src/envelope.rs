@@ -33,6 +33,8 @@ pub enum EnvelopeError {
     NotJson(#[source] serde_json::Error),
     #[error("event has no {0}")]
     Missing(&'static str),
+    #[error("EventBridge event from {0:?}, not from Stripe (aws.partner/stripe.com)")]
+    NotStripe(String),
 }
 
 /// Routing fields of a Stripe event.

@@ -15,6 +15,7 @@ pub mod coalescer;
 pub mod emf;
 pub mod envelope;
 pub mod handlers;
+pub mod inbound;
 pub mod message;
 pub mod metrics;
 pub mod ports;

@@ -77,13 +77,17 @@ impl Delivery {
     /// event id), and a deduplication id of its own, so that SQS FIFO never
     /// takes the copy for the original it saw within its 5-minute window.
     pub fn to_outbound(&self) -> OutboundMessage {
+        // EventBridge messages carry no attributes: the event says.
+        let envelope = crate::inbound::unwrap(&self.body)
+            .and_then(|i| crate::envelope::Envelope::parse(i.event))
+            .ok();
         let event_id = self
             .attributes
             .get(crate::message::attr::EVENT_ID)
             .cloned()
+            .or_else(|| envelope.as_ref().map(|e| e.id.to_string()))
             .unwrap_or_else(|| self.message_id.clone());
-        let group_id = crate::envelope::Envelope::parse(&self.body)
-            .ok()
+        let group_id = envelope
             .and_then(|e| e.object_id)
             .unwrap_or_else(|| event_id.clone());
         OutboundMessage {
@@ -143,6 +147,9 @@ pub struct Lease<'a> {
     /// Unix seconds.
     pub now: i64,
     pub secs: u64,
+    /// How the delivery arrived (`webhook`, `eventbridge`), recorded on the
+    /// ledger item.
+    pub source: &'a str,
 }
 
 impl Lease<'_> {

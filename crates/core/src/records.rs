@@ -95,6 +95,10 @@ pub struct EventRecord {
     /// Unix seconds until which a `PROCESSING` item is leased to a worker.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<i64>,
+    /// How the event arrived when it was last processed (`webhook`,
+    /// `eventbridge`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// `objectType` of an objects-table item.

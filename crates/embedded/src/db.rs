@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS events (
     completed_at  TEXT,
     expires_at    INTEGER NOT NULL,
     lease_until   INTEGER,
-    lease_owner   TEXT
+    lease_owner   TEXT,
+    source        TEXT
 );
 
 CREATE TABLE IF NOT EXISTS objects (
@@ -53,6 +54,28 @@ CREATE TABLE IF NOT EXISTS providers (
 pub(crate) type Shared = Arc<Mutex<Connection>>;
 
 pub(crate) fn connect(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Shared> {
+    // Processes starting together (`make run`) race to switch a new file to
+    // WAL and create the schema; SQLite answers some of those races with
+    // "locked" without waiting, so the whole set-up is retried within the
+    // busy timeout.
+    let deadline = std::time::Instant::now() + busy_timeout;
+    loop {
+        match set_up(path, busy_timeout) {
+            Ok(conn) => return Ok(Arc::new(Mutex::new(conn))),
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn set_up(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -60,20 +83,22 @@ pub(crate) fn connect(path: &Path, busy_timeout: Duration) -> rusqlite::Result<S
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.execute_batch(SCHEMA)?;
     migrate(&conn)?;
-    Ok(Arc::new(Mutex::new(conn)))
+    Ok(conn)
 }
 
 /// Brings a database written by an earlier version up to this schema.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let has_owner: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'lease_owner'")?
-        .exists([])?;
-    if !has_owner {
-        // Another process may have added it first; that is fine.
-        match conn.execute_batch("ALTER TABLE events ADD COLUMN lease_owner TEXT") {
-            Ok(()) => {}
-            Err(e) if e.to_string().contains("duplicate column") => {}
-            Err(e) => return Err(e),
+    for column in ["lease_owner", "source"] {
+        let present: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = ?1")?
+            .exists([column])?;
+        if !present {
+            // Another process may have added it first; that is fine.
+            match conn.execute_batch(&format!("ALTER TABLE events ADD COLUMN {column} TEXT")) {
+                Ok(()) => {}
+                Err(e) if e.to_string().contains("duplicate column") => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())

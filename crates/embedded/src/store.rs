@@ -57,6 +57,7 @@ impl Store for EmbeddedStore {
         let id = event_id.as_str().to_owned();
         let event_type = event_type.to_owned();
         let owner = lease.owner.to_owned();
+        let source = lease.source.to_owned();
         let (now, lease_until) = (lease.now, lease.until());
         with_conn(&self.conn, move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -72,16 +73,16 @@ impl Store for EmbeddedStore {
                 Some((_, attempts, _, _)) => {
                     tx.execute(
                         "UPDATE events SET status = 'PROCESSING', attempts = attempts + 1,
-                         lease_until = ?2, lease_owner = ?3 WHERE event_id = ?1",
-                        params![id, lease_until, owner],
+                         lease_until = ?2, lease_owner = ?3, source = ?4 WHERE event_id = ?1",
+                        params![id, lease_until, owner, source],
                     )?;
                     Claim::Started { attempts: attempts + 1 }
                 }
                 None => {
                     tx.execute(
-                        "INSERT INTO events (event_id, status, event_type, attempts, expires_at, lease_until, lease_owner)
-                         VALUES (?1, 'PROCESSING', ?2, 1, ?3, ?4, ?5)",
-                        params![id, event_type, now + LEDGER_TTL_SECS, lease_until, owner],
+                        "INSERT INTO events (event_id, status, event_type, attempts, expires_at, lease_until, lease_owner, source)
+                         VALUES (?1, 'PROCESSING', ?2, 1, ?3, ?4, ?5, ?6)",
+                        params![id, event_type, now + LEDGER_TTL_SECS, lease_until, owner, source],
                     )?;
                     Claim::Started { attempts: 1 }
                 }
@@ -191,7 +192,7 @@ impl Store for EmbeddedStore {
         with_conn(&self.conn, move |conn| {
             conn.query_row(
                 "SELECT event_id, status, event_type, attempts, outcome, last_error, completed_at,
-                        expires_at, lease_until
+                        expires_at, lease_until, source
                  FROM events WHERE event_id = ?1",
                 params![id],
                 |r| {
@@ -207,6 +208,7 @@ impl Store for EmbeddedStore {
                         completed_at: r.get(6)?,
                         expires_at: r.get(7)?,
                         lease_until: r.get(8)?,
+                        source: r.get(9)?,
                     })
                 },
             )

@@ -13,6 +13,7 @@ use hookline_backend::{Backend, Tuning};
 use hookline_core::clock::unix_secs;
 use hookline_core::coalescer::SendCoalescer;
 use hookline_core::envelope::Envelope;
+use hookline_core::inbound::{admit, Ignored};
 use hookline_core::message::OutboundMessage;
 use hookline_core::ports::Queue;
 use hookline_core::secrets::{check_key_mode, parse_webhook_secrets, SecretRuleError};
@@ -424,25 +425,29 @@ async fn handle_webhook(app: &AppState, headers: &HeaderMap, body: Body) -> Resp
     };
 
     // 4. Livemode and event type: acknowledged, not enqueued.
-    if !app.app_env.accepts_livemode(envelope.livemode) {
-        app.metrics.ignored_livemode.inc();
-        tracing::info!(
-            message = "Event ignored: livemode does not match APP_ENV.",
-            event_id = %envelope.id,
-            event_type = %envelope.event_type,
-            livemode = envelope.livemode,
-            app_env = app.app_env.as_str(),
-        );
-        return json(StatusCode::OK, RECEIVED);
-    }
-    if !app.enabled.allows(&envelope.event_type) {
-        app.metrics.ignored_event_type.inc();
-        tracing::info!(
-            message = "Event ignored: type not enabled.",
-            event_id = %envelope.id,
-            event_type = %envelope.event_type,
-        );
-        return json(StatusCode::OK, RECEIVED);
+    match admit(&envelope, app.app_env, &app.enabled) {
+        Ok(()) => {}
+        Err(ignored @ Ignored::Livemode { livemode, app_env }) => {
+            app.metrics.ignored_livemode.inc();
+            tracing::info!(
+                message = "Event ignored: livemode does not match APP_ENV.",
+                event_id = %envelope.id,
+                event_type = %envelope.event_type,
+                livemode,
+                app_env = app_env.as_str(),
+                reason = ignored.reason(),
+            );
+            return json(StatusCode::OK, RECEIVED);
+        }
+        Err(Ignored::TypeNotEnabled) => {
+            app.metrics.ignored_event_type.inc();
+            tracing::info!(
+                message = "Event ignored: type not enabled.",
+                event_id = %envelope.id,
+                event_type = %envelope.event_type,
+            );
+            return json(StatusCode::OK, RECEIVED);
+        }
     }
 
     // 5. Enqueue; answer 200 only once the queue holds the message.

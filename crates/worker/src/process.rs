@@ -6,10 +6,11 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use hookline_core::envelope::{Envelope, EventId};
 use hookline_core::handlers::handler_for;
+use hookline_core::inbound::{admit, unwrap, Source};
 use hookline_core::message::attr;
 use hookline_core::ports::{Claim, Delivery, Lease, PortError, Store};
 use hookline_core::records::Completion;
-use hookline_core::settings::EventFilter;
+use hookline_core::settings::{AppEnv, EventFilter};
 
 use crate::decide::{after_transient, Backoff, Decision, Done};
 
@@ -21,12 +22,16 @@ pub struct EventInfo {
     pub event_type: Option<String>,
     pub created: Option<i64>,
     pub attempts: Option<u32>,
+    /// How the event reached the queue.
+    pub source: Option<Source>,
 }
 
 /// Turns deliveries into decisions through the store port.
 #[derive(Debug, Clone)]
 pub struct Processor {
     pub store: Arc<dyn Store>,
+    /// The admission rule's inputs: no ingress saw an EventBridge event.
+    pub app_env: AppEnv,
     pub enabled: EventFilter,
     pub backoff: Backoff,
     pub max_receives: u32,
@@ -77,8 +82,11 @@ impl Processor {
             event_type: delivery.attributes.get(attr::EVENT_TYPE).cloned(),
             ..Default::default()
         };
-        let envelope = match Envelope::parse(&delivery.body) {
-            Ok(e) => e,
+        // A webhook body, or an EventBridge envelope around the event.
+        let parsed = unwrap(&delivery.body)
+            .and_then(|inbound| Envelope::parse(inbound.event).map(|envelope| (inbound, envelope)));
+        let (inbound, envelope) = match parsed {
+            Ok(p) => p,
             Err(error) => {
                 let reason = format!("invalid event payload: {error}");
                 self.record_failure(&info, &reason, now).await;
@@ -88,8 +96,9 @@ impl Processor {
         info.event_id = Some(envelope.id.to_string());
         info.event_type = Some(envelope.event_type.clone());
         info.created = envelope.created;
+        info.source = Some(inbound.source);
         let decision = self
-            .process_event(&envelope, delivery, now, unit, &mut info)
+            .process_event(&envelope, inbound.event, delivery, now, unit, &mut info)
             .await;
         (decision, info)
     }
@@ -97,6 +106,7 @@ impl Processor {
     async fn process_event(
         &self,
         envelope: &Envelope,
+        event: &[u8],
         delivery: &Delivery,
         now: i64,
         unit: f64,
@@ -122,6 +132,7 @@ impl Processor {
             owner: &owner,
             now,
             secs: self.lease.as_secs(),
+            source: info.source.unwrap_or(Source::Webhook).as_str(),
         };
         let claim = (|| self.store.claim(id, event_type, lease))
             .retry(quick_retries())
@@ -155,11 +166,14 @@ impl Processor {
             }
         }
 
-        // Required fields, then the handler (pure).
-        let handler = if self.enabled.allows(event_type) {
-            handler_for(event_type)
-        } else {
-            None
+        // Admission (as the ingress applies it; no ingress saw an
+        // EventBridge event), required fields, then the handler (pure).
+        let handler = match admit(envelope, self.app_env, &self.enabled) {
+            Ok(()) => handler_for(event_type),
+            Err(ignored) => {
+                tracing::debug!(message = "Event not admitted; completing as ignored.", event_id = %id, reason = ignored.reason());
+                None
+            }
         };
         let projection = match (envelope.created, handler) {
             (None, _) => {
@@ -167,7 +181,7 @@ impl Processor {
                 return self.fail_permanently(id, event_type, reason, now).await;
             }
             (Some(_), None) => None,
-            (Some(_), Some(handle)) => match handle(&delivery.body) {
+            (Some(_), Some(handle)) => match handle(event) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     return self

@@ -106,6 +106,7 @@ impl Worker {
             dlq,
             processor: Processor {
                 store: backend.store,
+                app_env: args.common.app_env,
                 enabled: args.events.enabled_events,
                 backoff: Backoff {
                     base: Duration::from_secs(args.retry_base_secs),
@@ -505,6 +506,7 @@ impl Context {
                     message = "Event completed.",
                     event_id,
                     event_type,
+                    source = info.source.map(|s| s.as_str()),
                     outcome = done.label(),
                     attempts = info.attempts,
                     receive_count = delivery.receive_count,
