@@ -188,6 +188,7 @@ macro_rules! on_both_backends {
                 }
                 #[tokio::test(flavor = "multi_thread")]
                 async fn aws() {
+                    $crate::skip_without_aws!();
                     super::$case($crate::bed::Bed::aws($max).await).await;
                 }
             }

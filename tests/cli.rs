@@ -330,7 +330,15 @@ async fn a_killed_replay_loses_nothing_and_a_rerun_finishes(bed: Bed) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("replay starts");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Killed once it moved some, but not all (paced, it needs 2 s).
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            let q = bed.queue.counts().await.expect("counts");
+            q.waiting + q.in_flight >= 10
+        })
+        .await,
+        "the replay started moving"
+    );
     child.start_kill().expect("SIGKILL");
     let _ = child.wait().await;
     let (queued, dlq) = counts(&bed).await;
@@ -341,7 +349,13 @@ async fn a_killed_replay_loses_nothing_and_a_rerun_finishes(bed: Bed) {
     );
 
     // Held messages come back after the hold; the rerun moves the rest.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            bed.dlq.counts().await.expect("counts").in_flight == 0
+        })
+        .await,
+        "the killed run's hold ended"
+    );
     let (code, out, err) = hookline(&bed, &["dlq", "replay", "--json"], &[]).await;
     assert_eq!(code, 0, "{err}");
     assert!(json(&out)["replayed"].as_u64().expect("n") >= 40 - queued);
@@ -520,7 +534,8 @@ async fn backfill_enqueues_each_event_once_and_a_rerun_applies_nothing_twice(bed
     let (code, _, err) = hookline(&bed, &["backfill", "--since", "1h"], &env).await;
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("enqueued 0, already applied 4"), "{err}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Nothing new on the queue, so nothing more can be applied.
+    assert!(eventually(Duration::from_secs(10), || bed.queue_is_empty()).await);
     assert_eq!(
         metric(
             &worker,
@@ -650,6 +665,7 @@ async fn config_check_reports_without_secrets(bed: Bed) {
 /// Captures what the CLI sends to SQS for a native redrive.
 #[tokio::test(flavor = "multi_thread")]
 async fn native_redrive_sends_start_message_move_task_for_the_dlq() {
+    crate::skip_without_aws!();
     use axum::http::HeaderMap;
     let fixture = aws_fixture(5).await;
     let seen: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::new(Mutex::new(Vec::new()));

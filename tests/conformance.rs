@@ -61,6 +61,7 @@ macro_rules! conformance {
                 }
                 #[tokio::test(flavor = "multi_thread")]
                 async fn aws() {
+                    $crate::skip_without_aws!();
                     super::$case(super::aws($max).await).await;
                 }
             }

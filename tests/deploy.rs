@@ -88,6 +88,7 @@ fn read_log(name: &str) -> String {
 /// in Secrets Manager, webhooks get 200 within a refresh, no restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_placeholder_secret_then_the_real_one_without_a_restart() {
+    crate::skip_without_aws!();
     let clients = hookline_aws::AwsClients::load().await;
     let name = format!("hookline-placeholder-{}", uuid::Uuid::new_v4().simple());
     let arn = hookline_aws::provision::put_secret(
@@ -137,6 +138,7 @@ async fn a_placeholder_secret_then_the_real_one_without_a_restart() {
 /// the log only.
 #[tokio::test(flavor = "multi_thread")]
 async fn readyz_never_echoes_aws_error_text() {
+    crate::skip_without_aws!();
     let refusal = serde_json::json!({
         "__type": "AccessDeniedException",
         "message": "User: arn:aws:sts::123456789012:assumed-role/hookline-ingress/task-1 is not authorized to perform: secretsmanager:GetSecretValue on resource: arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/stripe/webhook"
@@ -195,6 +197,7 @@ async fn readyz_never_echoes_aws_error_text() {
 /// An oversized message fails alone; its batch neighbours are accepted.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oversized_message_fails_alone() {
+    crate::skip_without_aws!();
     let fixture = aws_fixture(5).await;
     let msg = |id: &str, pad: usize| {
         let mut v: serde_json::Value =

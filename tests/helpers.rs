@@ -286,6 +286,21 @@ pub async fn metric(worker: &WorkerProc, series: &str) -> u64 {
 // ---------------------------------------------------------------------------
 // The AWS backend on the local AWS-compatible server (moto).
 
+/// Returns from a test that needs the local AWS-compatible server when
+/// none is configured, saying so (plain `cargo test`; `make test` starts
+/// moto and sets `AWS_ENDPOINT_URL`).
+#[macro_export]
+macro_rules! skip_without_aws {
+    () => {
+        if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+            eprintln!(
+                "skipped: no local AWS server (AWS_ENDPOINT_URL is unset; `make test` starts moto and sets it)"
+            );
+            return;
+        }
+    };
+}
+
 /// The local AWS endpoint the tests use. `make test` starts moto and sets
 /// `AWS_ENDPOINT_URL` (and region and fake credentials) for the test run.
 pub fn aws_endpoint() -> String {

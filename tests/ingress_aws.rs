@@ -8,6 +8,7 @@ use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn answers_200_only_after_sqs_accepted_the_raw_event() {
+    crate::skip_without_aws!();
     let fixture = aws_fixture(5).await;
     let app = spawn_aws_app(&fixture, &[]).await;
     let body = format!(
@@ -46,6 +47,7 @@ async fn answers_200_only_after_sqs_accepted_the_raw_event() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fifo_queue_deduplicates_by_event_id() {
+    crate::skip_without_aws!();
     let fixture = aws_fixture_with(5, true).await;
     assert!(fixture.queue_url.ends_with(".fifo"));
     let app = spawn_aws_app(&fixture, &[]).await;
@@ -72,6 +74,7 @@ async fn a_fifo_queue_deduplicates_by_event_id() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_requests_share_send_message_batch_calls() {
+    crate::skip_without_aws!();
     let fixture = aws_fixture(5).await;
     let app = Arc::new(spawn_aws_app(&fixture, &[]).await);
     let n = 60;
@@ -121,6 +124,7 @@ async fn concurrent_requests_share_send_message_batch_calls() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sqs_unreachable_gives_503_fast_and_readyz_503() {
+    crate::skip_without_aws!();
     let fixture = aws_fixture(5).await;
     let closed = free_port();
     let dir = tempfile::tempdir().expect("tmp");

@@ -257,6 +257,7 @@ async fn a_replay_of_poison_events_with_workers_running_ends(bed: Bed) {
 /// keeps it as SQS does): neither copy may be dropped as a duplicate.
 #[tokio::test(flavor = "multi_thread")]
 async fn fifo_poison_event_dead_lettered_and_replayed_at_once_comes_back() {
+    crate::skip_without_aws!();
     let fixture = aws_fixture_with(5, true).await;
     let body = poison("evt_test_fifo_poison");
     let env = hookline_core::envelope::Envelope::parse(body.as_bytes()).expect("event");
@@ -311,6 +312,7 @@ async fn fifo_poison_event_dead_lettered_and_replayed_at_once_comes_back() {
 /// first send is replayed once the cause is gone, and is applied.
 #[tokio::test(flavor = "multi_thread")]
 async fn fifo_replayed_event_that_now_succeeds_is_applied() {
+    crate::skip_without_aws!();
     let fixture = aws_fixture_with(5, true).await;
     let body = event_with("payout.updated", "evt_test_fifo_ok", now());
     let env = hookline_core::envelope::Envelope::parse(body.as_bytes()).expect("event");
@@ -373,6 +375,7 @@ async fn fifo_replayed_event_that_now_succeeds_is_applied() {
 /// configured worker then applies them all.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_table_leaves_events_queued_until_the_setup_is_fixed() {
+    crate::skip_without_aws!();
     let bed = Bed::aws(10).await;
     let (ids, bodies): (Vec<String>, Vec<String>) = (0..3)
         .map(|i| {
@@ -438,6 +441,7 @@ async fn black_hole() -> u16 {
 /// within the grace plus one second, and a restart applies everything.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_that_never_answers_does_not_hold_up_sigterm() {
+    crate::skip_without_aws!();
     let bed = Bed::aws(5).await;
     let (ids, bodies): (Vec<String>, Vec<String>) = (0..4)
         .map(|i| {
@@ -548,6 +552,7 @@ async fn a_locked_embedded_store_does_not_hold_up_sigterm() {
 /// round, they refuse to start, naming the rule.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_key_that_wins_is_the_one_checked() {
+    crate::skip_without_aws!();
     let fixture = aws_fixture(5).await;
     let clients = hookline_aws::AwsClients::load().await;
     let test_key = format!("hookline-test-key-{}", uuid::Uuid::new_v4().simple());

@@ -35,6 +35,7 @@ async fn readyz(base: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_load_refresh_and_survive_a_failing_refresh() {
+    crate::skip_without_aws!();
     let fixture = aws_fixture(5).await;
     let clients = hookline_aws::AwsClients::load().await;
     let name = format!("hookline-test-{}", uuid::Uuid::new_v4().simple());

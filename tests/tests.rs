@@ -46,3 +46,7 @@ mod deploy;
 
 /// Stripe events through Amazon EventBridge, on both backends.
 mod eventbridge;
+
+/// The worker stepped in-process: one delivery at a time through
+/// `Processor::process` against the embedded store.
+mod worker_steps;

@@ -13,7 +13,8 @@ use hookline_core::clock::rfc3339;
 use hookline_core::envelope::EventId;
 use hookline_core::ports::{Claim, Lease, PortError, Store};
 use hookline_core::records::{
-    Completion, EventRecord, EventStatus, Outcome, Projection, StoredItem, LEDGER_TTL_SECS,
+    Completion, EventRecord, EventStatus, ItemTable, Outcome, Projection, StoredItem,
+    LEDGER_TTL_SECS,
 };
 
 use crate::attrs::{from_item, to_item};
@@ -25,6 +26,16 @@ pub struct Tables {
     pub events: String,
     pub objects: String,
     pub provider: String,
+}
+
+impl Tables {
+    /// The table an item lives in.
+    pub fn name(&self, table: ItemTable) -> &str {
+        match table {
+            ItemTable::Objects => &self.objects,
+            ItemTable::Provider => &self.provider,
+        }
+    }
 }
 
 /// The ledger and projections on DynamoDB.
@@ -129,10 +140,8 @@ impl DynamoStore {
     }
 
     fn projection_put(&self, p: &Projection) -> Result<Put, PortError> {
-        let (table, key) = match p {
-            Projection::Object(_) => (&self.tables.objects, "objectId"),
-            Projection::Provider(_) => (&self.tables.provider, "stripeAccountId"),
-        };
+        let routed = ItemTable::of(p);
+        let (table, key) = (self.tables.name(routed), routed.key_attribute());
         Put::builder()
             .table_name(table)
             .set_item(Some(to_item(&p.to_item())))
@@ -273,10 +282,7 @@ impl Store for DynamoStore {
                             &format!(
                                 "TransactWriteItems on tables {} and {}",
                                 self.tables.events,
-                                match p {
-                                    Projection::Object(_) => &self.tables.objects,
-                                    Projection::Provider(_) => &self.tables.provider,
-                                }
+                                self.tables.name(ItemTable::of(p))
                             ),
                             e,
                         ))
@@ -355,11 +361,8 @@ impl Store for DynamoStore {
     }
 
     async fn item(&self, id: &str) -> Result<Option<StoredItem>, PortError> {
-        let (table, key) = if id.starts_with("acct_") {
-            (&self.tables.provider, "stripeAccountId")
-        } else {
-            (&self.tables.objects, "objectId")
-        };
+        let routed = ItemTable::for_id(id);
+        let (table, key) = (self.tables.name(routed), routed.key_attribute());
         let out = self
             .client
             .get_item()

@@ -19,4 +19,4 @@ mod sqs;
 pub use config::{load as load_config, AwsClients};
 pub use dynamo::{DynamoStore, Tables};
 pub use secrets::SecretsReader;
-pub use sqs::SqsQueue;
+pub use sqs::{SqsQueue, SqsRedrive};

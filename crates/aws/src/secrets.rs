@@ -44,3 +44,10 @@ impl SecretsReader {
         fetch(&self.client, secret_id).await
     }
 }
+
+#[async_trait::async_trait]
+impl hookline_core::secrets::SecretSource for SecretsReader {
+    async fn fetch(&self, id: &str) -> Result<SecretString, PortError> {
+        fetch(&self.client, id).await
+    }
+}

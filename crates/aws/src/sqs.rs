@@ -10,7 +10,9 @@ use aws_sdk_sqs::types::{
 };
 use bytes::Bytes;
 use hookline_core::message::OutboundMessage;
-use hookline_core::ports::{BatchLimits, Delivery, PortError, Queue, QueueCounts};
+use hookline_core::ports::{
+    BatchLimits, Delivery, MoveState, MoveStatus, NativeRedrive, PortError, Queue, QueueCounts,
+};
 
 use crate::errors::{classify, classify_code};
 
@@ -67,12 +69,11 @@ impl SqsQueue {
         Ok(out.task_handle.unwrap_or_default())
     }
 
-    /// Status of the most recent native redrive from `source_arn`:
-    /// (status, moved so far, to move in all).
+    /// Status of the most recent native redrive from `source_arn`.
     pub async fn message_move_status(
         &self,
         source_arn: &str,
-    ) -> Result<Option<(String, i64, Option<i64>)>, PortError> {
+    ) -> Result<Option<MoveStatus>, PortError> {
         let out = self
             .client
             .list_message_move_tasks()
@@ -82,11 +83,20 @@ impl SqsQueue {
             .await
             .map_err(|e| classify("ListMessageMoveTasks", e))?;
         Ok(out.results.unwrap_or_default().into_iter().next().map(|t| {
-            (
-                t.status.unwrap_or_default(),
-                t.approximate_number_of_messages_moved,
-                t.approximate_number_of_messages_to_move,
-            )
+            let state = match t.status.as_deref().unwrap_or_default() {
+                "COMPLETED" => MoveState::Completed,
+                "FAILED" => MoveState::Failed,
+                "CANCELLING" => MoveState::Cancelling,
+                "CANCELLED" => MoveState::Cancelled,
+                _ => MoveState::Running,
+            };
+            MoveStatus {
+                state,
+                moved: u64::try_from(t.approximate_number_of_messages_moved).unwrap_or(0),
+                total: t
+                    .approximate_number_of_messages_to_move
+                    .and_then(|n| u64::try_from(n).ok()),
+            }
         }))
     }
 
@@ -103,6 +113,36 @@ impl SqsQueue {
         out.attributes
             .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
             .ok_or_else(|| PortError::Permanent("queue has no ARN".to_owned()))
+    }
+}
+
+/// SQS's native redrive from a dead-letter queue to its main queue.
+#[derive(Debug, Clone)]
+pub struct SqsRedrive {
+    pub dlq: SqsQueue,
+    pub queue: SqsQueue,
+}
+
+#[async_trait]
+impl NativeRedrive for SqsRedrive {
+    fn source(&self) -> &str {
+        self.dlq.url()
+    }
+
+    async fn start(&self, rate: Option<u32>) -> Result<String, PortError> {
+        let source = self.dlq.arn().await?;
+        // The main queue by name: the worker's own dead-letters were sent,
+        // not redriven, so SQS knows no source queue for them.
+        let destination = self.queue.arn().await?;
+        let rate = rate.and_then(|r| i32::try_from(r).ok());
+        self.dlq
+            .start_message_move(&source, &destination, rate)
+            .await
+    }
+
+    async fn status(&self) -> Result<Option<MoveStatus>, PortError> {
+        let source = self.dlq.arn().await?;
+        self.dlq.message_move_status(&source).await
     }
 }
 

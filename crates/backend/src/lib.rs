@@ -1,20 +1,18 @@
 //! The composition root of the ports: reads the backend settings once and
-//! hands out `Arc<dyn Queue>` / `Arc<dyn Store>`, so the binaries never name
-//! an adapter. `QUEUE_URL` unset selects the embedded SQLite backend under
-//! `DATA_DIR`; set, it selects SQS and DynamoDB.
+//! hands out `Arc<dyn Queue>` / `Arc<dyn Store>` / `Arc<dyn SecretSource>`,
+//! and the optional capabilities a backend has (native redrive), so the
+//! binaries never name an adapter. `QUEUE_URL` unset selects the embedded
+//! SQLite backend under `DATA_DIR`; set, it selects SQS and DynamoDB.
+//!
+//! Architecture invariant: the only crate that names an adapter crate.
 
 use std::sync::Arc;
-
-/// The AWS adapter types callers may need by name (secrets, native redrive).
-pub mod aws {
-    pub use hookline_aws::{SecretsReader, SqsQueue};
-}
 use std::time::Duration;
 
-use hookline_aws::{AwsClients, DynamoStore, SecretsReader, SqsQueue, Tables};
+use hookline_aws::{AwsClients, DynamoStore, SecretsReader, SqsQueue, SqsRedrive, Tables};
 use hookline_core::coalescer::CoalescerConfig;
-use hookline_core::ports::{PortError, Queue, Store};
-use hookline_core::secrets::{check_key_mode, SecretRuleError};
+use hookline_core::ports::{NativeRedrive, PortError, Queue, Store};
+use hookline_core::secrets::{ResolveError, SecretRuleError, SecretSetting, SecretSource};
 use hookline_core::settings::{CommonSettings, TableSettings};
 use secrecy::SecretString;
 
@@ -25,12 +23,10 @@ pub enum BackendError {
     Embedded(#[from] hookline_embedded::OpenError),
     #[error(transparent)]
     Rule(#[from] SecretRuleError),
-    #[error("cannot read secret {id} from Secrets Manager: {source}")]
-    Secret {
-        id: String,
-        #[source]
-        source: PortError,
-    },
+    #[error(transparent)]
+    Secret(#[from] ResolveError),
+    #[error("cannot create the queues and tables: {0}")]
+    Provision(#[source] PortError),
 }
 
 /// Which backend is in use, for logs and `config check`.
@@ -59,8 +55,8 @@ pub struct Backend {
     pub store: Arc<dyn Store>,
     /// How the ingress's send coalescer should batch for this backend.
     pub coalescer: CoalescerConfig,
-    /// The SQS adapters, for SQS-only operations (native redrive).
-    pub sqs: Option<(SqsQueue, Option<SqsQueue>)>,
+    /// SQS's native redrive, on the AWS backend with a DLQ.
+    native_redrive: Option<Arc<dyn NativeRedrive>>,
     aws: Option<AwsClients>,
 }
 
@@ -101,7 +97,12 @@ pub async fn open(
             dlq: dlq.clone().map(|d| Arc::new(d) as Arc<dyn Queue>),
             store: Arc::new(store),
             coalescer: CoalescerConfig::remote(),
-            sqs: Some((queue, dlq)),
+            native_redrive: dlq.map(|dlq| {
+                Arc::new(SqsRedrive {
+                    dlq,
+                    queue: queue.clone(),
+                }) as Arc<dyn NativeRedrive>
+            }),
             aws: Some(clients),
         });
     }
@@ -122,7 +123,7 @@ pub async fn open(
         dlq: Some(e.dlq),
         store: e.store,
         coalescer: CoalescerConfig::local(),
-        sqs: None,
+        native_redrive: None,
         aws: None,
     })
 }
@@ -143,17 +144,22 @@ impl Backend {
             dlq,
             store,
             coalescer,
-            sqs: None,
+            native_redrive: None,
             aws: None,
         }
     }
 
-    /// A Secrets Manager reader (the AWS backend's clients, or the standard
-    /// SDK chain on the embedded backend).
-    pub async fn secrets(&self) -> SecretsReader {
+    /// SQS's whole-queue redrive, where the backend has one.
+    pub fn native_redrive(&self) -> Option<Arc<dyn NativeRedrive>> {
+        self.native_redrive.clone()
+    }
+
+    /// The secrets port: Secrets Manager through the AWS backend's clients,
+    /// or the standard SDK chain on the embedded backend.
+    pub async fn secrets(&self) -> Arc<dyn SecretSource> {
         match &self.aws {
-            Some(c) => SecretsReader::new(c.secrets.clone()),
-            None => SecretsReader::from_env().await,
+            Some(c) => Arc::new(SecretsReader::new(c.secrets.clone())),
+            None => Arc::new(SecretsReader::from_env().await),
         }
     }
 
@@ -164,18 +170,38 @@ impl Backend {
         &self,
         common: &CommonSettings,
     ) -> Result<Option<SecretString>, BackendError> {
-        let key = match &common.stripe_secret_key_id {
-            Some(id) => Some(self.secrets().await.fetch(id).await.map_err(|source| {
-                BackendError::Secret {
-                    id: id.clone(),
-                    source,
-                }
-            })?),
-            None => common.stripe_secret_key.clone(),
-        };
-        if let Some(k) = &key {
-            check_key_mode(common.app_env, k)?;
+        let setting = SecretSetting::of(&common.stripe_secret_key_id, &common.stripe_secret_key);
+        if let SecretSetting::Unset = setting {
+            return Ok(None);
         }
-        Ok(key)
+        let source = self.secrets().await;
+        Ok(hookline_core::secrets::api_key(common.app_env, setting, source.as_ref()).await?)
     }
+}
+
+/// Creates the SQS queue + DLQ and the DynamoDB tables on the endpoint the
+/// standard AWS settings name (`hookline dev aws-setup`, for a local
+/// AWS-compatible server); returns `(QUEUE_URL, DLQ_URL)`.
+pub async fn provision_aws(
+    queue_name: &str,
+    max_receives: u32,
+    visibility_secs: u64,
+    tables: &TableSettings,
+) -> Result<(String, String), BackendError> {
+    let clients = AwsClients::load().await;
+    let tables = Tables {
+        events: tables.events_table_name.clone(),
+        objects: tables.objects_table_name.clone(),
+        provider: tables.provider_table_name.clone(),
+    };
+    let pair = hookline_aws::provision::provision(
+        &clients,
+        queue_name,
+        max_receives,
+        visibility_secs,
+        &tables,
+    )
+    .await
+    .map_err(BackendError::Provision)?;
+    Ok((pair.queue_url, pair.dlq_url))
 }

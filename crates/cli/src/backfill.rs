@@ -178,6 +178,10 @@ pub async fn run(
         .with_max_times(6)
         .with_jitter();
     let app_env = args.backend.common.app_env;
+    let coalescer = hookline_core::coalescer::SendCoalescer::spawn(
+        std::sync::Arc::clone(&backend.queue),
+        backend.coalescer,
+    );
     let mut report = Report::default();
     let mut starting_after: Option<String> = None;
     loop {
@@ -227,18 +231,31 @@ pub async fn run(
                     .as_copy(),
             ));
         }
-        for chunk in batch.chunks(10) {
-            let messages: Vec<_> = chunk.iter().map(|(_, m)| m.clone()).collect();
-            for ((id, _), result) in chunk.iter().zip(backend.queue.send_batch(&messages).await) {
-                match result {
-                    Ok(()) => {
-                        report.enqueued += 1;
-                        on_event(id, "enqueued");
-                    }
-                    Err(e) => {
-                        report.failed += 1;
-                        on_event(id, &format!("failed: {e}"));
-                    }
+        // Through the backend's send coalescer, as the ingress sends: its
+        // batches honour the backend's entry and byte limits.
+        let sends: Vec<_> = batch
+            .into_iter()
+            .map(|(id, message)| {
+                let coalescer = coalescer.clone();
+                (
+                    id,
+                    tokio::spawn(async move { coalescer.send(message).await }),
+                )
+            })
+            .collect();
+        for (id, sent) in sends {
+            match sent.await {
+                Ok(Ok(())) => {
+                    report.enqueued += 1;
+                    on_event(&id, "enqueued");
+                }
+                Ok(Err(e)) => {
+                    report.failed += 1;
+                    on_event(&id, &format!("failed: {e}"));
+                }
+                Err(e) => {
+                    report.failed += 1;
+                    on_event(&id, &format!("failed: {e}"));
                 }
             }
         }
@@ -253,6 +270,30 @@ pub async fn run(
         }
     }
     Ok(report)
+}
+
+/// `backfill`: one line per event on stdout, the totals on stderr; exit 1
+/// when anything failed.
+pub async fn cmd(args: &BackfillArgs) -> anyhow::Result<std::process::ExitCode> {
+    let report = run(args, |id, fate| println!("{id}  {fate}")).await?;
+    eprintln!(
+        "listed {}, {} {}, already applied {}, skipped {}, failed {}",
+        report.listed,
+        if args.dry_run {
+            "would enqueue"
+        } else {
+            "enqueued"
+        },
+        report.enqueued,
+        report.already_applied,
+        report.skipped,
+        report.failed
+    );
+    Ok(if report.failed == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hookline_core::secrets::{check_key_mode, mask, parse_webhook_secrets};
+use hookline_core::secrets::{check_key_mode, mask, webhook_secrets, SecretSetting};
 use hookline_core::settings::{EventSettings, WebhookSecretSettings};
 
 use crate::opts::BackendOpts;
@@ -56,31 +56,18 @@ pub async fn run(args: &CheckArgs) -> Vec<Line> {
     };
     report.push(line(true, "backend", backend.kind.to_string()));
 
-    // Stripe API key: where it comes from and whether its mode fits APP_ENV.
-    let key = match (&c.stripe_secret_key_id, &c.stripe_secret_key) {
-        (Some(id), _) => match backend.secrets().await.fetch(id).await {
-            Ok(k) => Some((k, format!("from Secrets Manager {id}"))),
-            Err(e) => {
-                report.push(line(
-                    false,
-                    "STRIPE_SECRET_KEY_ID",
-                    format!("cannot read {id}: {e}"),
-                ));
-                None
-            }
-        },
-        (None, Some(k)) => Some((k.clone(), "from STRIPE_SECRET_KEY".to_owned())),
-        (None, None) => {
-            report.push(line(
-                true,
-                "Stripe API key",
-                "not set (only backfill needs it)",
-            ));
-            None
-        }
-    };
-    if let Some((k, origin)) = key {
-        match check_key_mode(c.app_env, &k) {
+    // Stripe API key: where it comes from and whether its mode fits APP_ENV
+    // (the same resolution the services use).
+    let source = backend.secrets().await;
+    let key = SecretSetting::of(&c.stripe_secret_key_id, &c.stripe_secret_key);
+    let origin = key.origin("STRIPE_SECRET_KEY");
+    match key.value(source.as_ref()).await {
+        Ok(None) => report.push(line(
+            true,
+            "Stripe API key",
+            "not set (only backfill needs it)",
+        )),
+        Ok(Some(k)) => match check_key_mode(c.app_env, &k) {
             Ok(()) => report.push(line(
                 true,
                 "Stripe API key",
@@ -91,27 +78,25 @@ pub async fn run(args: &CheckArgs) -> Vec<Line> {
                 "Stripe API key",
                 format!("{} {origin}: {e}", mask(&k)),
             )),
-        }
+        },
+        Err(e) => report.push(line(false, "STRIPE_SECRET_KEY_ID", e.to_string())),
     }
 
     // Webhook secrets.
-    let secrets = match (
+    let webhook = SecretSetting::of(
         &args.webhook.stripe_webhook_secret_id,
         &args.webhook.stripe_webhook_secret,
-    ) {
-        (Some(id), _) => match backend.secrets().await.fetch(id).await {
-            Ok(v) => parse_webhook_secrets(&v)
-                .map(|s| (s, format!("from Secrets Manager {id}")))
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(format!("cannot read {id}: {e}")),
-        },
-        (None, Some(v)) => parse_webhook_secrets(v)
-            .map(|s| (s, "from STRIPE_WEBHOOK_SECRET".to_owned()))
-            .map_err(|e| e.to_string()),
-        (None, None) => Err(
+    );
+    let origin = webhook.origin("STRIPE_WEBHOOK_SECRET");
+    let secrets = match webhook {
+        SecretSetting::Unset => Err(
             "not set: the ingress needs STRIPE_WEBHOOK_SECRET or STRIPE_WEBHOOK_SECRET_ID"
                 .to_owned(),
         ),
+        _ => webhook_secrets(webhook, source.as_ref())
+            .await
+            .map(|s| (s, origin))
+            .map_err(|e| e.to_string()),
     };
     match secrets {
         Ok((s, origin)) => {
@@ -182,4 +167,15 @@ pub fn render(report: &[Line]) -> String {
             )
         })
         .collect()
+}
+
+/// `config check`: prints the report; exit 1 on any problem.
+pub async fn cmd(args: &CheckArgs) -> std::process::ExitCode {
+    let report = run(args).await;
+    print!("{}", render(&report));
+    if report.iter().all(|l| l.ok) {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
 }

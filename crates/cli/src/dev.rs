@@ -137,20 +137,32 @@ pub struct AwsSetupArgs {
 
 /// Creates the queue, DLQ and tables on the endpoint the AWS settings name
 /// (for a local AWS-compatible server); prints the settings to export.
-pub async fn aws_setup(args: &AwsSetupArgs) -> anyhow::Result<hookline_aws::provision::QueuePair> {
-    let clients = hookline_aws::AwsClients::load().await;
-    let tables = hookline_aws::Tables {
-        events: args.tables.events_table_name.clone(),
-        objects: args.tables.objects_table_name.clone(),
-        provider: args.tables.provider_table_name.clone(),
-    };
-    let pair = hookline_aws::provision::provision(
-        &clients,
+pub async fn aws_setup_cmd(args: &AwsSetupArgs) -> anyhow::Result<std::process::ExitCode> {
+    let (queue_url, dlq_url) = hookline_backend::provision_aws(
         &args.queue_name,
         args.max_receives,
         args.visibility_timeout_secs,
-        &tables,
+        &args.tables,
     )
     .await?;
-    Ok(pair)
+    println!("QUEUE_URL={queue_url}");
+    println!("DLQ_URL={dlq_url}");
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `dev send`: posts to the ingress, or puts the event on the queue as
+/// EventBridge would; exit 1 unless it was accepted.
+pub async fn send_cmd(args: &SendArgs) -> anyhow::Result<std::process::ExitCode> {
+    if args.via == Via::Eventbridge {
+        let id = send_via_eventbridge(args).await?;
+        println!("{id} -> queued as Amazon EventBridge delivers it");
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let (id, status, body) = send(args).await?;
+    println!("{id} -> {status} {body}");
+    Ok(if (200..300).contains(&status) {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
 }

@@ -11,4 +11,5 @@ pub mod dev;
 pub mod dlq;
 pub mod fixtures;
 pub mod opts;
+pub mod output;
 pub mod show;

@@ -33,3 +33,46 @@ pub fn human(value: &serde_json::Value) -> String {
     }
     out
 }
+
+/// `events show`.
+pub async fn event_cmd(
+    backend: &crate::opts::BackendOpts,
+    event_id: &str,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let b = backend.open().await?;
+    let Some(item) = event(b.store.as_ref(), event_id).await? else {
+        anyhow::bail!(
+            "no event {event_id} in {}",
+            backend.tables.events_table_name
+        );
+    };
+    print(&item, json)
+}
+
+/// `objects show`.
+pub async fn object_cmd(
+    backend: &crate::opts::BackendOpts,
+    id: &str,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    use hookline_core::records::ItemTable;
+    let b = backend.open().await?;
+    let Some(item) = object(b.store.as_ref(), id).await? else {
+        let table = match ItemTable::for_id(id) {
+            ItemTable::Provider => &backend.tables.provider_table_name,
+            ItemTable::Objects => &backend.tables.objects_table_name,
+        };
+        anyhow::bail!("no item {id} in {table}");
+    };
+    print(&item, json)
+}
+
+fn print(item: &serde_json::Value, json: bool) -> anyhow::Result<std::process::ExitCode> {
+    if json {
+        crate::output::print_json(item)?;
+    } else {
+        print!("{}", human(item));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

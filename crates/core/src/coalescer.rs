@@ -172,3 +172,152 @@ async fn flush(queue: &dyn Queue, batch: Vec<Pending>) {
         let _ = done.send(result);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::ports::{BatchLimits, Delivery, QueueCounts};
+
+    /// A queue that records each batch it is handed and fails every batch
+    /// holding a message whose body is `fail`.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        batches: Mutex<Vec<Vec<String>>>,
+        limits: Option<BatchLimits>,
+    }
+
+    #[async_trait]
+    impl Queue for Recorder {
+        fn batch_limits(&self) -> BatchLimits {
+            self.limits.unwrap_or(BatchLimits {
+                max_entries: 3,
+                max_bytes: 1000,
+            })
+        }
+        async fn send_batch(&self, batch: &[OutboundMessage]) -> Vec<Result<(), PortError>> {
+            let bodies: Vec<String> = batch
+                .iter()
+                .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+                .collect();
+            let fail = bodies.iter().any(|b| b == "fail");
+            self.batches.lock().expect("lock").push(bodies);
+            batch
+                .iter()
+                .map(|_| {
+                    if fail {
+                        Err(PortError::Transient("batch refused".to_owned()))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .collect()
+        }
+        async fn receive(
+            &self,
+            _: usize,
+            _: Duration,
+            _: Duration,
+        ) -> Result<Vec<Delivery>, PortError> {
+            Ok(Vec::new())
+        }
+        async fn delete_batch(&self, r: &[String]) -> Vec<Result<(), PortError>> {
+            r.iter().map(|_| Ok(())).collect()
+        }
+        async fn set_visibility(&self, _: &str, _: Duration) -> Result<(), PortError> {
+            Ok(())
+        }
+        async fn counts(&self) -> Result<QueueCounts, PortError> {
+            Ok(QueueCounts::default())
+        }
+    }
+
+    fn message(body: &str) -> OutboundMessage {
+        OutboundMessage {
+            body: Bytes::from(body.to_owned()),
+            attributes: BTreeMap::new(),
+            group_id: "g".to_owned(),
+            dedup_id: body.to_owned(),
+        }
+    }
+
+    /// Sends all bodies at once through one coalescer whose single flush
+    /// slot is held until every request is in line, so batches form from
+    /// the full line.
+    async fn send_all(queue: Arc<Recorder>, bodies: &[&str]) -> Vec<Result<(), PortError>> {
+        let config = CoalescerConfig {
+            linger: Duration::from_millis(50),
+            max_in_flight: 1,
+            queue_depth: 64,
+        };
+        let coalescer = SendCoalescer::spawn(queue, config);
+        let sends: Vec<_> = bodies
+            .iter()
+            .map(|b| {
+                let c = coalescer.clone();
+                let m = message(b);
+                tokio::spawn(async move { c.send(m).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for s in sends {
+            out.push(s.await.expect("joined"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn batches_respect_the_entry_limit() {
+        let queue = Arc::new(Recorder::default());
+        let results = send_all(Arc::clone(&queue), &["a", "b", "c", "d", "e", "f", "g"]).await;
+        assert!(results.iter().all(Result::is_ok));
+        let batches = queue.batches.lock().expect("lock").clone();
+        assert!(batches.iter().all(|b| b.len() <= 3), "{batches:?}");
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_message_that_would_overflow_the_bytes_is_carried_to_the_next_batch() {
+        let queue = Arc::new(Recorder {
+            limits: Some(BatchLimits {
+                max_entries: 10,
+                max_bytes: 250,
+            }),
+            ..Default::default()
+        });
+        let big = "x".repeat(100);
+        let bodies = [big.as_str(), big.as_str(), big.as_str()];
+        let results = send_all(Arc::clone(&queue), &bodies).await;
+        assert!(results.iter().all(Result::is_ok));
+        let batches = queue.batches.lock().expect("lock").clone();
+        // Each message is 100 bytes plus its attributes (none): two fit in 250.
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            [2, 1],
+            "{batches:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_exactly_its_callers() {
+        let queue = Arc::new(Recorder::default());
+        let results = send_all(Arc::clone(&queue), &["a", "b", "fail", "c", "d", "e"]).await;
+        let batches = queue.batches.lock().expect("lock").clone();
+        let failed_batch = batches
+            .iter()
+            .find(|b| b.iter().any(|m| m == "fail"))
+            .expect("the batch with the failing message");
+        for (body, result) in ["a", "b", "fail", "c", "d", "e"].iter().zip(&results) {
+            assert_eq!(
+                result.is_err(),
+                failed_batch.iter().any(|m| m == body),
+                "{body}: {result:?} in {batches:?}"
+            );
+        }
+    }
+}

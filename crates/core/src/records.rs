@@ -154,6 +154,39 @@ pub struct ProviderRecord {
     pub last_event_created: i64,
 }
 
+/// Which table holds the item of an id: connected accounts (`acct_…`) in
+/// the provider table, payment intents, payouts and disputes in the objects
+/// table. The one routing rule; the adapters and the CLI ask it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemTable {
+    Objects,
+    Provider,
+}
+
+impl ItemTable {
+    pub fn for_id(id: &str) -> Self {
+        if id.starts_with("acct_") {
+            Self::Provider
+        } else {
+            Self::Objects
+        }
+    }
+    /// The table a projection writes.
+    pub fn of(p: &Projection) -> Self {
+        match p {
+            Projection::Object(_) => Self::Objects,
+            Projection::Provider(_) => Self::Provider,
+        }
+    }
+    /// The key attribute's name (`objectId`, `stripeAccountId`).
+    pub fn key_attribute(self) -> &'static str {
+        match self {
+            Self::Objects => "objectId",
+            Self::Provider => "stripeAccountId",
+        }
+    }
+}
+
 /// The write a handler asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Projection {

@@ -3,9 +3,102 @@
 //! Secrets travel as [`SecretString`]; nothing here formats a secret value
 //! into an error, a log line or `Debug` output.
 
+use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::ports::PortError;
 use crate::settings::AppEnv;
+
+/// The secrets port: reads a secret's current value by id or ARN (AWS
+/// Secrets Manager is the adapter).
+#[async_trait]
+pub trait SecretSource: Send + Sync + std::fmt::Debug {
+    async fn fetch(&self, id: &str) -> Result<SecretString, PortError>;
+}
+
+/// Why a secret setting cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Rule(#[from] SecretRuleError),
+    #[error("cannot read secret {id} from Secrets Manager: {source}")]
+    Read {
+        id: String,
+        #[source]
+        source: PortError,
+    },
+}
+
+/// Where a secret setting points: a Secrets Manager id wins over the plain
+/// value. The one precedence rule for every secret setting.
+#[derive(Debug, Clone, Copy)]
+pub enum SecretSetting<'a> {
+    Stored(&'a str),
+    Plain(&'a SecretString),
+    Unset,
+}
+
+impl<'a> SecretSetting<'a> {
+    pub fn of(id: &'a Option<String>, plain: &'a Option<SecretString>) -> Self {
+        match (id, plain) {
+            (Some(id), _) => Self::Stored(id),
+            (None, Some(v)) => Self::Plain(v),
+            (None, None) => Self::Unset,
+        }
+    }
+
+    /// Where the value comes from, for logs and `config check`.
+    pub fn origin(self, plain_name: &str) -> String {
+        match self {
+            Self::Stored(id) => format!("from Secrets Manager {id}"),
+            Self::Plain(_) => format!("from {plain_name}"),
+            Self::Unset => "not set".to_owned(),
+        }
+    }
+
+    /// The value, read from `source` when it is stored there.
+    pub async fn value(
+        self,
+        source: &dyn SecretSource,
+    ) -> Result<Option<SecretString>, ResolveError> {
+        match self {
+            Self::Stored(id) => source
+                .fetch(id)
+                .await
+                .map(Some)
+                .map_err(|e| ResolveError::Read {
+                    id: id.to_owned(),
+                    source: e,
+                }),
+            Self::Plain(v) => Ok(Some(v.clone())),
+            Self::Unset => Ok(None),
+        }
+    }
+}
+
+/// The Stripe API key that wins, checked against the key-mode rule.
+pub async fn api_key(
+    env: AppEnv,
+    setting: SecretSetting<'_>,
+    source: &dyn SecretSource,
+) -> Result<Option<SecretString>, ResolveError> {
+    let key = setting.value(source).await?;
+    if let Some(k) = &key {
+        check_key_mode(env, k)?;
+    }
+    Ok(key)
+}
+
+/// The webhook secrets that win, parsed.
+pub async fn webhook_secrets(
+    setting: SecretSetting<'_>,
+    source: &dyn SecretSource,
+) -> Result<Vec<SecretString>, ResolveError> {
+    match setting.value(source).await? {
+        Some(v) => Ok(parse_webhook_secrets(&v)?),
+        None => Err(SecretRuleError::NoWebhookSecret.into()),
+    }
+}
 
 /// A settings rule that refuses to start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,7 +5,8 @@ use hookline_core::clock::rfc3339;
 use hookline_core::envelope::EventId;
 use hookline_core::ports::{Claim, Lease, PortError, Store};
 use hookline_core::records::{
-    Completion, EventRecord, EventStatus, Outcome, Projection, StoredItem, LEDGER_TTL_SECS,
+    Completion, EventRecord, EventStatus, ItemTable, Outcome, Projection, StoredItem,
+    LEDGER_TTL_SECS,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -39,11 +40,16 @@ fn status_of(conn: &Connection, event_id: &str) -> rusqlite::Result<Option<Ledge
     .optional()
 }
 
-fn projection_table(p: &Projection) -> (&'static str, &'static str) {
-    match p {
-        Projection::Object(_) => ("objects", "object_id"),
-        Projection::Provider(_) => ("providers", "stripe_account_id"),
+/// The SQLite table and key column of an item table.
+fn sql_table(table: ItemTable) -> (&'static str, &'static str) {
+    match table {
+        ItemTable::Objects => ("objects", "object_id"),
+        ItemTable::Provider => ("providers", "stripe_account_id"),
     }
+}
+
+fn projection_table(p: &Projection) -> (&'static str, &'static str) {
+    sql_table(ItemTable::of(p))
 }
 
 #[async_trait]
@@ -219,11 +225,7 @@ impl Store for EmbeddedStore {
 
     async fn item(&self, id: &str) -> Result<Option<StoredItem>, PortError> {
         let key = id.to_owned();
-        let (table, key_col) = if id.starts_with("acct_") {
-            ("providers", "stripe_account_id")
-        } else {
-            ("objects", "object_id")
-        };
+        let (table, key_col) = sql_table(ItemTable::for_id(id));
         let raw: Option<String> = with_conn(&self.conn, move |conn| {
             conn.query_row(
                 &format!("SELECT item FROM {table} WHERE {key_col} = ?1"),

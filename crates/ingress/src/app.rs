@@ -8,7 +8,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use hookline_backend::aws as hookline_aws_reader;
 use hookline_backend::{Backend, Tuning};
 use hookline_core::clock::unix_secs;
 use hookline_core::coalescer::SendCoalescer;
@@ -16,7 +15,9 @@ use hookline_core::envelope::Envelope;
 use hookline_core::inbound::{admit, Ignored};
 use hookline_core::message::OutboundMessage;
 use hookline_core::ports::Queue;
-use hookline_core::secrets::{check_key_mode, parse_webhook_secrets, SecretRuleError};
+use hookline_core::secrets::{
+    check_key_mode, parse_webhook_secrets, SecretRuleError, SecretSetting, SecretSource,
+};
 use hookline_core::settings::{AppEnv, EventFilter};
 use hookline_signature::Verifier;
 use secrecy::ExposeSecret;
@@ -134,28 +135,9 @@ pub struct Application {
 impl Application {
     /// Loads secrets, opens the backend and binds the listener.
     pub async fn build(args: IngressArgs, tuning: Tuning) -> Result<Self, BuildError> {
-        // The key-mode rule applies to the key that wins: a Secrets Manager
-        // id (checked once the backend can read it) over the plain value.
-        if let (None, Some(key)) = (
-            &args.common.stripe_secret_key_id,
-            &args.common.stripe_secret_key,
-        ) {
-            check_key_mode(args.common.app_env, key)?;
-        }
-        if !args.webhook_path.starts_with('/') {
-            return Err(BuildError::WebhookPath);
-        }
-        // Secrets from the environment are checked before anything is opened.
-        let env_secrets = match (
-            &args.webhook.stripe_webhook_secret_id,
-            &args.webhook.stripe_webhook_secret,
-        ) {
-            (Some(_), _) => None,
-            (None, Some(value)) => Some(parse_webhook_secrets(value)?),
-            (None, None) => return Err(SecretRuleError::NoWebhookSecret.into()),
-        };
+        let plain = Self::check_settings(&args)?;
         let backend: Backend = hookline_backend::open(&args.common, &args.tables, tuning).await?;
-        Self::build_on(args, backend, env_secrets).await
+        Self::build_on(args, backend, plain).await
     }
 
     /// Builds on a backend the caller opened (benchmarks put decorators in
@@ -164,19 +146,42 @@ impl Application {
         args: IngressArgs,
         backend: Backend,
     ) -> Result<Self, BuildError> {
-        let env_secrets = match &args.webhook.stripe_webhook_secret {
-            Some(value) if args.webhook.stripe_webhook_secret_id.is_none() => {
-                Some(parse_webhook_secrets(value)?)
-            }
-            _ => None,
-        };
-        Self::build_on(args, backend, env_secrets).await
+        let plain = Self::check_settings(&args)?;
+        Self::build_on(args, backend, plain).await
+    }
+
+    /// What can be checked before anything is opened: the path, and the
+    /// settings that win when they are plain values (a Secrets Manager id
+    /// wins over them and is read once the backend is open). Returns the
+    /// plain webhook secrets, when they win.
+    fn check_settings(
+        args: &IngressArgs,
+    ) -> Result<Option<Vec<secrecy::SecretString>>, BuildError> {
+        if !args.webhook_path.starts_with('/') {
+            return Err(BuildError::WebhookPath);
+        }
+        let key = SecretSetting::of(
+            &args.common.stripe_secret_key_id,
+            &args.common.stripe_secret_key,
+        );
+        if let SecretSetting::Plain(key) = key {
+            check_key_mode(args.common.app_env, key)?;
+        }
+        let webhook = &args.webhook;
+        match SecretSetting::of(
+            &webhook.stripe_webhook_secret_id,
+            &webhook.stripe_webhook_secret,
+        ) {
+            SecretSetting::Plain(value) => Ok(Some(parse_webhook_secrets(value)?)),
+            SecretSetting::Stored(_) => Ok(None),
+            SecretSetting::Unset => Err(SecretRuleError::NoWebhookSecret.into()),
+        }
     }
 
     async fn build_on(
         args: IngressArgs,
         backend: Backend,
-        env_secrets: Option<Vec<secrecy::SecretString>>,
+        plain_secrets: Option<Vec<secrecy::SecretString>>,
     ) -> Result<Self, BuildError> {
         backend.api_key(&args.common).await?;
         let coalescer = SendCoalescer::spawn(Arc::clone(&backend.queue), backend.coalescer);
@@ -197,16 +202,16 @@ impl Application {
             body_memory_bytes,
             metrics: IngressMetrics::default(),
         });
-        match (env_secrets, &args.webhook.stripe_webhook_secret_id) {
+        match (plain_secrets, &args.webhook.stripe_webhook_secret_id) {
             (Some(secrets), _) => state.set_secrets(&secrets),
             (None, Some(id)) => {
-                let reader = backend.secrets().await;
+                let source = backend.secrets().await;
                 let refresh = Duration::from_secs(args.common.secret_refresh_secs.max(1));
                 // First load now, so a good secret is in place before we listen.
-                refresh_secrets(&state, &reader, id).await;
+                refresh_secrets(&state, source.as_ref(), id).await;
                 tokio::spawn(keep_secrets_fresh(
                     Arc::clone(&state),
-                    reader,
+                    source,
                     id.clone(),
                     refresh,
                 ));
@@ -290,7 +295,7 @@ const UNREACHABLE: &str = "Secrets Manager did not answer";
 
 /// Loads the webhook secrets from Secrets Manager once; on failure keeps the
 /// last good value and records why.
-async fn refresh_secrets(state: &AppState, reader: &hookline_aws_reader::SecretsReader, id: &str) {
+async fn refresh_secrets(state: &AppState, reader: &dyn SecretSource, id: &str) {
     let loaded = match reader.fetch(id).await {
         Ok(value) => parse_webhook_secrets(&value).map_err(|e| (PLACEHOLDER, e.to_string())),
         Err(e) => Err((
@@ -336,7 +341,7 @@ async fn refresh_secrets(state: &AppState, reader: &hookline_aws_reader::Secrets
 
 async fn keep_secrets_fresh(
     state: Arc<AppState>,
-    reader: hookline_aws_reader::SecretsReader,
+    reader: Arc<dyn SecretSource>,
     id: String,
     every: Duration,
 ) {
@@ -348,7 +353,7 @@ async fn keep_secrets_fresh(
             every
         };
         tokio::time::sleep(wait).await;
-        refresh_secrets(&state, &reader, &id).await;
+        refresh_secrets(&state, reader.as_ref(), &id).await;
     }
 }
 
@@ -359,20 +364,144 @@ fn json(status: StatusCode, body: &'static str) -> Response {
 async fn webhook(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let start = Instant::now();
     app.metrics.received.inc();
-    let response = handle_webhook(&app, &headers, body).await;
+    let outcome = match handle_webhook(&app, &headers, body).await {
+        Ok(outcome) | Err(outcome) => outcome,
+    };
+    outcome.record(&app.metrics);
     app.metrics.latency.observe(start.elapsed());
-    response
+    outcome.into_response()
 }
 
-async fn handle_webhook(app: &AppState, headers: &HeaderMap, body: Body) -> Response {
-    // 1. Body size.
+/// What became of one webhook request. One place logs and counts it
+/// ([`WebhookOutcome::record`]) and one place answers it (`IntoResponse`,
+/// the SPEC's "Ingress HTTP" table).
+#[derive(Debug)]
+enum WebhookOutcome {
+    TooLarge,
+    BodyUnreadable(axum::Error),
+    BadSignature(hookline_signature::SignatureError),
+    InvalidPayload(hookline_core::envelope::EnvelopeError),
+    Ignored(Envelope, Ignored),
+    Enqueued(Envelope),
+    QueueUnavailable(Envelope, Option<hookline_core::ports::PortError>),
+}
+
+impl WebhookOutcome {
+    fn record(&self, metrics: &IngressMetrics) {
+        match self {
+            Self::TooLarge => metrics.too_large.inc(),
+            Self::BodyUnreadable(error) => {
+                tracing::debug!(message = "Cannot read request body.", %error);
+            }
+            Self::BadSignature(reason) => {
+                metrics.signature_failures.inc();
+                tracing::warn!(message = "Webhook signature verification failed.", %reason);
+            }
+            Self::InvalidPayload(error) => {
+                metrics.verified.inc();
+                metrics.invalid_payload.inc();
+                tracing::warn!(message = "Signed body is not a Stripe event.", %error);
+            }
+            Self::Ignored(envelope, Ignored::Livemode { livemode, app_env }) => {
+                metrics.verified.inc();
+                metrics.ignored_livemode.inc();
+                tracing::info!(
+                    message = "Event ignored: livemode does not match APP_ENV.",
+                    event_id = %envelope.id,
+                    event_type = %envelope.event_type,
+                    livemode,
+                    app_env = app_env.as_str(),
+                );
+            }
+            Self::Ignored(envelope, Ignored::TypeNotEnabled) => {
+                metrics.verified.inc();
+                metrics.ignored_event_type.inc();
+                tracing::info!(
+                    message = "Event ignored: type not enabled.",
+                    event_id = %envelope.id,
+                    event_type = %envelope.event_type,
+                );
+            }
+            Self::Enqueued(envelope) => {
+                metrics.verified.inc();
+                metrics.enqueued.inc();
+                tracing::debug!(
+                    message = "Event enqueued.",
+                    event_id = %envelope.id,
+                    event_type = %envelope.event_type,
+                );
+            }
+            Self::QueueUnavailable(envelope, Some(error)) => {
+                metrics.verified.inc();
+                metrics.enqueue_failures.inc();
+                tracing::error!(message = "Enqueue failed.", event_id = %envelope.id, %error);
+            }
+            Self::QueueUnavailable(envelope, None) => {
+                metrics.verified.inc();
+                metrics.enqueue_failures.inc();
+                tracing::error!(message = "Enqueue timed out.", event_id = %envelope.id);
+            }
+        }
+    }
+}
+
+impl IntoResponse for WebhookOutcome {
+    fn into_response(self) -> Response {
+        match self {
+            Self::TooLarge => json(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE),
+            Self::BodyUnreadable(_) | Self::InvalidPayload(_) => {
+                json(StatusCode::BAD_REQUEST, BAD_PAYLOAD)
+            }
+            Self::BadSignature(_) => json(StatusCode::BAD_REQUEST, BAD_SIGNATURE),
+            // Skipped events are acknowledged: Stripe retries any non-2xx.
+            Self::Ignored(..) | Self::Enqueued(_) => json(StatusCode::OK, RECEIVED),
+            Self::QueueUnavailable(..) => json(StatusCode::SERVICE_UNAVAILABLE, QUEUE_UNAVAILABLE),
+        }
+    }
+}
+
+/// The SPEC's order: body size, signature, payload, livemode and type,
+/// enqueue. `Err` ends the request early; both sides are answered the same
+/// way.
+async fn handle_webhook(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<WebhookOutcome, WebhookOutcome> {
+    let raw = read_body(app, headers, body).await?;
+    let now = unix_secs();
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    app.verifier()
+        .verify(signature, &raw, now, app.tolerance_secs)
+        .map_err(WebhookOutcome::BadSignature)?;
+    let envelope = Envelope::parse(&raw).map_err(WebhookOutcome::InvalidPayload)?;
+    if let Err(ignored) = admit(&envelope, app.app_env, &app.enabled) {
+        return Ok(WebhookOutcome::Ignored(envelope, ignored));
+    }
+    // Answer 200 only once the queue holds the message.
+    let message = OutboundMessage::for_event(&envelope, raw, now);
+    match tokio::time::timeout(app.enqueue_timeout, app.coalescer.send(message)).await {
+        Ok(Ok(())) => Ok(WebhookOutcome::Enqueued(envelope)),
+        Ok(Err(error)) => Err(WebhookOutcome::QueueUnavailable(envelope, Some(error))),
+        Err(_) => Err(WebhookOutcome::QueueUnavailable(envelope, None)),
+    }
+}
+
+/// Reads the body within `MAX_BODY_BYTES` and the shared body-memory budget.
+async fn read_body(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<bytes::Bytes, WebhookOutcome> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > app.max_body_bytes as u64) {
-        app.metrics.too_large.inc();
-        return json(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE);
+        return Err(WebhookOutcome::TooLarge);
     }
     // Memory for bodies being read is capped across requests: a flood of
     // slow bodies waits here (and times out with 408) instead of growing.
@@ -383,96 +512,28 @@ async fn handle_webhook(app: &AppState, headers: &HeaderMap, body: Body) -> Resp
     let reserve = u32::try_from(reserve)
         .unwrap_or(u32::MAX)
         .min(app.body_memory_bytes);
-    let Ok(_reserved) = app.body_memory.acquire_many(reserve).await else {
-        return json(StatusCode::SERVICE_UNAVAILABLE, QUEUE_UNAVAILABLE);
-    };
-    let raw = match axum::body::to_bytes(body, app.max_body_bytes).await {
-        Ok(raw) => raw,
-        Err(error) => {
-            let too_large = std::error::Error::source(&error)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                || error.to_string().contains("length limit");
-            if too_large {
-                app.metrics.too_large.inc();
-                return json(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE);
+    let _reserved = app.body_memory.acquire_many(reserve).await;
+    axum::body::to_bytes(body, app.max_body_bytes)
+        .await
+        .map_err(|error| {
+            if caused_by::<http_body_util::LengthLimitError>(&error) {
+                WebhookOutcome::TooLarge
+            } else {
+                WebhookOutcome::BodyUnreadable(error)
             }
-            tracing::debug!(message = "Cannot read request body.", %error);
-            return json(StatusCode::BAD_REQUEST, BAD_PAYLOAD);
-        }
-    };
+        })
+}
 
-    // 2. Signature over the raw bytes.
-    let header = headers
-        .get("stripe-signature")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let now = unix_secs();
-    if let Err(reason) = app.verifier().verify(header, &raw, now, app.tolerance_secs) {
-        app.metrics.signature_failures.inc();
-        tracing::warn!(message = "Webhook signature verification failed.", %reason);
-        return json(StatusCode::BAD_REQUEST, BAD_SIGNATURE);
+/// Whether `E` is anywhere in the error's source chain.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<E>() {
+            return true;
+        }
+        current = e.source();
     }
-    app.metrics.verified.inc();
-
-    // 3. Payload.
-    let envelope = match Envelope::parse(&raw) {
-        Ok(e) => e,
-        Err(error) => {
-            app.metrics.invalid_payload.inc();
-            tracing::warn!(message = "Signed body is not a Stripe event.", %error);
-            return json(StatusCode::BAD_REQUEST, BAD_PAYLOAD);
-        }
-    };
-
-    // 4. Livemode and event type: acknowledged, not enqueued.
-    match admit(&envelope, app.app_env, &app.enabled) {
-        Ok(()) => {}
-        Err(ignored @ Ignored::Livemode { livemode, app_env }) => {
-            app.metrics.ignored_livemode.inc();
-            tracing::info!(
-                message = "Event ignored: livemode does not match APP_ENV.",
-                event_id = %envelope.id,
-                event_type = %envelope.event_type,
-                livemode,
-                app_env = app_env.as_str(),
-                reason = ignored.reason(),
-            );
-            return json(StatusCode::OK, RECEIVED);
-        }
-        Err(Ignored::TypeNotEnabled) => {
-            app.metrics.ignored_event_type.inc();
-            tracing::info!(
-                message = "Event ignored: type not enabled.",
-                event_id = %envelope.id,
-                event_type = %envelope.event_type,
-            );
-            return json(StatusCode::OK, RECEIVED);
-        }
-    }
-
-    // 5. Enqueue; answer 200 only once the queue holds the message.
-    let message = OutboundMessage::for_event(&envelope, raw, now);
-    match tokio::time::timeout(app.enqueue_timeout, app.coalescer.send(message)).await {
-        Ok(Ok(())) => {
-            app.metrics.enqueued.inc();
-            tracing::debug!(
-                message = "Event enqueued.",
-                event_id = %envelope.id,
-                event_type = %envelope.event_type,
-            );
-            json(StatusCode::OK, RECEIVED)
-        }
-        Ok(Err(error)) => {
-            app.metrics.enqueue_failures.inc();
-            tracing::error!(message = "Enqueue failed.", event_id = %envelope.id, %error);
-            json(StatusCode::SERVICE_UNAVAILABLE, QUEUE_UNAVAILABLE)
-        }
-        Err(_) => {
-            app.metrics.enqueue_failures.inc();
-            tracing::error!(message = "Enqueue timed out.", event_id = %envelope.id);
-            json(StatusCode::SERVICE_UNAVAILABLE, QUEUE_UNAVAILABLE)
-        }
-    }
+    false
 }
 
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {

@@ -94,6 +94,29 @@ pub fn after_transient(
     }
 }
 
+/// A copy of an event that another worker is processing comes back on the
+/// backoff schedule (the holder usually finishes in milliseconds, then the
+/// copy completes as a duplicate), never later than the lease's end and
+/// never sooner than half a second. On its last allowed delivery it waits
+/// for the lease to end, so it is not spent while the holder still works
+/// (the next delivery then finds the event completed, or takes it over).
+pub fn busy_delay(
+    backoff: Backoff,
+    receive_count: u32,
+    max_receives: u32,
+    unit: f64,
+    lease_remaining_secs: u64,
+) -> Duration {
+    let lease_end = Duration::from_secs(lease_remaining_secs + 1);
+    if receive_count + 1 >= max_receives {
+        return lease_end;
+    }
+    backoff
+        .delay(receive_count, unit)
+        .min(lease_end)
+        .max(Duration::from_millis(500))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +171,22 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+    #[test]
+    fn busy_copies_come_back_soon_but_within_the_lease() {
+        let b = Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+        };
+        assert_eq!(busy_delay(b, 1, 5, 1.0, 30), Duration::from_secs(1));
+        assert_eq!(busy_delay(b, 1, 5, 0.0, 30), Duration::from_millis(500));
+        assert_eq!(
+            busy_delay(b, 3, 50, 1.0, 2),
+            Duration::from_secs(3),
+            "capped at the lease end"
+        );
+        // The last allowed delivery waits for the lease to end.
+        assert_eq!(busy_delay(b, 4, 5, 0.0, 20), Duration::from_secs(21));
+        assert_eq!(busy_delay(b, 5, 5, 0.0, 0), Duration::from_secs(1));
     }
 }

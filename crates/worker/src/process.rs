@@ -12,7 +12,7 @@ use hookline_core::ports::{Claim, Delivery, Lease, PortError, Store};
 use hookline_core::records::Completion;
 use hookline_core::settings::{AppEnv, EventFilter};
 
-use crate::decide::{after_transient, Backoff, Decision, Done};
+use crate::decide::{after_transient, busy_delay, Backoff, Decision, Done};
 
 /// What the worker knows about the event behind a delivery, for logs and
 /// metrics.
@@ -50,29 +50,6 @@ fn quick_retries() -> ExponentialBuilder {
         .with_jitter()
 }
 
-/// A copy of an event that another worker is processing comes back on the
-/// backoff schedule (the holder usually finishes in milliseconds, then the
-/// copy completes as a duplicate), never later than the lease's end and
-/// never sooner than half a second. On its last allowed delivery it waits
-/// for the lease to end, so it is not spent while the holder still works
-/// (the next delivery then finds the event completed, or takes it over).
-pub fn busy_delay(
-    backoff: Backoff,
-    receive_count: u32,
-    max_receives: u32,
-    unit: f64,
-    lease_remaining_secs: u64,
-) -> Duration {
-    let lease_end = Duration::from_secs(lease_remaining_secs + 1);
-    if receive_count + 1 >= max_receives {
-        return lease_end;
-    }
-    backoff
-        .delay(receive_count, unit)
-        .min(lease_end)
-        .max(Duration::from_millis(500))
-}
-
 impl Processor {
     /// Processes one delivery at `now` (Unix seconds); `unit` is a random
     /// draw in [0, 1] for the backoff jitter.
@@ -89,12 +66,17 @@ impl Processor {
             Ok(p) => p,
             Err(error) => {
                 let reason = format!("invalid event payload: {error}");
-                self.record_failure(&info, &reason, now).await;
+                if let (Some(id), Some(t)) = (&info.event_id, &info.event_type) {
+                    self.record_failure(id, t, &reason, now).await;
+                }
                 return (Decision::DeadLetter { reason }, info);
             }
         };
         info.event_id = Some(envelope.id.to_string());
         info.event_type = Some(envelope.event_type.clone());
+        let span = tracing::Span::current();
+        span.record("event_id", envelope.id.as_str());
+        span.record("event_type", envelope.event_type.as_str());
         info.created = envelope.created;
         info.source = Some(inbound.source);
         let decision = self
@@ -203,7 +185,8 @@ impl Processor {
             Ok(Completion::Duplicate) => Decision::Done(Done::Duplicate),
             Err(error @ (PortError::Transient(_) | PortError::Configuration(_))) => {
                 let decision = transient(error.clone());
-                self.record_failure(info, &error.to_string(), now).await;
+                self.record_failure(id.as_str(), event_type, &error.to_string(), now)
+                    .await;
                 decision
             }
             Err(PortError::Permanent(e)) => {
@@ -213,6 +196,7 @@ impl Processor {
         }
     }
 
+    /// Dead-letters with `reason`, recording it in the ledger first.
     async fn fail_permanently(
         &self,
         id: &EventId,
@@ -220,46 +204,20 @@ impl Processor {
         reason: String,
         now: i64,
     ) -> Decision {
-        if let Err(error) = self.store.fail(id, event_type, &reason, now).await {
-            tracing::warn!(message = "Cannot record the failure in the ledger.", event_id = %id, %error);
-        }
+        self.record_failure(id.as_str(), event_type, &reason, now)
+            .await;
         Decision::DeadLetter { reason }
     }
 
-    /// Best effort: the ledger's `lastError`, for events the queue may redrive.
-    async fn record_failure(&self, info: &EventInfo, error: &str, now: i64) {
-        let (Some(id), Some(event_type)) = (&info.event_id, &info.event_type) else {
-            return;
-        };
+    /// Best effort: the ledger item `FAILED` with `lastError` (also for an
+    /// event the queue may redrive, so `dlq list` can show the reason).
+    async fn record_failure(&self, id: &str, event_type: &str, error: &str, now: i64) {
         if let Err(e) = self
             .store
-            .fail(&EventId::new(id.clone()), event_type, error, now)
+            .fail(&EventId::new(id.to_owned()), event_type, error, now)
             .await
         {
-            tracing::debug!(message = "Cannot record the failure in the ledger.", event_id = %id, error = %e);
+            tracing::warn!(message = "Cannot record the failure in the ledger.", event_id = %id, error = %e);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn busy_copies_come_back_soon_but_within_the_lease() {
-        let b = Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(300),
-        };
-        assert_eq!(busy_delay(b, 1, 5, 1.0, 30), Duration::from_secs(1));
-        assert_eq!(busy_delay(b, 1, 5, 0.0, 30), Duration::from_millis(500));
-        assert_eq!(
-            busy_delay(b, 3, 50, 1.0, 2),
-            Duration::from_secs(3),
-            "capped at the lease end"
-        );
-        // The last allowed delivery waits for the lease to end.
-        assert_eq!(busy_delay(b, 4, 5, 0.0, 20), Duration::from_secs(21));
-        assert_eq!(busy_delay(b, 5, 5, 0.0, 0), Duration::from_secs(1));
     }
 }

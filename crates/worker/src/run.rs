@@ -398,8 +398,8 @@ async fn hand_back(queue: &dyn Queue, delivery: &Delivery) {
 }
 
 /// Collects receipts of completed messages and deletes them in batches of
-/// up to ten (the SQS batch limit), as fast as they come, with a few batches
-/// in flight; waits for all of them once the channel closes.
+/// the backend's batch size, as fast as they come, with a few batches in
+/// flight; waits for all of them once the channel closes or `stop` fires.
 async fn delete_in_batches(
     queue: Arc<dyn Queue>,
     mut rx: mpsc::Receiver<String>,
@@ -409,6 +409,9 @@ async fn delete_in_batches(
     const DELETE_LINGER: Duration = Duration::from_millis(200);
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let running = TaskTracker::new();
+    // The backend's batch size: SQS takes 10, the embedded queue deletes
+    // many in one transaction.
+    let max_batch = queue.batch_limits().max_entries.max(1);
     loop {
         let first = tokio::select! {
             r = rx.recv() => r,
@@ -416,11 +419,11 @@ async fn delete_in_batches(
             _ = stop.cancelled() => rx.try_recv().ok(),
         };
         let Some(first) = first else { break };
-        let mut batch = Vec::with_capacity(10);
+        let mut batch = Vec::with_capacity(max_batch);
         batch.push(first);
         // Deletes are off the latency path: wait a little to fill the batch.
         let deadline = tokio::time::Instant::now() + DELETE_LINGER;
-        while batch.len() < 10 {
+        while batch.len() < max_batch {
             if stop.is_cancelled() {
                 match rx.try_recv() {
                     Ok(r) => batch.push(r),
@@ -462,12 +465,26 @@ struct Context {
 
 impl Context {
     async fn handle(&self, delivery: Delivery) {
-        self.metrics.in_flight.add(1);
-        let start = Instant::now();
-        let (decision, info) = self.process_with_heartbeat(&delivery).await;
-        self.metrics.handler_latency.observe(start.elapsed());
-        self.act(&delivery, decision, &info).await;
-        self.metrics.in_flight.add(-1);
+        use tracing::Instrument;
+        // One span from receive to delete; the processor fills in the
+        // event's id and type once it has parsed them.
+        let span = tracing::info_span!(
+            "delivery",
+            message_id = %delivery.message_id,
+            receive_count = delivery.receive_count,
+            event_id = tracing::field::Empty,
+            event_type = tracing::field::Empty,
+        );
+        async {
+            self.metrics.in_flight.add(1);
+            let start = Instant::now();
+            let (decision, info) = self.process_with_heartbeat(&delivery).await;
+            self.metrics.handler_latency.observe(start.elapsed());
+            self.act(&delivery, decision, &info).await;
+            self.metrics.in_flight.add(-1);
+        }
+        .instrument(span)
+        .await
     }
 
     /// Processes while extending the message's visibility every half

@@ -6,6 +6,8 @@
 //! accepted its copy, so an interruption at any point loses nothing and at
 //! worst leaves a duplicate that the worker's idempotency absorbs.
 
+pub mod commands;
+
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -388,4 +390,76 @@ pub async fn replay(
     };
     release(dlq, &held).await;
     result.map(|()| summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn delivery(body: &str, attributes: &[(&str, &str)], age_secs: i64, now_ms: i64) -> Delivery {
+        Delivery {
+            message_id: "m".to_owned(),
+            receipt: "r".to_owned(),
+            body: Bytes::from(body.to_owned()),
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            receive_count: 1,
+            sent_at_ms: now_ms - age_secs * 1000,
+        }
+    }
+
+    const EVENT: &str =
+        r#"{"id":"evt_1","type":"payout.updated","created":1,"data":{"object":{"id":"po_1"}}}"#;
+
+    #[test]
+    fn the_filter_matches_type_id_and_age() {
+        let now = 1_000_000_000;
+        let d = delivery(
+            EVENT,
+            &[("event_id", "evt_1"), ("event_type", "payout.updated")],
+            3600,
+            now,
+        );
+        let f = |types: &[&str], ids: &[&str], older: Option<u64>, newer: Option<u64>| Filter {
+            event_types: types.iter().map(|s| (*s).to_owned()).collect(),
+            event_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+            older_than: older.map(Duration::from_secs),
+            newer_than: newer.map(Duration::from_secs),
+        };
+        assert!(f(&[], &[], None, None).matches(&d, now));
+        assert!(f(&["payout.updated", "x"], &[], None, None).matches(&d, now));
+        assert!(!f(&["payout.created"], &[], None, None).matches(&d, now));
+        assert!(f(&[], &["evt_1"], None, None).matches(&d, now));
+        assert!(!f(&[], &["evt_2"], None, None).matches(&d, now));
+        assert!(
+            f(&[], &[], Some(1800), None).matches(&d, now),
+            "older than 30m"
+        );
+        assert!(!f(&[], &[], Some(7200), None).matches(&d, now));
+        assert!(
+            f(&[], &[], None, Some(7200)).matches(&d, now),
+            "newer than 2h"
+        );
+        assert!(!f(&[], &[], None, Some(60)).matches(&d, now));
+    }
+
+    #[test]
+    fn an_eventbridge_message_is_known_by_its_body() {
+        let now = 1_000_000_000;
+        let body = hookline_core::inbound::eventbridge_envelope(EVENT, "123456789012", "us-east-1")
+            .expect("wraps");
+        let d = delivery(&body, &[], 10, now);
+        let about = about(&d);
+        assert_eq!(about.event_id.as_deref(), Some("evt_1"));
+        assert_eq!(about.event_type.as_deref(), Some("payout.updated"));
+        assert_eq!(about.source, Some("eventbridge"));
+        let only = Filter {
+            event_types: vec!["payout.updated".to_owned()],
+            ..Default::default()
+        };
+        assert!(only.matches(&d, now));
+    }
 }

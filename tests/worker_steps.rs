@@ -1,0 +1,243 @@
+//! The worker stepped in-process: `Processor::process` against a real
+//! embedded store, one delivery at a time, with the clock and the jitter
+//! draw as parameters. Each case names the decision the rules require.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hookline_core::envelope::EventId;
+use hookline_core::ports::{Claim, Delivery, Lease, Store};
+use hookline_core::records::{EventStatus, Outcome};
+use hookline_core::settings::{AppEnv, EventFilter};
+use hookline_worker::decide::{Backoff, Decision, Done};
+use hookline_worker::process::Processor;
+
+use crate::helpers::*;
+
+const NOW: i64 = 1_800_000_000;
+
+struct Steps {
+    processor: Processor,
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+}
+
+fn steps() -> Steps {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e =
+        hookline_embedded::open(dir.path(), hookline_embedded::Options::default()).expect("open");
+    let store: Arc<dyn Store> = e.store;
+    Steps {
+        processor: Processor {
+            store: Arc::clone(&store),
+            app_env: AppEnv::Development,
+            enabled: EventFilter::default(),
+            backoff: Backoff {
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(300),
+            },
+            max_receives: 5,
+            lease: Duration::from_secs(30),
+        },
+        store,
+        _dir: dir,
+    }
+}
+
+fn delivery(body: &str, message_id: &str, receive_count: u32) -> Delivery {
+    Delivery {
+        message_id: message_id.to_owned(),
+        receipt: format!("{message_id}-{receive_count}"),
+        body: Bytes::from(body.to_owned()),
+        attributes: BTreeMap::new(),
+        receive_count,
+        sent_at_ms: 0,
+    }
+}
+
+fn payout(id: &str, created: i64) -> String {
+    event_with("payout.updated", id, created)
+}
+
+#[tokio::test]
+async fn a_first_delivery_applies_and_a_second_is_a_duplicate() {
+    let s = steps();
+    let body = payout("evt_test_step_dup", 100);
+    let (d, info) = s
+        .processor
+        .process(&delivery(&body, "m1", 1), NOW, 0.5)
+        .await;
+    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Applied)));
+    assert_eq!(info.attempts, Some(1));
+    let (d, _) = s
+        .processor
+        .process(&delivery(&body, "m2", 1), NOW, 0.5)
+        .await;
+    assert_eq!(d, Decision::Done(Done::Duplicate));
+}
+
+#[tokio::test]
+async fn an_older_event_of_the_same_object_is_stale() {
+    let s = steps();
+    let newer = payout("evt_test_step_new", 200);
+    let older = payout("evt_test_step_old", 100);
+    let (d, _) = s
+        .processor
+        .process(&delivery(&newer, "m1", 1), NOW, 0.5)
+        .await;
+    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Applied)));
+    let (d, _) = s
+        .processor
+        .process(&delivery(&older, "m2", 1), NOW, 0.5)
+        .await;
+    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Stale)));
+    let item = s
+        .store
+        .item("po_1QhLsCExamplePayout1")
+        .await
+        .expect("read")
+        .expect("item");
+    assert_eq!(item.0["lastEventId"], "evt_test_step_new");
+}
+
+#[tokio::test]
+async fn an_event_leased_by_another_delivery_is_busy_then_taken_over_when_the_lease_ends() {
+    let s = steps();
+    let body = payout("evt_test_step_busy", 100);
+    let id = EventId::new("evt_test_step_busy");
+    // Another worker's delivery holds the lease (it crashed mid-way).
+    let held = s
+        .store
+        .claim(
+            &id,
+            "payout.updated",
+            Lease {
+                owner: "other/1",
+                now: NOW,
+                secs: 30,
+                source: "webhook",
+            },
+        )
+        .await
+        .expect("claim");
+    assert_eq!(held, Claim::Started { attempts: 1 });
+    let (d, _) = s
+        .processor
+        .process(&delivery(&body, "m2", 1), NOW + 5, 1.0)
+        .await;
+    match d {
+        Decision::Busy { delay } => {
+            assert!(
+                delay >= Duration::from_millis(500) && delay <= Duration::from_secs(26),
+                "{delay:?}"
+            )
+        }
+        other => panic!("expected busy, got {other:?}"),
+    }
+    // The lease ended: the next delivery takes it over and applies.
+    let (d, info) = s
+        .processor
+        .process(&delivery(&body, "m2", 2), NOW + 31, 1.0)
+        .await;
+    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Applied)));
+    assert_eq!(info.attempts, Some(2));
+}
+
+#[tokio::test]
+async fn a_missing_required_field_is_permanent_with_a_failed_ledger_item() {
+    let s = steps();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&payout("evt_test_step_perm", 100)).expect("json");
+    v.as_object_mut().expect("object").remove("created");
+    let (d, _) = s
+        .processor
+        .process(&delivery(&v.to_string(), "m1", 1), NOW, 0.5)
+        .await;
+    match d {
+        Decision::DeadLetter { reason } => assert!(reason.contains("created"), "{reason}"),
+        other => panic!("expected dead-letter, got {other:?}"),
+    }
+    let rec = s
+        .store
+        .event("evt_test_step_perm")
+        .await
+        .expect("read")
+        .expect("ledger");
+    assert_eq!(rec.status, EventStatus::Failed);
+    // A body that is not an event at all is permanent too.
+    let (d, _) = s
+        .processor
+        .process(&delivery("not json", "m2", 1), NOW, 0.5)
+        .await;
+    assert!(matches!(d, Decision::DeadLetter { .. }), "{d:?}");
+}
+
+#[tokio::test]
+async fn a_store_outage_is_transient_then_dead_letters_on_the_last_delivery() {
+    let s = steps();
+    let body = payout("evt_test_step_transient", 100);
+    // Another process holds the write lock; the store gives up quickly.
+    let dir = tempfile::tempdir().expect("tmp");
+    let options = hookline_embedded::Options {
+        busy_timeout: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let e = hookline_embedded::open(dir.path(), options).expect("open");
+    let locked = Processor {
+        store: e.store,
+        ..s.processor.clone()
+    };
+    let locker = rusqlite::Connection::open(hookline_embedded::db_path(dir.path())).expect("open");
+    locker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let (d, _) = locked.process(&delivery(&body, "m1", 2), NOW, 1.0).await;
+    match d {
+        Decision::RetryLater {
+            delay,
+            configuration,
+            ..
+        } => {
+            assert_eq!(
+                delay,
+                Duration::from_secs(2),
+                "full jitter of the 2nd ceiling, draw 1.0"
+            );
+            assert!(!configuration);
+        }
+        other => panic!("expected retry, got {other:?}"),
+    }
+    let (d, _) = locked.process(&delivery(&body, "m1", 5), NOW, 1.0).await;
+    match d {
+        Decision::DeadLetter { reason } => {
+            assert!(reason.starts_with("gave up after 5 deliveries"), "{reason}")
+        }
+        other => panic!("expected dead-letter, got {other:?}"),
+    }
+    locker.execute_batch("ROLLBACK").expect("unlock");
+    // Once the lock is gone, the same event applies.
+    let (d, _) = locked.process(&delivery(&body, "m1", 3), NOW, 1.0).await;
+    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Applied)));
+}
+
+#[tokio::test]
+async fn events_outside_the_admission_rules_complete_ignored() {
+    let s = steps();
+    let mut live: serde_json::Value =
+        serde_json::from_str(&payout("evt_test_step_live", 100)).expect("json");
+    live["livemode"] = true.into();
+    let (d, _) = s
+        .processor
+        .process(&delivery(&live.to_string(), "m1", 1), NOW, 0.5)
+        .await;
+    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Ignored)));
+    let mut other: serde_json::Value =
+        serde_json::from_str(&payout("evt_test_step_other", 100)).expect("json");
+    other["type"] = "customer.created".into();
+    let other = other.to_string();
+    let (d, _) = s
+        .processor
+        .process(&delivery(&other, "m2", 1), NOW, 0.5)
+        .await;
+    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Ignored)));
+}
