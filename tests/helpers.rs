@@ -329,9 +329,9 @@ pub fn aws_env_vars() -> Vec<(String, String)> {
 #[derive(Debug, clap::Parser)]
 struct BackendArgs {
     #[command(flatten)]
-    common: hookline_core::settings::CommonSettings,
+    common: hookline_settings::CommonSettings,
     #[command(flatten)]
-    tables: hookline_core::settings::TableSettings,
+    tables: hookline_settings::TableSettings,
 }
 
 /// A fresh queue pair and tables on moto, unique to one test.

@@ -114,9 +114,8 @@ def test_each_service_role_has_only_what_it_needs(template):
 
 def settings_read_by(binary):
     """Environment variables a binary reads: its own settings file plus the
-    shared groups in crates/core/src/settings.rs; AWS_* come from the SDK."""
-    files = [ROOT / "crates/core/src/settings.rs", ROOT / "crates/core/src/emf.rs",
-             ROOT / f"crates/{binary}/src/settings.rs"]
+    shared groups in crates/settings; AWS_* come from the SDK."""
+    files = [ROOT / "crates/settings/src/lib.rs", ROOT / f"crates/{binary}/src/settings.rs"]
     names = set()
     for f in files:
         names |= set(re.findall(r'env = "([A-Z0-9_]+)"', f.read_text()))
@@ -334,7 +333,7 @@ def test_ingress_disabled_creates_no_load_balancer_resources(template):
 
 def emf_names(binary):
     source = (ROOT / f"crates/{binary}/src/metrics.rs").read_text()
-    return set(re.findall(r'\("([A-Za-z]+)", Reading::', source))
+    return set(re.findall(r'\(\s*"([A-Za-z]+)",\s*Reading::', source))
 
 
 def test_alarms_and_dashboard_use_metrics_the_tasks_write(template):

@@ -321,9 +321,9 @@ impl Outage {
 #[derive(clap::Parser)]
 struct BackendArgs {
     #[command(flatten)]
-    common: hookline_core::settings::CommonSettings,
+    common: hookline_settings::CommonSettings,
     #[command(flatten)]
-    tables: hookline_core::settings::TableSettings,
+    tables: hookline_settings::TableSettings,
 }
 
 /// Posts every delivery until it gets a 200 (retrying 503s and requests

@@ -104,7 +104,7 @@ impl DynamoStore {
             .expression_attribute_values(":type", s(event_type))
             .expression_attribute_values(":one", n(1))
             .build()
-            .map_err(|e| PortError::Permanent(format!("ledger update: {e}")))
+            .map_err(|e| PortError::permanent(format!("ledger update: {e}")))
     }
 
     /// Completes without a projection change (ignored or stale).
@@ -150,7 +150,7 @@ impl DynamoStore {
             ))
             .expression_attribute_values(":created", n(p.event_created()))
             .build()
-            .map_err(|e| PortError::Permanent(format!("projection put: {e}")))
+            .map_err(|e| PortError::permanent(format!("projection put: {e}")))
     }
 }
 
@@ -234,7 +234,7 @@ impl Store for DynamoStore {
                         lease_until: r.lease_until.unwrap_or(lease_until),
                     }),
                     // Gone in between (TTL): let the caller try again.
-                    None => Err(PortError::Transient(
+                    None => Err(PortError::transient(
                         "ledger item changed during claim".to_owned(),
                     )),
                 }
@@ -303,12 +303,12 @@ impl Store for DynamoStore {
                 } else if reasons.iter().flatten().any(|c| c == "ValidationError") {
                     // Our own item is invalid (too large, a bad attribute):
                     // the same write fails the same way every time.
-                    Err(PortError::Permanent(format!(
+                    Err(PortError::permanent(format!(
                         "TransactWriteItems cancelled: {reasons:?}"
                     )))
                 } else {
                     // Conflicts with another transaction, throttling: retry.
-                    Err(PortError::Transient(format!(
+                    Err(PortError::transient(format!(
                         "TransactWriteItems cancelled: {reasons:?}"
                     )))
                 }

@@ -73,11 +73,11 @@ pub(crate) fn code_is_configuration(code: &str) -> bool {
 /// How an error code is classified.
 pub(crate) fn classify_code(code: &str, text: String) -> PortError {
     if code_is_transient(code) {
-        PortError::Transient(text)
+        PortError::transient(text)
     } else if code_is_configuration(code) {
-        PortError::Configuration(configuration_hint(text))
+        PortError::configuration(configuration_hint(text))
     } else {
-        PortError::Permanent(text)
+        PortError::permanent(text)
     }
 }
 
@@ -94,32 +94,39 @@ fn configuration_hint(text: String) -> String {
 /// and the codes above are configuration; the rest is permanent.
 pub(crate) fn classify<E>(op: &str, err: SdkError<E>) -> PortError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let text = format!("{op}: {}", DisplayErrorContext(&err));
-    match &err {
-        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => PortError::Transient(text),
+    kind_of(text, &err).with_source(err)
+}
+
+fn kind_of<E>(text: String, err: &SdkError<E>) -> PortError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => PortError::transient(text),
         SdkError::DispatchFailure(d) => {
             if d.is_io() || d.is_timeout() {
-                PortError::Transient(text)
+                PortError::transient(text)
             } else {
                 // Identity resolution fails here: no or unusable credentials.
-                PortError::Configuration(configuration_hint(text))
+                PortError::configuration(configuration_hint(text))
             }
         }
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
             let code = service.err().code().unwrap_or_default();
             if status >= 500 || status == 429 {
-                PortError::Transient(text)
+                PortError::transient(text)
             } else if code.is_empty() && (status == 403 || status == 401) {
-                PortError::Configuration(configuration_hint(text))
+                PortError::configuration(configuration_hint(text))
             } else {
                 classify_code(code, text)
             }
         }
-        SdkError::ConstructionFailure(_) => PortError::Configuration(configuration_hint(text)),
-        _ => PortError::Transient(text),
+        SdkError::ConstructionFailure(_) => PortError::configuration(configuration_hint(text)),
+        _ => PortError::transient(text),
     }
 }
 
@@ -144,9 +151,9 @@ mod tests {
                 "{code}"
             );
         }
-        assert!(matches!(
-            classify_code("ValidationException", String::new()),
-            PortError::Permanent(_)
-        ));
+        assert_eq!(
+            classify_code("ValidationException", String::new()).kind(),
+            hookline_core::ports::ErrorKind::Permanent
+        );
     }
 }

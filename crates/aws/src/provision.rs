@@ -110,14 +110,14 @@ pub async fn create_tables(
                     .attribute_name(key)
                     .attribute_type(ScalarAttributeType::S)
                     .build()
-                    .map_err(|e| PortError::Permanent(e.to_string()))?,
+                    .map_err(|e| PortError::permanent(e.to_string()))?,
             )
             .key_schema(
                 KeySchemaElement::builder()
                     .attribute_name(key)
                     .key_type(KeyType::Hash)
                     .build()
-                    .map_err(|e| PortError::Permanent(e.to_string()))?,
+                    .map_err(|e| PortError::permanent(e.to_string()))?,
             )
             .send()
             .await;
@@ -136,7 +136,7 @@ pub async fn create_tables(
                 .enabled(true)
                 .attribute_name("expiresAt")
                 .build()
-                .map_err(|e| PortError::Permanent(e.to_string()))?,
+                .map_err(|e| PortError::permanent(e.to_string()))?,
         )
         .send()
         .await

@@ -19,7 +19,7 @@ pub async fn fetch(
         .map_err(|e| classify("GetSecretValue", e))?;
     out.secret_string
         .map(SecretString::from)
-        .ok_or_else(|| PortError::Permanent(format!("secret {secret_id} has no string value")))
+        .ok_or_else(|| PortError::permanent(format!("secret {secret_id} has no string value")))
 }
 
 /// A Secrets Manager reader, cheap to clone.

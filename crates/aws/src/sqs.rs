@@ -112,7 +112,7 @@ impl SqsQueue {
             .map_err(|e| classify(&format!("GetQueueAttributes on queue {}", self.url), e))?;
         out.attributes
             .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-            .ok_or_else(|| PortError::Permanent("queue has no ARN".to_owned()))
+            .ok_or_else(|| PortError::permanent("queue has no ARN".to_owned()))
     }
 }
 
@@ -151,7 +151,7 @@ fn string_attr(value: &str) -> Result<MessageAttributeValue, PortError> {
         .data_type("String")
         .string_value(value)
         .build()
-        .map_err(|e| PortError::Permanent(format!("message attribute: {e}")))
+        .map_err(|e| PortError::permanent(format!("message attribute: {e}")))
 }
 
 fn entry(
@@ -162,13 +162,13 @@ fn entry(
     // Checked here, so that an oversized message fails alone instead of
     // SQS refusing the whole batch with its neighbours.
     if m.wire_size() > SQS_MAX_MESSAGE_BYTES {
-        return Err(PortError::Permanent(format!(
+        return Err(PortError::permanent(format!(
             "message of {} bytes is over the SQS limit of {SQS_MAX_MESSAGE_BYTES}",
             m.wire_size()
         )));
     }
     let body = std::str::from_utf8(&m.body)
-        .map_err(|_| PortError::Permanent("SQS message bodies must be UTF-8".to_owned()))?;
+        .map_err(|_| PortError::permanent("SQS message bodies must be UTF-8".to_owned()))?;
     let mut b = SendMessageBatchRequestEntry::builder()
         .id(i.to_string())
         .message_body(body);
@@ -181,7 +181,7 @@ fn entry(
             .message_deduplication_id(&m.dedup_id);
     }
     b.build()
-        .map_err(|e| PortError::Permanent(format!("SendMessageBatch entry: {e}")))
+        .map_err(|e| PortError::permanent(format!("SendMessageBatch entry: {e}")))
 }
 
 #[async_trait]
@@ -195,13 +195,16 @@ impl Queue for SqsQueue {
 
     async fn send_batch(&self, batch: &[OutboundMessage]) -> Vec<Result<(), PortError>> {
         let mut results: Vec<Result<(), PortError>> = Vec::with_capacity(batch.len());
+        // Which results still wait for SQS's answer (the entries sent).
+        let mut sent_entries: Vec<usize> = Vec::with_capacity(batch.len());
         let mut entries = Vec::with_capacity(batch.len());
         for (i, m) in batch.iter().enumerate() {
             match entry(i, m, self.fifo) {
                 Ok(e) => {
                     entries.push(e);
-                    results.push(Err(PortError::Transient(
-                        "no answer for this entry".to_owned(),
+                    sent_entries.push(i);
+                    results.push(Err(PortError::transient(
+                        "SQS gave no answer for this entry",
                     )));
                 }
                 Err(e) => results.push(Err(e)),
@@ -220,10 +223,10 @@ impl Queue for SqsQueue {
         match sent {
             Err(e) => {
                 let err = classify(&format!("SendMessageBatch on queue {}", self.url), e);
-                for r in results.iter_mut().filter(|r| {
-                    matches!(r, Err(PortError::Transient(m)) if m == "no answer for this entry")
-                }) {
-                    *r = Err(err.clone());
+                for i in sent_entries {
+                    if let Some(r) = results.get_mut(i) {
+                        *r = Err(err.clone());
+                    }
                 }
             }
             Ok(out) => {
@@ -242,7 +245,7 @@ impl Queue for SqsQueue {
                     let err = if failed.sender_fault {
                         classify_code(&failed.code, text)
                     } else {
-                        PortError::Transient(text)
+                        PortError::transient(text)
                     };
                     if let Some(r) = failed
                         .id
@@ -337,7 +340,7 @@ impl Queue for SqsQueue {
             let mut chunk_results: Vec<Result<(), PortError>> = vec![Ok(()); chunk.len()];
             match entries {
                 Err(e) => {
-                    let err = PortError::Permanent(format!("DeleteMessageBatch entry: {e}"));
+                    let err = PortError::permanent(format!("DeleteMessageBatch entry: {e}"));
                     chunk_results.iter_mut().for_each(|r| *r = Err(err.clone()));
                 }
                 Ok(entries) => {
@@ -368,9 +371,9 @@ impl Queue for SqsQueue {
                                         failed.message.unwrap_or_default()
                                     );
                                     *r = Err(if failed.sender_fault {
-                                        PortError::Permanent(text)
+                                        PortError::permanent(text)
                                     } else {
-                                        PortError::Transient(text)
+                                        PortError::transient(text)
                                     });
                                 }
                             }

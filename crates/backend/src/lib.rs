@@ -13,7 +13,7 @@ use hookline_aws::{AwsClients, DynamoStore, SecretsReader, SqsQueue, SqsRedrive,
 use hookline_core::coalescer::CoalescerConfig;
 use hookline_core::ports::{NativeRedrive, PortError, Queue, Store};
 use hookline_core::secrets::{ResolveError, SecretRuleError, SecretSetting, SecretSource};
-use hookline_core::settings::{CommonSettings, TableSettings};
+use hookline_settings::{CommonSettings, TableSettings};
 use secrecy::SecretString;
 
 /// Why the backend cannot be opened.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use hookline_core::secrets::{check_key_mode, mask, webhook_secrets, SecretSetting};
-use hookline_core::settings::{EventSettings, WebhookSecretSettings};
+use hookline_settings::{EventSettings, WebhookSecretSettings};
 
 use crate::opts::BackendOpts;
 

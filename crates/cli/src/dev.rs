@@ -5,7 +5,7 @@ use secrecy::ExposeSecret;
 
 use hookline_core::clock::unix_secs;
 use hookline_core::secrets::parse_webhook_secrets;
-use hookline_core::settings::WebhookSecretSettings;
+use hookline_settings::WebhookSecretSettings;
 
 /// Arguments of `hookline dev send`.
 #[derive(Debug, Clone, clap::Args)]
@@ -124,7 +124,7 @@ pub struct AwsSetupArgs {
     pub queue_name: String,
 
     #[command(flatten)]
-    pub tables: hookline_core::settings::TableSettings,
+    pub tables: hookline_settings::TableSettings,
 
     /// Deliveries before SQS redrives a message to the DLQ.
     #[arg(long, env = "MAX_RECEIVES", default_value_t = 5)]

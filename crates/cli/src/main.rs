@@ -183,7 +183,7 @@ enum DevCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli: Cli = hookline_core::settings::parse_or_exit();
+    let cli: Cli = hookline_settings::parse_or_exit();
     match run(cli).await {
         Ok(code) => code,
         Err(error) => {

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use hookline_backend::{Backend, Tuning};
 use hookline_core::ports::Queue;
-use hookline_core::settings::{CommonSettings, TableSettings};
+use hookline_settings::{CommonSettings, TableSettings};
 use std::sync::Arc;
 
 /// The backend settings (`QUEUE_URL`, `DLQ_URL`, `DATA_DIR`, tables, …).

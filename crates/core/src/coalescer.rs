@@ -90,9 +90,9 @@ impl SendCoalescer {
         self.tx
             .send(Pending { message, done })
             .await
-            .map_err(|_| PortError::Transient("send coalescer stopped".to_owned()))?;
+            .map_err(|_| PortError::transient("send coalescer stopped".to_owned()))?;
         wait.await
-            .map_err(|_| PortError::Transient("send abandoned".to_owned()))?
+            .map_err(|_| PortError::transient("send abandoned".to_owned()))?
     }
 
     pub fn stats(&self) -> &CoalescerStats {
@@ -164,7 +164,7 @@ async fn flush(queue: &dyn Queue, batch: Vec<Pending>) {
     let mut results = queue.send_batch(&messages).await.into_iter();
     for done in waiters {
         let result = results.next().unwrap_or_else(|| {
-            Err(PortError::Transient(
+            Err(PortError::transient(
                 "queue returned fewer results than messages".to_owned(),
             ))
         });
@@ -211,7 +211,7 @@ mod tests {
                 .iter()
                 .map(|_| {
                     if fail {
-                        Err(PortError::Transient("batch refused".to_owned()))
+                        Err(PortError::transient("batch refused".to_owned()))
                     } else {
                         Ok(())
                     }

@@ -16,18 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Counter, Histogram};
 
-/// `EMF_NAMESPACE`, `EMF_INTERVAL_SECS`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct EmfSettings {
-    /// CloudWatch namespace: when set, metrics are also written as Embedded
-    /// Metric Format lines on stdout.
-    #[arg(long, env = "EMF_NAMESPACE")]
-    pub emf_namespace: Option<String>,
-    /// Seconds between EMF lines (counters are deltas since the last one).
-    #[arg(long, env = "EMF_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub emf_interval_secs: u64,
-}
-
 /// A cumulative reading of one metric.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reading {
@@ -127,9 +115,11 @@ pub fn line(
 }
 
 /// Writes an EMF line for `service` every interval, and a last one when
-/// `shutdown` fires, until then. Does nothing without `EMF_NAMESPACE`.
+/// `shutdown` fires, until then. Does nothing without a namespace
+/// (`EMF_NAMESPACE` unset).
 pub fn spawn<F>(
-    settings: &EmfSettings,
+    namespace: Option<String>,
+    every: Duration,
     service: &'static str,
     read: F,
     shutdown: CancellationToken,
@@ -137,8 +127,8 @@ pub fn spawn<F>(
 where
     F: Fn() -> Vec<Sample> + Send + 'static,
 {
-    let namespace = settings.emf_namespace.clone()?;
-    let every = Duration::from_secs(settings.emf_interval_secs.max(1));
+    let namespace = namespace?;
+    let every = every.max(Duration::from_secs(1));
     Some(tokio::spawn(async move {
         let mut before = Vec::new();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);

@@ -5,7 +5,7 @@
 //! the [`ports`] (one trait for the queue, one for the store) that the
 //! embedded and AWS adapters implement, the typed [`settings`], the
 //! [`coalescer::SendCoalescer`] that turns concurrent sends into batches, the
-//! pure event [`handlers`], and small [`metrics`] and [`telemetry`] helpers.
+//! pure event [`handlers`], and small [`metrics`] helpers.
 //!
 //! Architecture invariant: nothing here talks to SQLite or AWS; adapters live
 //! in their own crates and are reached only through the ports.
@@ -23,4 +23,3 @@ pub mod records;
 pub mod secrets;
 pub mod settings;
 pub mod shutdown;
-pub mod telemetry;

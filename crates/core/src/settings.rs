@@ -1,31 +1,8 @@
-//! Typed settings, loaded once at start from environment variables and
-//! `--kebab-case` flags (clap). Each binary flattens the groups it uses.
+//! The domain's settings values: the environment and which event types are
+//! processed. How they are read (flags and environment variables) lives in
+//! `hookline-settings`, with the binaries.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-
-use secrecy::SecretString;
-
-/// Parses a binary's settings from its flags and environment, as the SPEC
-/// wants its exit codes: a settings value that fails validation (an unknown
-/// `APP_ENV`, `MAX_RECEIVES=0`, a number that does not parse), whether from
-/// the environment or a flag, exits 1; a command-line usage error (an
-/// unknown flag or command, a missing argument) exits 2; `--help` and
-/// `--version` exit 0.
-pub fn parse_or_exit<T: clap::Parser>() -> T {
-    match T::try_parse() {
-        Ok(settings) => settings,
-        Err(error) => {
-            use clap::error::ErrorKind;
-            let code = match error.kind() {
-                ErrorKind::InvalidValue | ErrorKind::ValueValidation | ErrorKind::InvalidUtf8 => 1,
-                _ => error.exit_code(),
-            };
-            let _ = error.print();
-            std::process::exit(code)
-        }
-    }
-}
 
 /// Event types processed when `ENABLED_EVENTS` is not set.
 pub const DEFAULT_ENABLED_EVENTS: [&str; 6] = [
@@ -38,7 +15,7 @@ pub const DEFAULT_ENABLED_EVENTS: [&str; 6] = [
 ];
 
 /// `APP_ENV`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppEnv {
     Development,
     Production,
@@ -57,97 +34,23 @@ impl AppEnv {
     }
 }
 
-/// `LOG_FORMAT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
-/// Settings every binary reads: environment, logging, backend selection.
-#[derive(Debug, Clone, clap::Args)]
-pub struct CommonSettings {
-    /// `development` or `production`.
-    #[arg(long, env = "APP_ENV", value_enum, default_value = "development")]
-    pub app_env: AppEnv,
-
-    /// Log lines on stderr; `json` in production, else `text`.
-    #[arg(long, env = "LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-
-    /// SQS queue URL; unset selects the embedded SQLite backend.
-    #[arg(long, env = "QUEUE_URL")]
-    pub queue_url: Option<String>,
-
-    /// SQS dead-letter queue URL (required with QUEUE_URL by the worker and `dlq` commands).
-    #[arg(long, env = "DLQ_URL")]
-    pub dlq_url: Option<String>,
-
-    /// Embedded backend location.
-    #[arg(long, env = "DATA_DIR", default_value = "./data")]
-    pub data_dir: PathBuf,
-
-    /// Deliveries before a message goes to the DLQ.
-    #[arg(long, env = "MAX_RECEIVES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub max_receives: u32,
-
-    /// Seconds a received message stays hidden before another worker may take it.
-    #[arg(long, env = "VISIBILITY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=43_200))]
-    pub visibility_timeout_secs: u64,
-
-    /// Stripe API key (optional; `backfill` needs it). Never printed.
-    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
-    pub stripe_secret_key: Option<SecretString>,
-
-    /// Secrets Manager id of the Stripe API key; wins over STRIPE_SECRET_KEY.
-    #[arg(long, env = "STRIPE_SECRET_KEY_ID")]
-    pub stripe_secret_key_id: Option<String>,
-
-    /// Embedded backend: milliseconds to wait for another process's write lock.
-    #[arg(long, env = "EMBEDDED_BUSY_TIMEOUT_MS", default_value_t = 5_000)]
-    pub embedded_busy_timeout_ms: u64,
-
-    /// Seconds between re-reads of secrets held in Secrets Manager.
-    #[arg(long, env = "SECRET_REFRESH_SECS", default_value_t = 300)]
-    pub secret_refresh_secs: u64,
-}
-
-impl CommonSettings {
-    pub fn log_format(&self) -> LogFormat {
-        self.log_format.unwrap_or(match self.app_env {
-            AppEnv::Production => LogFormat::Json,
-            AppEnv::Development => LogFormat::Text,
-        })
-    }
-    /// Whether the AWS backend is selected.
-    pub fn uses_aws(&self) -> bool {
-        self.queue_url.is_some()
+impl std::str::FromStr for AppEnv {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "development" => Ok(Self::Development),
+            "production" => Ok(Self::Production),
+            other => Err(format!(
+                "{other:?} is not an environment: development or production"
+            )),
+        }
     }
 }
 
-/// Table names of the store.
-#[derive(Debug, Clone, clap::Args)]
-pub struct TableSettings {
-    /// Idempotency ledger (DynamoDB).
-    #[arg(long, env = "EVENTS_TABLE_NAME", default_value = "hookline-events")]
-    pub events_table_name: String,
-    /// Latest state of payment intents, payouts, disputes.
-    #[arg(long, env = "OBJECTS_TABLE_NAME", default_value = "hookline-objects")]
-    pub objects_table_name: String,
-    /// Connected-account (provider) onboarding state.
-    #[arg(long, env = "PROVIDER_TABLE_NAME", default_value = "Provider")]
-    pub provider_table_name: String,
-}
-
-/// Webhook secret settings (ingress, `config check`, `dev send`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct WebhookSecretSettings {
-    /// One or more whsec_ secrets, comma-separated. Never printed.
-    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
-    pub stripe_webhook_secret: Option<SecretString>,
-    /// Secrets Manager id or ARN holding the webhook secret(s); wins over STRIPE_WEBHOOK_SECRET.
-    #[arg(long, env = "STRIPE_WEBHOOK_SECRET_ID")]
-    pub stripe_webhook_secret_id: Option<String>,
+impl std::fmt::Display for AppEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `ENABLED_EVENTS`: which event types are processed.
@@ -208,14 +111,6 @@ impl std::fmt::Display for EventFilter {
     }
 }
 
-/// The `ENABLED_EVENTS` flag, shared by the ingress and the worker.
-#[derive(Debug, Clone, clap::Args)]
-pub struct EventSettings {
-    /// Comma-separated event types to process; `*` = all.
-    #[arg(long, env = "ENABLED_EVENTS", default_value_t = EventFilter::default())]
-    pub enabled_events: EventFilter,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +124,12 @@ mod tests {
         assert!(!some.allows("payout.updated"));
         assert!(" , ".parse::<EventFilter>().is_err());
         assert!(EventFilter::default().allows("charge.dispute.created"));
+    }
+
+    #[test]
+    fn app_env_parses() {
+        assert_eq!("production".parse::<AppEnv>(), Ok(AppEnv::Production));
+        assert!("staging".parse::<AppEnv>().is_err());
     }
 
     #[test]

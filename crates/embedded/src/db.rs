@@ -114,11 +114,11 @@ where
     tokio::task::spawn_blocking(move || {
         let mut guard = conn
             .lock()
-            .map_err(|_| PortError::Transient("database connection poisoned".to_owned()))?;
+            .map_err(|_| PortError::transient("database connection poisoned".to_owned()))?;
         f(&mut guard).map_err(classify)
     })
     .await
-    .map_err(|e| PortError::Transient(format!("database task failed: {e}")))?
+    .map_err(|e| PortError::transient(format!("database task failed: {e}")))?
 }
 
 /// Lock contention and I/O trouble are transient; the rest is permanent.
@@ -142,13 +142,14 @@ pub(crate) fn classify(e: rusqlite::Error) -> PortError {
                 | ErrorCode::AuthorizationForStatementDenied
         )
     );
-    if transient {
-        PortError::Transient(format!("sqlite: {e}"))
+    let error = if transient {
+        PortError::transient(format!("sqlite: {e}"))
     } else if configuration {
-        PortError::Configuration(format!(
+        PortError::configuration(format!(
             "sqlite: {e} (check that DATA_DIR and its files are writable by this user)"
         ))
     } else {
-        PortError::Permanent(format!("sqlite: {e}"))
-    }
+        PortError::permanent(format!("sqlite: {e}"))
+    };
+    error.with_source(e)
 }

@@ -127,7 +127,7 @@ fn parse_receipt(receipt: &str) -> Result<(i64, String), PortError> {
     receipt
         .split_once(':')
         .and_then(|(seq, token)| Some((seq.parse().ok()?, token.to_owned())))
-        .ok_or_else(|| PortError::Permanent("malformed receipt handle".to_owned()))
+        .ok_or_else(|| PortError::permanent("malformed receipt handle".to_owned()))
 }
 
 #[async_trait]
@@ -251,7 +251,7 @@ impl Queue for EmbeddedQueue {
         if changed == 1 {
             Ok(())
         } else {
-            Err(PortError::Permanent(
+            Err(PortError::permanent(
                 "receipt handle is no longer valid".to_owned(),
             ))
         }

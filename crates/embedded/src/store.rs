@@ -239,7 +239,7 @@ impl Store for EmbeddedStore {
             None => Ok(None),
             Some(text) => match serde_json::from_str(&text) {
                 Ok(serde_json::Value::Object(map)) => Ok(Some(StoredItem(map))),
-                _ => Err(PortError::Permanent(format!(
+                _ => Err(PortError::permanent(format!(
                     "stored item {id} is not a JSON object"
                 ))),
             },

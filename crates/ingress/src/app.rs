@@ -129,7 +129,7 @@ pub struct Application {
     router: Router,
     state: Arc<AppState>,
     limits: crate::serve::ConnectionLimits,
-    emf: hookline_core::emf::EmfSettings,
+    emf: hookline_settings::EmfSettings,
 }
 
 impl Application {
@@ -272,7 +272,8 @@ impl Application {
     pub async fn run_until(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let state = Arc::clone(&self.state);
         let emf = hookline_core::emf::spawn(
-            &self.emf,
+            self.emf.emf_namespace.clone(),
+            Duration::from_secs(self.emf.emf_interval_secs),
             "ingress",
             move || state.metrics.emf_samples(),
             shutdown.clone(),
@@ -299,8 +300,8 @@ async fn refresh_secrets(state: &AppState, reader: &dyn SecretSource, id: &str) 
     let loaded = match reader.fetch(id).await {
         Ok(value) => parse_webhook_secrets(&value).map_err(|e| (PLACEHOLDER, e.to_string())),
         Err(e) => Err((
-            match e {
-                hookline_core::ports::PortError::Transient(_) => UNREACHABLE,
+            match e.kind() {
+                hookline_core::ports::ErrorKind::Transient => UNREACHABLE,
                 _ => REFUSED,
             },
             e.to_string(),

@@ -5,8 +5,8 @@ use std::time::Duration;
 use hookline_ingress::{Application, IngressArgs};
 
 fn main() -> std::process::ExitCode {
-    let args: IngressArgs = hookline_core::settings::parse_or_exit();
-    hookline_core::telemetry::init(args.common.log_format());
+    let args: IngressArgs = hookline_settings::parse_or_exit();
+    hookline_settings::init_logging(args.common.log_format());
     // One event-loop thread by default: it serves tens of thousands of
     // requests a second and avoids cross-thread wake-ups (about a quarter of
     // the CPU per event in the load benchmark). Scale out with more tasks.

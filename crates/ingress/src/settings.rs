@@ -1,7 +1,5 @@
-use hookline_core::emf::EmfSettings;
-use hookline_core::settings::{
-    CommonSettings, EventSettings, TableSettings, WebhookSecretSettings,
-};
+use hookline_settings::EmfSettings;
+use hookline_settings::{CommonSettings, EventSettings, TableSettings, WebhookSecretSettings};
 
 /// Settings of `hookline-ingress` (environment variables or flags).
 #[derive(Debug, Clone, clap::Parser)]

@@ -5,8 +5,8 @@ use std::time::Duration;
 use hookline_worker::{Worker, WorkerArgs};
 
 fn main() -> std::process::ExitCode {
-    let args: WorkerArgs = hookline_core::settings::parse_or_exit();
-    hookline_core::telemetry::init(args.common.log_format());
+    let args: WorkerArgs = hookline_settings::parse_or_exit();
+    hookline_settings::init_logging(args.common.log_format());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

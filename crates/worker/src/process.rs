@@ -8,7 +8,7 @@ use hookline_core::envelope::{Envelope, EventId};
 use hookline_core::handlers::handler_for;
 use hookline_core::inbound::{admit, unwrap, Source};
 use hookline_core::message::attr;
-use hookline_core::ports::{Claim, Delivery, Lease, PortError, Store};
+use hookline_core::ports::{Claim, Delivery, ErrorKind, Lease, PortError, Store};
 use hookline_core::records::Completion;
 use hookline_core::settings::{AppEnv, EventFilter};
 
@@ -138,14 +138,12 @@ impl Processor {
                 tracing::debug!(message = "Event claimed.", event_id = %id, attempts);
                 info.attempts = Some(attempts);
             }
-            Err(error @ (PortError::Transient(_) | PortError::Configuration(_))) => {
-                return transient(error)
-            }
-            Err(PortError::Permanent(e)) => {
+            Err(error) if error.kind() == ErrorKind::Permanent => {
                 return Decision::DeadLetter {
-                    reason: format!("store refused the claim: {e}"),
+                    reason: format!("store refused the claim: {}", error.message()),
                 }
             }
+            Err(error) => return transient(error),
         }
 
         // Admission (as the ingress applies it; no ingress saw an
@@ -183,15 +181,15 @@ impl Processor {
         match committed {
             Ok(Completion::Completed(outcome)) => Decision::Done(Done::Completed(outcome)),
             Ok(Completion::Duplicate) => Decision::Done(Done::Duplicate),
-            Err(error @ (PortError::Transient(_) | PortError::Configuration(_))) => {
+            Err(error) if error.kind() == ErrorKind::Permanent => {
+                let reason = format!("store refused the write: {}", error.message());
+                self.fail_permanently(id, event_type, reason, now).await
+            }
+            Err(error) => {
                 let decision = transient(error.clone());
                 self.record_failure(id.as_str(), event_type, &error.to_string(), now)
                     .await;
                 decision
-            }
-            Err(PortError::Permanent(e)) => {
-                self.fail_permanently(id, event_type, format!("store refused the write: {e}"), now)
-                    .await
             }
         }
     }

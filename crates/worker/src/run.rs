@@ -54,7 +54,7 @@ pub struct Worker {
     grace: Duration,
     /// How often expired records are purged; `None` to never.
     housekeeping: Option<Duration>,
-    emf: hookline_core::emf::EmfSettings,
+    emf: hookline_settings::EmfSettings,
 }
 
 impl Worker {
@@ -155,7 +155,8 @@ impl Worker {
         let emf = {
             let metrics = Arc::clone(&self.metrics);
             hookline_core::emf::spawn(
-                &self.emf,
+                self.emf.emf_namespace.clone(),
+                Duration::from_secs(self.emf.emf_interval_secs),
                 "worker",
                 move || metrics.emf_samples(),
                 shutdown.clone(),

@@ -1,5 +1,5 @@
-use hookline_core::emf::EmfSettings;
-use hookline_core::settings::{CommonSettings, EventSettings, TableSettings};
+use hookline_settings::EmfSettings;
+use hookline_settings::{CommonSettings, EventSettings, TableSettings};
 
 /// Settings of `hookline-worker` (environment variables or flags).
 #[derive(Debug, Clone, clap::Parser)]

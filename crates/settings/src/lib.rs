@@ -1,0 +1,164 @@
+//! How the binaries read their settings: environment variables and
+//! `--kebab-case` flags (clap), loaded once at start, with the SPEC's exit
+//! codes; and the logging set-up. Each binary flattens the groups it uses.
+//! The values they carry (`AppEnv`, `EventFilter`) are the domain's, in
+//! `hookline-core`.
+
+use std::path::PathBuf;
+
+use hookline_core::settings::{AppEnv, EventFilter};
+use secrecy::SecretString;
+use tracing_subscriber::EnvFilter;
+
+/// Parses a binary's settings from its flags and environment, as the SPEC
+/// wants its exit codes: a settings value that fails validation (an unknown
+/// `APP_ENV`, `MAX_RECEIVES=0`, a number that does not parse), whether from
+/// the environment or a flag, exits 1; a command-line usage error (an
+/// unknown flag or command, a missing argument) exits 2; `--help` and
+/// `--version` exit 0.
+pub fn parse_or_exit<T: clap::Parser>() -> T {
+    match T::try_parse() {
+        Ok(settings) => settings,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            let code = match error.kind() {
+                ErrorKind::InvalidValue | ErrorKind::ValueValidation | ErrorKind::InvalidUtf8 => 1,
+                _ => error.exit_code(),
+            };
+            let _ = error.print();
+            std::process::exit(code)
+        }
+    }
+}
+
+/// `LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Settings every binary reads: environment, logging, backend selection.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonSettings {
+    /// `development` or `production`.
+    #[arg(long, env = "APP_ENV", default_value = "development")]
+    pub app_env: AppEnv,
+
+    /// Log lines on stderr; `json` in production, else `text`.
+    #[arg(long, env = "LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// SQS queue URL; unset selects the embedded SQLite backend.
+    #[arg(long, env = "QUEUE_URL")]
+    pub queue_url: Option<String>,
+
+    /// SQS dead-letter queue URL (required with QUEUE_URL by the worker and `dlq` commands).
+    #[arg(long, env = "DLQ_URL")]
+    pub dlq_url: Option<String>,
+
+    /// Embedded backend location.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Deliveries before a message goes to the DLQ.
+    #[arg(long, env = "MAX_RECEIVES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_receives: u32,
+
+    /// Seconds a received message stays hidden before another worker may take it.
+    #[arg(long, env = "VISIBILITY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=43_200))]
+    pub visibility_timeout_secs: u64,
+
+    /// Stripe API key (optional; `backfill` needs it). Never printed.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<SecretString>,
+
+    /// Secrets Manager id of the Stripe API key; wins over STRIPE_SECRET_KEY.
+    #[arg(long, env = "STRIPE_SECRET_KEY_ID")]
+    pub stripe_secret_key_id: Option<String>,
+
+    /// Embedded backend: milliseconds to wait for another process's write lock.
+    #[arg(long, env = "EMBEDDED_BUSY_TIMEOUT_MS", default_value_t = 5_000)]
+    pub embedded_busy_timeout_ms: u64,
+
+    /// Seconds between re-reads of secrets held in Secrets Manager.
+    #[arg(long, env = "SECRET_REFRESH_SECS", default_value_t = 300)]
+    pub secret_refresh_secs: u64,
+}
+
+impl CommonSettings {
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format.unwrap_or(match self.app_env {
+            AppEnv::Production => LogFormat::Json,
+            AppEnv::Development => LogFormat::Text,
+        })
+    }
+    /// Whether the AWS backend is selected.
+    pub fn uses_aws(&self) -> bool {
+        self.queue_url.is_some()
+    }
+}
+
+/// Table names of the store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TableSettings {
+    /// Idempotency ledger (DynamoDB).
+    #[arg(long, env = "EVENTS_TABLE_NAME", default_value = "hookline-events")]
+    pub events_table_name: String,
+    /// Latest state of payment intents, payouts, disputes.
+    #[arg(long, env = "OBJECTS_TABLE_NAME", default_value = "hookline-objects")]
+    pub objects_table_name: String,
+    /// Connected-account (provider) onboarding state.
+    #[arg(long, env = "PROVIDER_TABLE_NAME", default_value = "Provider")]
+    pub provider_table_name: String,
+}
+
+/// Webhook secret settings (ingress, `config check`, `dev send`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookSecretSettings {
+    /// One or more whsec_ secrets, comma-separated. Never printed.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<SecretString>,
+    /// Secrets Manager id or ARN holding the webhook secret(s); wins over STRIPE_WEBHOOK_SECRET.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET_ID")]
+    pub stripe_webhook_secret_id: Option<String>,
+}
+
+/// The `ENABLED_EVENTS` flag, shared by the ingress and the worker.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EventSettings {
+    /// Comma-separated event types to process; `*` = all.
+    #[arg(long, env = "ENABLED_EVENTS", default_value_t = EventFilter::default())]
+    pub enabled_events: EventFilter,
+}
+
+/// `EMF_NAMESPACE`, `EMF_INTERVAL_SECS`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EmfSettings {
+    /// CloudWatch namespace: when set, metrics are also written as Embedded
+    /// Metric Format lines on stdout.
+    #[arg(long, env = "EMF_NAMESPACE")]
+    pub emf_namespace: Option<String>,
+    /// Seconds between EMF lines (counters are deltas since the last one).
+    #[arg(long, env = "EMF_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub emf_interval_secs: u64,
+}
+
+/// Logging: `tracing` to stderr, text or JSON, filtered by `RUST_LOG`
+/// (default `info`). Log statements use key/value fields and never carry a
+/// secret: secrets are `SecretString`, whose `Debug` is redacted.
+/// Installs the global subscriber once; later calls are ignored.
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
+}
