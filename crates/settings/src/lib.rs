@@ -162,3 +162,45 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };
 }
+
+/// Runs a service binary's `main` future on `threads` event-loop threads
+/// (1: a current-thread runtime) and turns its result into the exit code:
+/// 0, or 1 with the error logged and printed. An abandoned call may still
+/// sit on a blocking thread when the future returns (a database that never
+/// answers): the process exits without waiting for it.
+pub fn run_service<F, E>(name: &str, threads: usize, main: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Debug + std::fmt::Display,
+{
+    let runtime = match threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(main);
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(
+                message = "Service failed.",
+                service = name,
+                error = format!("{error:#}")
+            );
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

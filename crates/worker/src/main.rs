@@ -1,37 +1,12 @@
 //! `hookline-worker`: see the crate docs of `hookline_worker`.
 
-use std::time::Duration;
-
 use hookline_worker::{Worker, WorkerArgs};
 
 fn main() -> std::process::ExitCode {
     let args: WorkerArgs = hookline_settings::parse_or_exit();
     hookline_settings::init_logging(args.common.log_format());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(error) => {
-            eprintln!("error: cannot start the runtime: {error}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(run(args));
-    // An abandoned store call may still sit on a blocking thread (a database
-    // that never answers): exit without waiting for it.
-    runtime.shutdown_timeout(Duration::from_millis(100));
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(
-                message = "hookline-worker failed.",
-                error = format!("{error:#}")
-            );
-            eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    hookline_settings::run_service("hookline-worker", threads.max(2), run(args))
 }
 
 async fn run(args: WorkerArgs) -> anyhow::Result<()> {
