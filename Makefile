@@ -17,7 +17,7 @@ INFRA_TOOLS := cfn-lint==1.58.0 checkov==3.3.30 pytest==8.4.2
 INFRA_STAMP := $(VENV)/.infra-tools-2
 LOCAL_AWS_ENV = AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 
-.PHONY: soak soak-short run build send-event test fmt-check clippy unit check-secrets bench help moto aws-local aws-local-stop infra-lint release-build
+.PHONY: console browser soak soak-short run build send-event test fmt-check clippy unit check-secrets bench help moto aws-local aws-local-stop infra-lint release-build
 
 help:
 	@echo "make run          start the ingress and the worker on the embedded backend (./data)"
@@ -25,6 +25,7 @@ help:
 	@echo "make test         fmt check, clippy -D warnings, secret guard, all tests"
 	@echo "make bench        signature and ingress load benchmarks"
 	@echo "make aws-local    start a local AWS-compatible server (moto) with the queues and tables"
+	@echo "make console      the operator console on http://127.0.0.1:8090/ (embedded backend in ./data)"
 	@echo "make soak         conservation soak: N events through kills, outages, duplicates, replays (N=10000 SEED=1 BACKEND=embedded|aws)"
 
 build:
@@ -37,6 +38,9 @@ run: build
 	@echo "  stop:     ctrl-c"
 	@DATA_DIR=$(DATA_DIR) STRIPE_WEBHOOK_SECRET=$(DEV_WEBHOOK_SECRET) APP_ENV=development \
 	  METRICS_ADDR=$(METRICS_ADDR) BIND_ADDR=$(BIND_ADDR) exec scripts/run.sh target/debug
+
+console: build
+	@DATA_DIR=$(DATA_DIR) target/debug/hookline console
 
 # Uses what `make run` built (the same `cargo build` is a no-op then).
 send-event: build
@@ -60,9 +64,20 @@ $(MOTO_STAMP):
 
 moto: $(MOTO_STAMP)
 
+# Headless Chromium and ChromeDriver for the console's browser test (Debian's
+# packages), installed where missing and possible; without them that test
+# says it is skipped.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium and chromium-driver for the browser test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 \
+	    || echo "cannot install chromium: the browser test will be skipped"; \
+	else echo "no chromium and no way to install it: the browser test will be skipped"; fi
+
 # Starts moto on a free loopback port, runs every test against it and the
 # embedded backend, and stops it again, whatever the result.
-unit: build $(MOTO_STAMP)
+unit: build $(MOTO_STAMP) browser
 	@endpoint=$$(VENV=$(VENV) scripts/moto.sh start) || exit 1; \
 	echo "local AWS (moto) at $$endpoint"; \
 	AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) $(CARGO) test --workspace 2>&1 | tee target/test-output.log; \

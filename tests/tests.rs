@@ -50,3 +50,7 @@ mod eventbridge;
 /// The worker stepped in-process: one delivery at a time through
 /// `Processor::process` against the embedded store.
 mod worker_steps;
+
+/// `hookline console`: safety over HTTP, the operator's path in headless
+/// Chromium.
+mod console;

@@ -85,16 +85,24 @@ impl DynamoStore {
         event_id: &str,
         event_type: &str,
         outcome: Outcome,
+        object: Option<&str>,
         now: i64,
     ) -> Result<Update, PortError> {
-        Update::builder()
+        // The item the event projected (or would have, when stale), for
+        // lookups from an event to its state.
+        let object_set = if object.is_some() {
+            ", objectId = :object"
+        } else {
+            ""
+        };
+        let mut update = Update::builder()
             .table_name(&self.tables.events)
             .key("eventId", s(event_id))
-            .update_expression(
+            .update_expression(format!(
                 "SET #status = :completed, outcome = :outcome, completedAt = :at, expiresAt = :exp, \
-                 eventType = if_not_exists(eventType, :type), attempts = if_not_exists(attempts, :one) \
-                 REMOVE leaseUntil, leaseOwner",
-            )
+                 eventType = if_not_exists(eventType, :type), attempts = if_not_exists(attempts, :one){object_set} \
+                 REMOVE leaseUntil, leaseOwner"
+            ))
             .condition_expression("attribute_not_exists(eventId) OR #status <> :completed")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":completed", s(EventStatus::Completed.as_str()))
@@ -102,7 +110,11 @@ impl DynamoStore {
             .expression_attribute_values(":at", s(rfc3339(now)))
             .expression_attribute_values(":exp", n(now + LEDGER_TTL_SECS))
             .expression_attribute_values(":type", s(event_type))
-            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":one", n(1));
+        if let Some(o) = object {
+            update = update.expression_attribute_values(":object", s(o));
+        }
+        update
             .build()
             .map_err(|e| PortError::permanent(format!("ledger update: {e}")))
     }
@@ -113,9 +125,10 @@ impl DynamoStore {
         event_id: &str,
         event_type: &str,
         outcome: Outcome,
+        object: Option<&str>,
         now: i64,
     ) -> Result<Completion, PortError> {
-        let u = self.completion_update(event_id, event_type, outcome, now)?;
+        let u = self.completion_update(event_id, event_type, outcome, object, now)?;
         let out = self
             .client
             .update_item()
@@ -174,6 +187,7 @@ fn event_record(item: &HashMap<String, AttributeValue>) -> Option<EventRecord> {
         expires_at: num("expiresAt").unwrap_or(0),
         lease_until: num("leaseUntil"),
         source: text("source"),
+        object_id: text("objectId"),
     })
 }
 
@@ -255,11 +269,16 @@ impl Store for DynamoStore {
     ) -> Result<Completion, PortError> {
         let Some(p) = projection else {
             return self
-                .complete_ledger_only(event_id.as_str(), event_type, Outcome::Ignored, now)
+                .complete_ledger_only(event_id.as_str(), event_type, Outcome::Ignored, None, now)
                 .await;
         };
-        let ledger =
-            self.completion_update(event_id.as_str(), event_type, Outcome::Applied, now)?;
+        let ledger = self.completion_update(
+            event_id.as_str(),
+            event_type,
+            Outcome::Applied,
+            Some(p.key()),
+            now,
+        )?;
         let put = self.projection_put(p)?;
         let out = self
             .client
@@ -298,8 +317,14 @@ impl Store for DynamoStore {
                     Ok(Completion::Duplicate)
                 } else if failed(1) {
                     // Older than the stored state: complete without changing it.
-                    self.complete_ledger_only(event_id.as_str(), event_type, Outcome::Stale, now)
-                        .await
+                    self.complete_ledger_only(
+                        event_id.as_str(),
+                        event_type,
+                        Outcome::Stale,
+                        Some(p.key()),
+                        now,
+                    )
+                    .await
                 } else if reasons.iter().flatten().any(|c| c == "ValidationError") {
                     // Our own item is invalid (too large, a bad attribute):
                     // the same write fails the same way every time.

@@ -7,6 +7,7 @@
 
 pub mod backfill;
 pub mod config_check;
+pub mod console;
 pub mod dev;
 pub mod dlq;
 pub mod fixtures;

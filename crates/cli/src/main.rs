@@ -42,6 +42,11 @@ enum Command {
     /// Developer helpers.
     #[command(subcommand)]
     Dev(DevCommand),
+    /// A web page for incident recovery: counts, the DLQ by reason and type, event lookup, filtered replay, export.
+    #[command(
+        after_help = "Examples:\n  hookline console                      (http://127.0.0.1:8090/)\n  CONSOLE_ADDR=0.0.0.0:8090 CONSOLE_TOKEN=... hookline console"
+    )]
+    Console(Box<hookline_cli::console::ConsoleArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -239,5 +244,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backfill(args) => backfill::cmd(&args).await,
         Command::Dev(DevCommand::AwsSetup(args)) => dev::aws_setup_cmd(&args).await,
         Command::Dev(DevCommand::Send(args)) => dev::send_cmd(&args).await,
+        Command::Console(args) => hookline_cli::console::cmd(&args).await,
     }
 }

@@ -216,6 +216,18 @@ pub trait NativeRedrive: Send + Sync + std::fmt::Debug {
     async fn status(&self) -> Result<Option<MoveStatus>, PortError>;
 }
 
+/// Recent completions by outcome (see [`Store::recent`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RecentActivity {
+    pub applied: u64,
+    pub stale: u64,
+    pub ignored: u64,
+    /// Completed after more than one try.
+    pub retried: u64,
+    /// `FAILED` ledger items (dead-lettered, or waiting for a retry).
+    pub failed: u64,
+}
+
 /// Who claims an event, from when, for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease<'a> {
@@ -291,6 +303,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Cheap reachability check.
     async fn ping(&self) -> Result<(), PortError>;
+
+    /// What the store can tell of the recent past (the console's rates):
+    /// completions since `since` (Unix seconds) by outcome, those of them
+    /// that took more than one try, and the events `FAILED` now. `None`
+    /// where the store cannot tell cheaply (DynamoDB would need a scan).
+    async fn recent(&self, since: i64) -> Result<Option<RecentActivity>, PortError> {
+        let _ = since;
+        Ok(None)
+    }
 
     /// Removes, in one bounded pass, what the backend's own retention
     /// would have removed by `now` (Unix seconds): ledger items past

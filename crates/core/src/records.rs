@@ -99,6 +99,10 @@ pub struct EventRecord {
     /// `eventbridge`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The objects- or provider-table item the event projected (or, when
+    /// stale, would have).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_id: Option<String>,
 }
 
 /// `objectType` of an objects-table item.

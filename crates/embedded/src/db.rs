@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS events (
     expires_at    INTEGER NOT NULL,
     lease_until   INTEGER,
     lease_owner   TEXT,
-    source        TEXT
+    source        TEXT,
+    object_id     TEXT
 );
 
 CREATE TABLE IF NOT EXISTS objects (
@@ -88,7 +89,7 @@ fn set_up(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
 
 /// Brings a database written by an earlier version up to this schema.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    for column in ["lease_owner", "source"] {
+    for column in ["lease_owner", "source", "object_id"] {
         let present: bool = conn
             .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = ?1")?
             .exists([column])?;

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use hookline_core::clock::rfc3339;
 use hookline_core::envelope::EventId;
-use hookline_core::ports::{Claim, Lease, PortError, Store};
+use hookline_core::ports::{Claim, Lease, PortError, RecentActivity, Store};
 use hookline_core::records::{
     Completion, EventRecord, EventStatus, ItemTable, Outcome, Projection, StoredItem,
     LEDGER_TTL_SECS,
@@ -150,17 +150,19 @@ impl Store for EmbeddedStore {
                 }
             };
             let completed_at = rfc3339(now);
+            let object = write.as_ref().map(|(_, _, key, _, _)| key.clone());
             if existing.is_some() {
                 tx.execute(
                     "UPDATE events SET status = 'COMPLETED', outcome = ?2, completed_at = ?3,
-                     lease_until = NULL, lease_owner = NULL, expires_at = ?4 WHERE event_id = ?1",
-                    params![id, outcome.as_str(), completed_at, now + LEDGER_TTL_SECS],
+                     lease_until = NULL, lease_owner = NULL, expires_at = ?4, object_id = ?5
+                     WHERE event_id = ?1",
+                    params![id, outcome.as_str(), completed_at, now + LEDGER_TTL_SECS, object],
                 )?;
             } else {
                 tx.execute(
-                    "INSERT INTO events (event_id, status, event_type, attempts, outcome, completed_at, expires_at)
-                     VALUES (?1, 'COMPLETED', ?2, 1, ?3, ?4, ?5)",
-                    params![id, event_type, outcome.as_str(), completed_at, now + LEDGER_TTL_SECS],
+                    "INSERT INTO events (event_id, status, event_type, attempts, outcome, completed_at, expires_at, object_id)
+                     VALUES (?1, 'COMPLETED', ?2, 1, ?3, ?4, ?5, ?6)",
+                    params![id, event_type, outcome.as_str(), completed_at, now + LEDGER_TTL_SECS, object],
                 )?;
             }
             tx.commit()?;
@@ -198,7 +200,7 @@ impl Store for EmbeddedStore {
         with_conn(&self.conn, move |conn| {
             conn.query_row(
                 "SELECT event_id, status, event_type, attempts, outcome, last_error, completed_at,
-                        expires_at, lease_until, source
+                        expires_at, lease_until, source, object_id
                  FROM events WHERE event_id = ?1",
                 params![id],
                 |r| {
@@ -215,6 +217,7 @@ impl Store for EmbeddedStore {
                         expires_at: r.get(7)?,
                         lease_until: r.get(8)?,
                         source: r.get(9)?,
+                        object_id: r.get(10)?,
                     })
                 },
             )
@@ -249,6 +252,43 @@ impl Store for EmbeddedStore {
     async fn ping(&self) -> Result<(), PortError> {
         with_conn(&self.conn, |conn| {
             conn.query_row("SELECT 1", [], |_| Ok(()))
+        })
+        .await
+    }
+
+    async fn recent(&self, since: i64) -> Result<Option<RecentActivity>, PortError> {
+        let since = rfc3339(since);
+        with_conn(&self.conn, move |conn| {
+            let mut recent = RecentActivity::default();
+            let mut stmt = conn.prepare_cached(
+                "SELECT outcome, COUNT(*), SUM(attempts > 1) FROM events
+                 WHERE status = 'COMPLETED' AND completed_at >= ?1 GROUP BY outcome",
+            )?;
+            let rows = stmt.query_map(params![since], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (outcome, n, retried) = row?;
+                let n = u64::try_from(n).unwrap_or(0);
+                match outcome.as_deref().and_then(Outcome::parse) {
+                    Some(Outcome::Applied) => recent.applied += n,
+                    Some(Outcome::Stale) => recent.stale += n,
+                    Some(Outcome::Ignored) => recent.ignored += n,
+                    None => {}
+                }
+                recent.retried += u64::try_from(retried.unwrap_or(0)).unwrap_or(0);
+            }
+            let failed: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM events WHERE status = 'FAILED'",
+                [],
+                |r| r.get(0),
+            )?;
+            recent.failed = u64::try_from(failed).unwrap_or(0);
+            Ok(Some(recent))
         })
         .await
     }

@@ -1,0 +1,540 @@
+//! `hookline console`, the built binary: safety at the HTTP level, and the
+//! operator's path in a real browser (headless Chromium through
+//! ChromeDriver's WebDriver protocol), with screenshots under
+//! `target/console-screenshots/`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use hookline_core::message::OutboundMessage;
+use hookline_core::ports::Queue;
+use hookline_core::records::{EventStatus, Outcome};
+
+use crate::helpers::*;
+
+struct Console {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_console(data_dir: &std::path::Path, addr: &str, token: Option<&str>) -> Console {
+    let mut cmd = Command::new(bin("hookline"));
+    cmd.env_clear()
+        .env("DATA_DIR", data_dir)
+        .env("CONSOLE_ADDR", addr)
+        .arg("console")
+        .stdout(Stdio::null())
+        .stderr(log_file(&format!(
+            "console-{}",
+            addr.replace([':', '.'], "-")
+        )));
+    if let Some(t) = token {
+        cmd.env("CONSOLE_TOKEN", t);
+    }
+    let child = cmd.spawn().expect("console starts");
+    let port = addr.rsplit(':').next().expect("port");
+    let base = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(15), || async {
+        reqwest::get(format!("{base}/static/console.css"))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(up, "the console listens");
+    Console { child, base }
+}
+
+fn dead(event_type: &str, id: &str, object: &str, reason: &str) -> OutboundMessage {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&event_with(event_type, id, now() - 600)).expect("json");
+    v["data"]["object"]["id"] = object.into();
+    let body = v.to_string();
+    let env = hookline_core::envelope::Envelope::parse(body.as_bytes()).expect("event");
+    let mut m = OutboundMessage::for_event(&env, Bytes::from(body), now() - 600);
+    m.attributes.insert("error".to_owned(), reason.to_owned());
+    m
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_token_every_page_and_action_answers_401() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    // Anything but loopback requires a token: without one it refuses to start.
+    let out = Command::new(bin("hookline"))
+        .env_clear()
+        .env("DATA_DIR", dir.path())
+        .env("CONSOLE_ADDR", format!("0.0.0.0:{port}"))
+        .arg("console")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CONSOLE_TOKEN"));
+
+    let token = "console-test-token-0123456789";
+    let console = start_console(dir.path(), &format!("0.0.0.0:{port}"), Some(token)).await;
+    let client = reqwest::Client::new();
+    let base = &console.base;
+    for path in [
+        "/",
+        "/api/summary",
+        "/replay/status",
+        "/export",
+        "/message?id=x",
+    ] {
+        let r = client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status().as_u16(), 401, "GET {path}");
+        assert!(r.headers()["content-security-policy"]
+            .to_str()
+            .expect("csp")
+            .contains("default-src 'none'"));
+    }
+    for path in ["/replay", "/replay/preview"] {
+        let r = client
+            .post(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status().as_u16(), 401, "POST {path}");
+    }
+    let wrong = client
+        .get(format!("{base}/"))
+        .bearer_auth("console-test-token-wrong")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(wrong.status().as_u16(), 401);
+    let ok = client
+        .get(format!("{base}/"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(ok.status().as_u16(), 200);
+    // The login form sets an HttpOnly, SameSite=Strict cookie.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let login = no_redirect
+        .post(format!("{base}/login"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("login");
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let with_cookie = client
+        .get(format!("{base}/api/summary"))
+        .header("cookie", cookie.split(';').next().expect("pair"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(with_cookie.status().as_u16(), 200);
+    // With the token but without the CSRF token, a POST is refused.
+    let no_csrf = client
+        .post(format!("{base}/replay"))
+        .bearer_auth(token)
+        .form(&[("event_type", "payout.updated")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(no_csrf.status().as_u16(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_post_without_the_csrf_token_is_refused_and_nothing_moves() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e =
+        hookline_embedded::open(dir.path(), hookline_embedded::Options::default()).expect("open");
+    assert!(e
+        .dlq
+        .send_batch(&[dead("payout.updated", "evt_test_csrf", "po_csrf", "x")])
+        .await[0]
+        .is_ok());
+    let console = start_console(dir.path(), &format!("127.0.0.1:{}", free_port()), None).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/replay", console.base))
+        .form(&[("event_type", "payout.updated")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 403);
+    let r = client
+        .post(format!("{}/replay", console.base))
+        .header("x-csrf-token", "not-the-token")
+        .form(&[("event_type", "payout.updated")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 403);
+    let d = e.dlq.counts().await.expect("counts");
+    assert_eq!(d.waiting + d.in_flight, 1, "nothing moved");
+    // The page has no raw body: only the one opened message shows it.
+    let page = client
+        .get(format!("{}/", console.base))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(page.contains("evt_test_csrf"));
+    assert!(!page.contains("\"object\""), "no raw body on the page");
+}
+
+/// ChromeDriver and a headless Chromium session, through the W3C WebDriver
+/// protocol.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Browser {
+    async fn start() -> Option<Browser> {
+        let (chromium, driver) = ("/usr/bin/chromium", "/usr/bin/chromedriver");
+        if !std::path::Path::new(chromium).exists() || !std::path::Path::new(driver).exists() {
+            return None;
+        }
+        let port = free_port();
+        let child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let up = eventually(Duration::from_secs(15), || async {
+            http.get(format!("{base}/status")).send().await.is_ok()
+        })
+        .await;
+        if !up {
+            return None;
+        }
+        let profile = tempfile::tempdir().ok()?.keep();
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--disable-quic", "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync", "--window-size=1280,1100",
+                         format!("--user-data-dir={}", profile.display())]
+            }
+        }}});
+        let r: serde_json::Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let session = r["value"]["sessionId"].as_str()?.to_owned();
+        Some(Browser {
+            driver: child,
+            base: format!("{base}/session/{session}"),
+            session,
+            http,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let r = request.send().await.expect("webdriver answers");
+        let v: serde_json::Value = r.json().await.expect("json");
+        assert!(
+            v["value"].get("error").is_none(),
+            "{} {path}: {v}",
+            self.session
+        );
+        v["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "/url",
+            serde_json::json!({"url": url}),
+        )
+        .await;
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                serde_json::json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        v[ELEMENT].as_str().expect("element").to_owned()
+    }
+
+    async fn click(&self, css: &str) {
+        let el = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{el}/click"),
+            serde_json::json!({}),
+        )
+        .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let el = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{el}/value"),
+            serde_json::json!({"text": text}),
+        )
+        .await;
+    }
+
+    /// The page's text content under `css` (empty when absent).
+    async fn text(&self, css: &str) -> String {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/execute/sync",
+                serde_json::json!({
+                    "script": "const e = document.querySelector(arguments[0]); return e ? e.textContent : '';",
+                    "args": [css]
+                }),
+            )
+            .await;
+        v.as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn count(&self, css: &str) -> usize {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/execute/sync",
+                serde_json::json!({"script": "return document.querySelectorAll(arguments[0]).length;", "args": [css]}),
+            )
+            .await;
+        v.as_u64().unwrap_or(0) as usize
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let v = self
+            .call(reqwest::Method::GET, "/screenshot", serde_json::Value::Null)
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().expect("base64"))
+            .expect("png");
+        let dir = repo_root().join("target/console-screenshots");
+        let _ = std::fs::create_dir_all(&dir);
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("screenshot saved");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operators_path_in_a_real_browser() {
+    let Some(browser) = Browser::start().await else {
+        eprintln!(
+            "skipped: no headless Chromium and ChromeDriver (/usr/bin/chromium, /usr/bin/chromedriver); `make test` installs Debian's chromium and chromium-driver where it can"
+        );
+        return;
+    };
+    let bed = crate::bed::Bed::embedded(5).await;
+    let dir = bed
+        .env
+        .iter()
+        .find(|(k, _)| k == "DATA_DIR")
+        .map(|(_, v)| v.clone())
+        .expect("data dir");
+    // Three dead letters for two reasons, and one event to apply.
+    let bug = "payout.updated cannot be handled: a bug fixed in the next deploy";
+    let messages = [
+        dead("payout.updated", "evt_test_ui_1", "po_ui_1", bug),
+        dead("payout.updated", "evt_test_ui_2", "po_ui_2", bug),
+        dead(
+            "account.updated",
+            "evt_test_ui_3",
+            "acct_ui_3",
+            "gave up after 5 deliveries: store timeout",
+        ),
+    ];
+    assert!(bed
+        .dlq
+        .send_batch(&messages)
+        .await
+        .iter()
+        .all(Result::is_ok));
+    let mut applied: serde_json::Value =
+        serde_json::from_str(&event_with("payout.created", "evt_test_ui_applied", now()))
+            .expect("json");
+    applied["data"]["object"]["id"] = "po_ui_applied".into();
+    bed.enqueue(&[applied.to_string()]).await;
+    let _worker = bed.worker(&[]);
+    let ids = vec!["evt_test_ui_applied".to_owned()];
+    assert!(eventually(Duration::from_secs(30), || bed.all_completed(&ids)).await);
+
+    let console = start_console(
+        std::path::Path::new(&dir),
+        &format!("127.0.0.1:{}", free_port()),
+        None,
+    )
+    .await;
+    browser.goto(&format!("{}/", console.base)).await;
+    assert_eq!(
+        browser.count("#by-reason details.group").await,
+        2,
+        "two reason groups"
+    );
+    let counts: Vec<String> = {
+        let mut v = Vec::new();
+        for i in 1..=2 {
+            v.push(
+                browser
+                    .text(&format!("#by-reason details.group:nth-of-type({i}) .count"))
+                    .await,
+            );
+        }
+        v
+    };
+    assert_eq!(counts, ["2", "1"]);
+    assert!(browser
+        .text("#by-reason")
+        .await
+        .contains("a bug fixed in the next deploy"));
+    assert_eq!(browser.text("#dead-lettered").await, "3");
+    browser.screenshot("1-overview").await;
+
+    // Event lookup: the ledger item and what it projected.
+    browser
+        .type_into("input[name=lookup]", "evt_test_ui_applied")
+        .await;
+    browser.click("#lookup button").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            browser
+                .text("#lookup-result")
+                .await
+                .contains("po_ui_applied")
+        })
+        .await
+    );
+    let result = browser.text("#lookup-result").await;
+    assert!(
+        result.contains("COMPLETED") && result.contains("applied"),
+        "{result}"
+    );
+    browser.screenshot("2-lookup").await;
+
+    // A filtered replay: the dry-run count first, then confirm, progress, result.
+    browser
+        .type_into("input[name=event_type]", "payout.updated")
+        .await;
+    browser.click("#preview").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            browser
+                .text("#confirm-text")
+                .await
+                .contains("2 messages would be replayed")
+        })
+        .await,
+        "dry run: {}",
+        browser.text("#confirm-text").await
+    );
+    let d = bed.dlq.counts().await.expect("counts");
+    assert_eq!(d.waiting + d.in_flight, 3, "the dry run moved nothing");
+    browser.screenshot("3-dry-run").await;
+    browser.click("#confirm-replay").await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            browser
+                .text("#progress-text")
+                .await
+                .contains("done: replayed 2, skipped 1, failed 0")
+        })
+        .await,
+        "progress: {}",
+        browser.text("#progress-text").await
+    );
+    browser.screenshot("4-replayed").await;
+
+    // The worker applies them; the group disappears on the next refresh.
+    let replayed = vec!["evt_test_ui_1".to_owned(), "evt_test_ui_2".to_owned()];
+    assert!(eventually(Duration::from_secs(30), || bed.all_completed(&replayed)).await);
+    for id in &replayed {
+        assert_eq!(
+            bed.ledger(id).await.expect("ledger").outcome,
+            Some(Outcome::Applied)
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            browser.count("#by-reason details.group").await == 1
+        })
+        .await,
+        "the replayed group is gone"
+    );
+    assert!(!browser.text("#by-reason").await.contains("a bug fixed"));
+    assert_eq!(browser.text("#dead-lettered").await, "1");
+    browser.screenshot("5-after-replay").await;
+
+    // Export of the rest, as JSON lines; opening one message shows its body.
+    let export = reqwest::get(format!(
+        "{}/export?event_type=account.updated",
+        console.base
+    ))
+    .await
+    .expect("export")
+    .text()
+    .await
+    .expect("text");
+    let line: serde_json::Value = serde_json::from_str(export.trim()).expect("one JSON line");
+    assert_eq!(line["event_id"], "evt_test_ui_3");
+    assert!(line["body"]
+        .as_str()
+        .is_some_and(|b| b.contains("acct_ui_3")));
+    let rec = bed.ledger("evt_test_ui_3").await;
+    assert!(
+        rec.is_none_or(|r| r.status != EventStatus::Completed),
+        "still dead-lettered"
+    );
+}
