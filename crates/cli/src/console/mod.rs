@@ -240,16 +240,13 @@ pub struct Group {
     pub messages: Vec<Row>,
 }
 
-/// One DLQ message as the page lists it (no body).
+/// One DLQ message as the page lists it: the `dlq list` entry and the
+/// message id to open it by (no body).
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub message_id: String,
-    pub event_id: Option<String>,
-    pub event_type: Option<String>,
-    pub age_secs: u64,
-    pub receive_count: u32,
-    pub reason: Option<String>,
-    pub source: Option<&'static str>,
+    #[serde(flatten)]
+    pub entry: Entry,
 }
 
 /// Reads the DLQ (held briefly, then released) and groups it.
@@ -266,15 +263,9 @@ async fn overview(c: &Console) -> anyhow::Result<Overview> {
                 return Ok(());
             }
             for d in &batch {
-                let e: Entry = dlq::entry(d, c.backend.store.as_ref(), now).await;
                 rows.push(Row {
                     message_id: d.message_id.clone(),
-                    event_id: e.event_id,
-                    event_type: e.event_type,
-                    age_secs: e.age_secs,
-                    receive_count: e.receive_count,
-                    reason: e.reason,
-                    source: e.source,
+                    entry: dlq::entry(d, c.backend.store.as_ref(), now).await,
                 });
             }
         }
@@ -291,17 +282,18 @@ async fn overview(c: &Console) -> anyhow::Result<Overview> {
                 ..Group::default()
             });
             g.count += 1;
-            g.oldest_secs = g.oldest_secs.max(r.age_secs);
-            g.newest_secs = g.newest_secs.min(r.age_secs);
+            g.oldest_secs = g.oldest_secs.max(r.entry.age_secs);
+            g.newest_secs = g.newest_secs.min(r.entry.age_secs);
             g.messages.push(r.clone());
         }
         let mut v: Vec<Group> = groups.into_values().collect();
         v.sort_by(|a, b| b.count.cmp(&a.count).then(a.key.cmp(&b.key)));
         v
     };
-    let by_reason = group(&|r: &Row| reason_key(r.reason.as_deref()));
+    let by_reason = group(&|r: &Row| reason_key(r.entry.reason.as_deref()));
     let by_type = group(&|r: &Row| {
-        r.event_type
+        r.entry
+            .event_type
             .clone()
             .unwrap_or_else(|| "(unknown)".to_owned())
     });
@@ -316,7 +308,7 @@ async fn overview(c: &Console) -> anyhow::Result<Overview> {
         waiting: stats.waiting,
         in_flight: stats.in_flight,
         dead_lettered: stats.dead_lettered,
-        oldest_dead_secs: rows.iter().map(|r| r.age_secs).max(),
+        oldest_dead_secs: rows.iter().map(|r| r.entry.age_secs).max(),
         by_reason,
         by_type,
         recent,

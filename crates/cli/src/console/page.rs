@@ -61,12 +61,12 @@ fn groups(out: &mut String, title: &str, id: &str, groups: &[Group]) {
             let _ = write!(
                 out,
                 r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="reason">{}</td><td><a href="/message?id={}">open</a></td></tr>"#,
-                escape(m.event_id.as_deref().unwrap_or("-")),
-                escape(m.event_type.as_deref().unwrap_or("-")),
-                human_age(m.age_secs),
-                m.receive_count,
-                m.source.unwrap_or("-"),
-                escape(m.reason.as_deref().unwrap_or("-")),
+                escape(m.entry.event_id.as_deref().unwrap_or("-")),
+                escape(m.entry.event_type.as_deref().unwrap_or("-")),
+                human_age(m.entry.age_secs),
+                m.entry.receive_count,
+                m.entry.source.unwrap_or("-"),
+                escape(m.entry.reason.as_deref().unwrap_or("-")),
                 escape(&m.message_id),
             );
         }
