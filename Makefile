@@ -92,7 +92,7 @@ $(INFRA_STAMP):
 
 # The CloudFormation stack: cfn-lint, checkov (no suppression without a
 # justification next to the resource), and the template tests.
-infra-lint: $(INFRA_STAMP)
+infra-lint: $(INFRA_STAMP) $(MOTO_STAMP)
 	$(VENV)/bin/cfn-lint infra/*.yaml
 	$(VENV)/bin/checkov --directory infra --framework cloudformation --compact --quiet --skip-download
 	$(VENV)/bin/pytest -q infra/tests
