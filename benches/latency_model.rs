@@ -455,9 +455,9 @@ async fn aws_requests(events: usize) {
     );
 }
 
-/// D. `dlq replay` of `events` dead-lettered events, then the worker
-/// (concurrency 64) until every one is applied.
-async fn replay_run(latency: Duration, events: usize) -> (f64, f64) {
+/// D. `dlq replay` of `events` dead-lettered events with `parallel` loops,
+/// then the worker (concurrency 64) until every one is applied.
+async fn replay_run(latency: Duration, events: usize, parallel: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tmp");
     let e = hookline_embedded::open(dir.path(), Default::default()).expect("open");
     let now = hookline_core::clock::unix_secs();
@@ -491,6 +491,7 @@ async fn replay_run(latency: Duration, events: usize) -> (f64, f64) {
         rate: None,
         dry_run: false,
         hold: Duration::from_secs(300),
+        parallel,
     };
     let summary = hookline_cli::dlq::replay(
         queue.as_ref(),
@@ -519,8 +520,11 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         if std::env::var("BENCH_PART").as_deref() == Ok("D") {
-            let (rate, applied) = replay_run(Duration::from_millis(10), 10_000).await;
-            println!("10 ms: {rate:.0} msgs/s, all applied after {applied:.1}s");
+            println!("D. dlq replay of 10,000 dead-lettered events, 10 ms per call, worker at 64");
+            for parallel in [1, hookline_cli::dlq::DEFAULT_PARALLEL] {
+                let (rate, applied) = replay_run(Duration::from_millis(10), 10_000, parallel).await;
+                println!("parallel {parallel}: {rate:.0} msgs/s, all applied after {applied:.1}s");
+            }
             return;
         }
         if std::env::var("BENCH_PART").as_deref() == Ok("C") {
@@ -564,10 +568,12 @@ fn main() {
         println!("Little's law at 10 ms per call: one event costs claim + complete (2 x 10 ms) plus its share of batched receive/delete calls, so events/s ~ concurrency / ~22 ms.");
         println!();
         println!("D. dlq replay of 10000 dead-lettered events, worker (concurrency 64) running alongside");
-        println!("{:<18} {:>16} {:>28}", "per-call latency", "replayed msgs/s", "replay start -> all applied");
+        println!("{:<18} {:>9} {:>16} {:>28}", "per-call latency", "parallel", "replayed msgs/s", "replay start -> all applied");
         for ms in [0u64, 10] {
-            let (rate, applied) = replay_run(Duration::from_millis(ms), 10_000).await;
-            println!("{:<18} {:>16.0} {:>27.1}s", format!("{ms} ms"), rate, applied);
+            for parallel in [1, hookline_cli::dlq::DEFAULT_PARALLEL] {
+                let (rate, applied) = replay_run(Duration::from_millis(ms), 10_000, parallel).await;
+                println!("{:<18} {:>9} {:>16.0} {:>27.1}s", format!("{ms} ms"), parallel, rate, applied);
+            }
         }
         if std::env::var("AWS_ENDPOINT_URL").is_ok() {
             println!();

@@ -122,6 +122,9 @@ struct ReplayArgs {
     /// Print what would move; move nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Receive → send → delete loops at once (--rate stays a limit for all of them together).
+    #[arg(long, default_value_t = dlq::DEFAULT_PARALLEL as u16, value_parser = clap::value_parser!(u16).range(1..=64))]
+    parallel: u16,
     /// How long messages stay hidden while held (released when the command ends; a killed run releases them after this).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     hold: Duration,
@@ -225,6 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     rate: args.rate,
                     dry_run: args.dry_run,
                     hold: args.hold,
+                    parallel: usize::from(args.parallel),
                 },
                 all: args.all,
                 native: args.native,

@@ -500,6 +500,7 @@ impl FilterForm {
             rate: None,
             dry_run,
             hold: Duration::from_secs(60),
+            parallel: dlq::DEFAULT_PARALLEL,
         })
     }
 }

@@ -259,7 +259,14 @@ pub struct ReplayOptions {
     pub dry_run: bool,
     /// How long messages stay hidden while held.
     pub hold: Duration,
+    /// Receive → send → delete loops running at once.
+    pub parallel: usize,
 }
+
+/// Loops a replay runs at once by default (`--parallel`'s default too):
+/// enough to hide per-call latency on SQS, few enough to stay gentle on
+/// the queue.
+pub const DEFAULT_PARALLEL: usize = 4;
 
 /// Moves matching DLQ messages back to the queue. Each message is deleted
 /// from the DLQ only after the queue accepted its copy (batch send, then
@@ -276,80 +283,152 @@ pub async fn replay(
     dlq: &dyn Queue,
     options: &ReplayOptions,
     cancel: &CancellationToken,
-    mut progress: impl FnMut(&Summary),
+    progress: impl FnMut(&Summary) + Send,
 ) -> Result<Summary, PortError> {
-    let mut summary = Summary::default();
-    let mut held: Vec<Held> = Vec::new();
-    let mut seen = HashSet::new();
-    let mut replayed_events: HashSet<String> = HashSet::new();
-    let started = Instant::now();
-    let started_ms = unix_millis();
-    let result = loop {
-        if cancel.is_cancelled() {
-            break Ok(());
+    let shared = std::sync::Mutex::new(Shared {
+        summary: Summary::default(),
+        held: Vec::new(),
+        seen: HashSet::new(),
+        replayed_events: HashSet::new(),
+        taken: 0,
+        progress: Box::new(progress),
+    });
+    let run = Run {
+        queue,
+        dlq,
+        options,
+        cancel,
+        started: Instant::now(),
+        started_ms: unix_millis(),
+        shared: &shared,
+    };
+    // Several receive → send → delete loops at once; they share what was
+    // seen, the limit and the rate.
+    let loops = options.parallel.max(1);
+    let results = futures_util::future::join_all((0..loops).map(|_| run.one_loop())).await;
+    let held = match shared.lock() {
+        Ok(mut s) => std::mem::take(&mut s.held),
+        Err(poisoned) => std::mem::take(&mut poisoned.into_inner().held),
+    };
+    release(dlq, &held).await;
+    let summary = match shared.lock() {
+        Ok(s) => s.summary,
+        Err(poisoned) => poisoned.into_inner().summary,
+    };
+    results
+        .into_iter()
+        .collect::<Result<Vec<()>, _>>()
+        .map(|_| summary)
+}
+
+/// What a replay's loops share, behind one lock held only between awaits.
+struct Shared<'p> {
+    summary: Summary,
+    held: Vec<Held>,
+    seen: HashSet<String>,
+    replayed_events: HashSet<String>,
+    /// Messages selected to move so far (moved, failed, or being sent): the
+    /// limit and the rate count these.
+    taken: u64,
+    progress: Box<dyn FnMut(&Summary) + Send + 'p>,
+}
+
+struct Run<'a, 'p> {
+    queue: &'a dyn Queue,
+    dlq: &'a dyn Queue,
+    options: &'a ReplayOptions,
+    cancel: &'a CancellationToken,
+    started: Instant,
+    started_ms: i64,
+    shared: &'a std::sync::Mutex<Shared<'p>>,
+}
+
+impl Run<'_, '_> {
+    fn with<T>(&self, f: impl FnOnce(&mut Shared<'_>) -> T) -> T {
+        match self.shared.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
         }
-        let moved_or_planned = summary.replayed + summary.failed;
-        if options.limit.is_some_and(|l| moved_or_planned >= l) {
-            break Ok(());
-        }
-        let batch = tokio::select! {
-            b = dlq.receive(10, Duration::from_secs(1), options.hold) => b,
-            _ = cancel.cancelled() => break Ok(()),
-        };
-        let batch = match batch {
-            Ok(b) => b,
-            Err(e) => break Err(e),
-        };
-        if batch.is_empty() {
-            break Ok(());
-        }
-        let now_ms = unix_millis();
-        let mut selected = Vec::new();
-        for d in batch {
-            let event_id = about(&d).event_id;
-            let arrived_since_start = d.sent_at_ms > started_ms
-                || event_id.is_some_and(|id| replayed_events.contains(&id));
-            if !seen.insert(d.message_id.clone()) || arrived_since_start {
-                held.push(Held::from(&d));
+    }
+
+    async fn one_loop(&self) -> Result<(), PortError> {
+        let options = self.options;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Ok(());
+            }
+            if options.limit.is_some_and(|l| self.with(|s| s.taken) >= l) {
+                return Ok(());
+            }
+            let batch = tokio::select! {
+                b = self.dlq.receive(10, Duration::from_secs(1), options.hold) => b?,
+                _ = self.cancel.cancelled() => return Ok(()),
+            };
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let now_ms = unix_millis();
+            let (selected, due) = self.with(|s| {
+                let mut selected = Vec::new();
+                for d in batch {
+                    let event_id = about(&d).event_id;
+                    let arrived_since_start = d.sent_at_ms > self.started_ms
+                        || event_id.is_some_and(|id| s.replayed_events.contains(&id));
+                    if !s.seen.insert(d.message_id.clone()) || arrived_since_start {
+                        s.held.push(Held::from(&d));
+                        continue;
+                    }
+                    let room = options.limit.is_none_or(|l| s.taken < l);
+                    if !options.filter.matches(&d, now_ms) {
+                        s.summary.skipped += 1;
+                        s.held.push(Held::from(&d));
+                    } else if room {
+                        s.taken += 1;
+                        selected.push(d);
+                    } else {
+                        // Matches, but the limit is reached: left as it was, not counted.
+                        s.held.push(Held::from(&d));
+                    }
+                }
+                // Paced to `rate` messages a second over the whole run, all
+                // loops together: this batch starts when the ones before it
+                // are due.
+                let before = s.taken - selected.len() as u64;
+                let due = options
+                    .rate
+                    .filter(|r| *r > 0.0)
+                    .map(|rate| Duration::from_secs_f64(before as f64 / rate));
+                if selected.is_empty() || options.dry_run {
+                    if options.dry_run {
+                        s.summary.replayed += selected.len() as u64;
+                        s.held.extend(selected.drain(..).map(|d| Held::from(&d)));
+                    }
+                    let summary = s.summary;
+                    (s.progress)(&summary);
+                }
+                (selected, due)
+            });
+            if selected.is_empty() {
                 continue;
             }
-            let room = options
-                .limit
-                .is_none_or(|l| summary.replayed + summary.failed + (selected.len() as u64) < l);
-            if !options.filter.matches(&d, now_ms) {
-                summary.skipped += 1;
-                held.push(Held::from(&d));
-            } else if room {
-                selected.push(d);
-            } else {
-                // Matches, but the limit is reached: left as it was, not counted.
-                held.push(Held::from(&d));
-            }
-        }
-        if selected.is_empty() {
-            progress(&summary);
-            continue;
-        }
-        if options.dry_run {
-            summary.replayed += selected.len() as u64;
-            held.extend(selected.iter().map(Held::from));
-            progress(&summary);
-            continue;
-        }
-        if let Some(rate) = options.rate.filter(|r| *r > 0.0) {
-            // Pace to `rate` messages per second over the whole run.
-            let due = Duration::from_secs_f64((summary.replayed + summary.failed) as f64 / rate);
-            let elapsed = started.elapsed();
-            if due > elapsed {
-                tokio::select! {
-                    _ = tokio::time::sleep(due - elapsed) => {}
-                    _ = cancel.cancelled() => {
-                        held.extend(selected.iter().map(Held::from));
-                        break Ok(());
+            if let Some(due) = due {
+                let elapsed = self.started.elapsed();
+                if due > elapsed {
+                    tokio::select! {
+                        _ = tokio::time::sleep(due - elapsed) => {}
+                        _ = self.cancel.cancelled() => {
+                            self.with(|s| s.held.extend(selected.iter().map(Held::from)));
+                            return Ok(());
+                        }
                     }
                 }
             }
+            self.move_batch(selected).await;
         }
+    }
+
+    /// Copies first, then deletes what the queue accepted.
+    async fn move_batch(&self, selected: Vec<Delivery>) {
         let copies: Vec<_> = selected
             .iter()
             .map(|d| {
@@ -358,23 +437,23 @@ pub async fn replay(
                 m
             })
             .collect();
-        let sent = queue.send_batch(&copies).await;
+        let sent = self.queue.send_batch(&copies).await;
         let mut accepted = Vec::new();
+        let mut refused = Vec::new();
         for (d, result) in selected.into_iter().zip(sent) {
             match result {
                 Ok(()) => accepted.push(d),
                 Err(error) => {
                     eprintln!(
                         "warning: copy of {} not accepted, left in the DLQ: {error}",
-                        d.attributes.get(attr::EVENT_ID).map_or("?", String::as_str)
+                        about(&d).event_id.as_deref().unwrap_or("?")
                     );
-                    summary.failed += 1;
-                    held.push(Held::from(&d));
+                    refused.push(d);
                 }
             }
         }
         let receipts: Vec<String> = accepted.iter().map(|d| d.receipt.clone()).collect();
-        for (d, deleted) in accepted.iter().zip(dlq.delete_batch(&receipts).await) {
+        for (d, deleted) in accepted.iter().zip(self.dlq.delete_batch(&receipts).await) {
             if let Err(error) = deleted {
                 // The copy is queued; the original reappears in the DLQ and a
                 // second replay completes as a duplicate.
@@ -384,12 +463,16 @@ pub async fn replay(
                 );
             }
         }
-        summary.replayed += accepted.len() as u64;
-        replayed_events.extend(accepted.iter().filter_map(|d| about(d).event_id));
-        progress(&summary);
-    };
-    release(dlq, &held).await;
-    result.map(|()| summary)
+        self.with(|s| {
+            s.summary.failed += refused.len() as u64;
+            s.held.extend(refused.iter().map(Held::from));
+            s.summary.replayed += accepted.len() as u64;
+            s.replayed_events
+                .extend(accepted.iter().filter_map(|d| about(d).event_id));
+            let summary = s.summary;
+            (s.progress)(&summary);
+        });
+    }
 }
 
 #[cfg(test)]
