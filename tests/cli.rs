@@ -24,23 +24,7 @@ on_both_backends!(
 
 /// Runs the built `hookline` with the bed's settings.
 async fn hookline(bed: &Bed, args: &[&str], extra_env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(bin("hookline"))
-        .env_clear()
-        .envs(bed.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .envs(extra_env.iter().copied())
-        .args(args)
-        .output()
-        .await
-        .expect("hookline runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    run_hookline(&bed.env, extra_env, args).await
 }
 
 /// A dead-lettered message as the worker leaves it: the raw event, its

@@ -12,24 +12,6 @@ use bytes::Bytes;
 use hookline_core::message::OutboundMessage;
 
 use crate::helpers::*;
-
-fn secret(v: &str) -> secrecy::SecretString {
-    secrecy::SecretString::from(v.to_owned())
-}
-
-async fn post(base: &str, secret: &str, id: &str) -> u16 {
-    let body = event_with("payout.created", id, now());
-    let header = hookline_signature::header_for(secret.as_bytes(), now(), body.as_bytes());
-    reqwest::Client::new()
-        .post(format!("{base}/api/stripe-webhook"))
-        .header("stripe-signature", header)
-        .body(body)
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-}
-
 async fn get(base: &str, path: &str) -> (u16, String) {
     match reqwest::get(format!("{base}{path}")).await {
         Ok(r) => {
@@ -113,7 +95,10 @@ async fn a_placeholder_secret_then_the_real_one_without_a_restart() {
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("not a whsec_ value"), "{text}");
     let real = "whsec_test_putAfterTheFirstDeploy";
-    assert_eq!(post(&base, real, "evt_test_before_secret").await, 400);
+    assert_eq!(
+        post_signed_with(&base, real, "evt_test_before_secret").await,
+        400
+    );
     assert!(read_log(&ingress.log).contains("The webhook secret is a placeholder"));
 
     hookline_aws::provision::put_secret(&clients, &name, &secret(real))
@@ -121,7 +106,7 @@ async fn a_placeholder_secret_then_the_real_one_without_a_restart() {
         .expect("secret replaced");
     assert!(
         eventually(Duration::from_secs(10), || async {
-            post(&base, real, "evt_test_after_secret").await == 200
+            post_signed_with(&base, real, "evt_test_after_secret").await == 200
         })
         .await,
         "the real secret is picked up by a refresh"
@@ -314,10 +299,13 @@ async fn metrics_as_embedded_metric_format_lines() {
         .await
     );
     for i in 0..3 {
-        assert_eq!(post(&base, SECRET, &format!("evt_test_emf_{i}")).await, 200);
+        assert_eq!(
+            post_signed_with(&base, SECRET, &format!("evt_test_emf_{i}")).await,
+            200
+        );
     }
     assert_eq!(
-        post(&base, "whsec_test_wrong", "evt_test_emf_bad").await,
+        post_signed_with(&base, "whsec_test_wrong", "evt_test_emf_bad").await,
         400
     );
     // A poison event, for the worker's dead-letter count.

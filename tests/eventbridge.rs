@@ -239,24 +239,10 @@ async fn a_malformed_envelope_is_dead_lettered_with_its_reason(bed: Bed) {
     assert!(reasons.iter().any(|r| r.contains("no id")), "{reasons:?}");
 }
 
-async fn hookline(bed: &Bed, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(bin("hookline"))
-        .env_clear()
-        .envs(bed.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .args(args)
-        .output()
-        .await
-        .expect("hookline runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 async fn dev_send_via_eventbridge_end_to_end(bed: Bed) {
-    let (code, out, err) = hookline(
-        &bed,
+    let (code, out, err) = run_hookline(
+        &bed.env,
+        &[],
         &["dev", "send", "account.updated", "--via", "eventbridge"],
     )
     .await;
@@ -282,7 +268,7 @@ async fn dev_send_via_eventbridge_end_to_end(bed: Bed) {
     let _worker = bed.worker(&[]);
     let ids = vec![id.clone()];
     assert!(eventually(Duration::from_secs(30), || bed.all_completed(&ids)).await);
-    let (code, out, err) = hookline(&bed, &["events", "show", &id, "--json"]).await;
+    let (code, out, err) = run_hookline(&bed.env, &[], &["events", "show", &id, "--json"]).await;
     assert_eq!(code, 0, "{err}");
     let rec: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(rec["source"], "eventbridge");
@@ -308,7 +294,7 @@ async fn dev_send_via_eventbridge_end_to_end(bed: Bed) {
         })
         .await
     );
-    let (code, out, err) = hookline(&bed, &["dlq", "list", "--json"]).await;
+    let (code, out, err) = run_hookline(&bed.env, &[], &["dlq", "list", "--json"]).await;
     assert_eq!(code, 0, "{err}");
     let list: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(list[0]["event_id"], "evt_test_eb_poison");
@@ -316,7 +302,7 @@ async fn dev_send_via_eventbridge_end_to_end(bed: Bed) {
     assert_eq!(list[0]["source"], "eventbridge");
     let file = tempfile::NamedTempFile::new().expect("tmp");
     let path = file.path().display().to_string();
-    let (code, _, err) = hookline(&bed, &["dlq", "export", "--out", &path]).await;
+    let (code, _, err) = run_hookline(&bed.env, &[], &["dlq", "export", "--out", &path]).await;
     assert_eq!(code, 0, "{err}");
     let line: serde_json::Value =
         serde_json::from_str(std::fs::read_to_string(&path).expect("read").trim()).expect("json");

@@ -499,3 +499,50 @@ impl Switch {
         }
     }
 }
+
+/// Runs the built `hookline` with exactly `env` (plus `extra`); returns the
+/// exit code, stdout and stderr.
+pub async fn run_hookline(
+    env: &[(String, String)],
+    extra: &[(&str, &str)],
+    args: &[&str],
+) -> (i32, String, String) {
+    let out = tokio::process::Command::new(bin("hookline"))
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(extra.iter().copied())
+        .args(args)
+        .output()
+        .await
+        .expect("hookline runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Parses a command's JSON output.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A secret value for the secrets APIs.
+pub fn secret(v: &str) -> secrecy::SecretString {
+    secrecy::SecretString::from(v.to_owned())
+}
+
+/// Posts a fresh `payout.created` event signed with `secret` to the ingress
+/// at `base`; the status, 0 when there was no answer.
+pub async fn post_signed_with(base: &str, secret: &str, id: &str) -> u16 {
+    let body = event_with("payout.created", id, now());
+    let header = hookline_signature::header_for(secret.as_bytes(), now(), body.as_bytes());
+    reqwest::Client::new()
+        .post(format!("{base}/api/stripe-webhook"))
+        .header("stripe-signature", header)
+        .body(body)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}

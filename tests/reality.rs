@@ -178,25 +178,6 @@ fn poison(id: &str) -> String {
     v.to_string()
 }
 
-async fn hookline(env: &[(String, String)], args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(bin("hookline"))
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .args(args)
-        .output()
-        .await
-        .expect("hookline runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
 async fn a_replay_of_poison_events_with_workers_running_ends(bed: Bed) {
     let ids: Vec<String> = (0..30).map(|i| format!("evt_test_poison_{i:02}")).collect();
     let bodies: Vec<String> = ids.iter().map(|id| poison(id)).collect();
@@ -216,7 +197,7 @@ async fn a_replay_of_poison_events_with_workers_running_ends(bed: Bed) {
     let started = std::time::Instant::now();
     let (code, out, err) = tokio::time::timeout(
         Duration::from_secs(60),
-        hookline(&bed.env, &["dlq", "replay", "--json", "--hold", "30s"]),
+        run_hookline(&bed.env, &[], &["dlq", "replay", "--json", "--hold", "30s"]),
     )
     .await
     .expect("the replay ends");
@@ -275,7 +256,7 @@ async fn fifo_poison_event_dead_lettered_and_replayed_at_once_comes_back() {
 
     // Replayed at once: the copy reaches the main queue, the worker fails it
     // again, and its second DLQ copy is accepted too.
-    let (code, out, err) = hookline(&fixture.env(), &["dlq", "replay", "--json"]).await;
+    let (code, out, err) = run_hookline(&fixture.env(), &[], &["dlq", "replay", "--json"]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(json(&out)["replayed"], 1);
     assert!(
@@ -337,7 +318,7 @@ async fn fifo_replayed_event_that_now_succeeds_is_applied() {
     assert!(fixture.dlq().send_batch(&[copy]).await[0].is_ok());
     assert!(queue.delete_batch(&[got[0].receipt.clone()]).await[0].is_ok());
 
-    let (code, out, err) = hookline(&fixture.env(), &["dlq", "replay", "--json"]).await;
+    let (code, out, err) = run_hookline(&fixture.env(), &[], &["dlq", "replay", "--json"]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(json(&out)["replayed"], 1);
     let counts = queue.counts().await.expect("counts");
@@ -602,7 +583,7 @@ async fn the_key_that_wins_is_the_one_checked() {
     );
     let _ = ingress.kill();
     let _ = ingress.wait();
-    let (code, out, _) = hookline(&env, &["config", "check"]).await;
+    let (code, out, _) = run_hookline(&env, &[], &["config", "check"]).await;
     assert!(out.contains("sk_test_"), "{out}");
     assert!(!out.contains("fakePlainValueLoses") && !out.contains("fakeKeyFromSecretsManager"));
     assert!(
@@ -853,7 +834,7 @@ async fn list_and_export_stream_every_message_once() {
         .await
         .iter()
         .all(Result::is_ok));
-    let (code, out, err) = hookline(&bed.env, &["dlq", "list", "--json"]).await;
+    let (code, out, err) = run_hookline(&bed.env, &[], &["dlq", "list", "--json"]).await;
     assert_eq!(code, 0, "{err}");
     let listed = json(&out);
     let ids: BTreeSet<&str> = listed
@@ -865,7 +846,7 @@ async fn list_and_export_stream_every_message_once() {
     assert_eq!(ids.len(), 250);
     let file = tempfile::NamedTempFile::new().expect("tmp");
     let path = file.path().display().to_string();
-    let (code, _, err) = hookline(&bed.env, &["dlq", "export", "--out", &path]).await;
+    let (code, _, err) = run_hookline(&bed.env, &[], &["dlq", "export", "--out", &path]).await;
     assert_eq!(code, 0, "{err}");
     let text = std::fs::read_to_string(&path).expect("read");
     assert_eq!(text.lines().count(), 250);

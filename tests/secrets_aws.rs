@@ -5,24 +5,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::helpers::*;
-
-fn secret(v: &str) -> secrecy::SecretString {
-    secrecy::SecretString::from(v.to_owned())
-}
-
-async fn post(base: &str, secret: &str, id: &str) -> u16 {
-    let body = event_with("payout.created", id, now());
-    let header = hookline_signature::header_for(secret.as_bytes(), now(), body.as_bytes());
-    reqwest::Client::new()
-        .post(format!("{base}/api/stripe-webhook"))
-        .header("stripe-signature", header)
-        .body(body)
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-}
-
 async fn readyz(base: &str) -> (u16, String) {
     match reqwest::get(format!("{base}/readyz")).await {
         Ok(r) => {
@@ -81,10 +63,10 @@ async fn secrets_load_refresh_and_survive_a_failing_refresh() {
     );
 
     // Both secrets of the roll verify; a third does not.
-    assert_eq!(post(&base, old, "evt_test_sm_old").await, 200);
-    assert_eq!(post(&base, new, "evt_test_sm_new").await, 200);
+    assert_eq!(post_signed_with(&base, old, "evt_test_sm_old").await, 200);
+    assert_eq!(post_signed_with(&base, new, "evt_test_sm_new").await, 200);
     assert_eq!(
-        post(&base, "whsec_test_notConfigured", "evt_test_sm_bad").await,
+        post_signed_with(&base, "whsec_test_notConfigured", "evt_test_sm_bad").await,
         400
     );
 
@@ -99,7 +81,10 @@ async fn secrets_load_refresh_and_survive_a_failing_refresh() {
         .await,
         "readyz reports the failing refresh"
     );
-    assert_eq!(post(&base, new, "evt_test_sm_during_outage").await, 200);
+    assert_eq!(
+        post_signed_with(&base, new, "evt_test_sm_during_outage").await,
+        200
+    );
 
     // The roll ends: only the new secret; once reachable again it is picked up.
     hookline_aws::provision::put_secret(&clients, &name, &secret(new))
@@ -108,13 +93,13 @@ async fn secrets_load_refresh_and_survive_a_failing_refresh() {
     switch.set(true);
     assert!(
         eventually(Duration::from_secs(30), || async {
-            post(&base, old, "evt_test_sm_probe").await == 400
+            post_signed_with(&base, old, "evt_test_sm_probe").await == 400
         })
         .await,
         "the old secret stops verifying after the refresh"
     );
     assert_eq!(readyz(&base).await, (200, "ready".to_owned()));
-    assert_eq!(post(&base, new, "evt_test_sm_after").await, 200);
+    assert_eq!(post_signed_with(&base, new, "evt_test_sm_after").await, 200);
 
     let _ = child.kill();
     let _ = child.wait();
