@@ -62,6 +62,15 @@ struct EventBridgeShape<'a> {
 /// Stripe's and its `detail` an object (the Stripe event). Anything else is
 /// taken as a webhook body, to be parsed as a Stripe event.
 pub fn unwrap(body: &[u8]) -> Result<Inbound<'_>, EnvelopeError> {
+    // Most bodies are webhooks: only a body that names `detail-type` is
+    // parsed as an envelope (the event is parsed once more by the caller).
+    let maybe_envelope = body.windows(13).any(|w| w == b"\"detail-type\"");
+    if !maybe_envelope {
+        return Ok(Inbound {
+            source: Source::Webhook,
+            event: body,
+        });
+    }
     if let Ok(shape) = serde_json::from_slice::<EventBridgeShape<'_>>(body) {
         if let (Some(_), Some(detail)) = (shape.detail_type, shape.detail) {
             let source = shape.source.unwrap_or_default();
@@ -98,13 +107,6 @@ impl Ignored {
         match self {
             Self::Livemode { .. } => "livemode does not match APP_ENV",
             Self::TypeNotEnabled => "type not enabled",
-        }
-    }
-    /// The metrics label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Livemode { .. } => "livemode",
-            Self::TypeNotEnabled => "event_type",
         }
     }
 }
@@ -161,6 +163,14 @@ mod tests {
         let i = unwrap(EVENT.as_bytes()).expect("unwraps");
         assert_eq!(i.source, Source::Webhook);
         assert_eq!(i.event, EVENT.as_bytes());
+    }
+
+    #[test]
+    fn a_webhook_that_mentions_detail_type_is_still_a_webhook() {
+        let body = r#"{"id":"evt_1","type":"payout.paid","created":1,"data":{"object":{"id":"po_1","metadata":{"detail-type":"x"}}}}"#;
+        let i = unwrap(body.as_bytes()).expect("unwraps");
+        assert_eq!(i.source, Source::Webhook);
+        assert_eq!(i.event, body.as_bytes());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use hookline_backend::{Backend, Tuning};
 use hookline_core::clock::unix_secs;
 use hookline_core::message::attr;
 use hookline_core::ports::{Delivery, Queue};
-use hookline_core::secrets::{check_key_mode, SecretRuleError};
+use hookline_core::secrets::{check_key_mode, SecretRuleError, SecretSetting};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -61,10 +61,11 @@ impl Worker {
     pub async fn build(args: WorkerArgs) -> Result<Self, WorkerError> {
         // The key-mode rule applies to the key that wins: a Secrets Manager
         // id (checked once the backend can read it) over the plain value.
-        if let (None, Some(key)) = (
+        let key = SecretSetting::of(
             &args.common.stripe_secret_key_id,
             &args.common.stripe_secret_key,
-        ) {
+        );
+        if let SecretSetting::Plain(key) = key {
             check_key_mode(args.common.app_env, key)?;
         }
         if args.common.queue_url.is_some() && args.common.dlq_url.is_none() {

@@ -42,6 +42,8 @@ async function refresh() {
     set("dead-lettered", o.dead_lettered);
     set("oldest", age(o.oldest_dead_secs));
     // Groups that emptied disappear; new ones show on the next reload.
+    // While a replay runs the groups are not read (counts only).
+    if (!o.groups_current) return;
     const keys = new Set(o.by_reason.map((g) => g.key).concat(o.by_type.map((g) => g.key)));
     for (const el of document.querySelectorAll("details.group")) {
       if (!keys.has(el.dataset.key)) el.remove();

@@ -229,6 +229,10 @@ pub struct Overview {
     pub by_type: Vec<Group>,
     /// Completions in the last five minutes, where the store can tell.
     pub recent: Option<hookline_core::ports::RecentActivity>,
+    /// Whether the groups were read now. While a replay runs the console
+    /// does not look into the DLQ: a look holds messages for a moment, and
+    /// the replay would take them for gone and end early.
+    pub groups_current: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -249,9 +253,19 @@ pub struct Row {
     pub entry: Entry,
 }
 
-/// Reads the DLQ (held briefly, then released) and groups it.
+/// Reads the DLQ (held briefly, then released) and groups it; only the
+/// counts while a replay runs.
 async fn overview(c: &Console) -> anyhow::Result<Overview> {
     let stats = dlq::stats(c.backend.queue.as_ref(), c.dlq.as_ref()).await?;
+    let replaying = c.job.lock().map(|j| j.running).unwrap_or(true);
+    if replaying {
+        return Ok(Overview {
+            waiting: stats.waiting,
+            in_flight: stats.in_flight,
+            dead_lettered: stats.dead_lettered,
+            ..Overview::default()
+        });
+    }
     let cancel = CancellationToken::new();
     let mut peek = dlq::Peek::new(c.dlq.as_ref(), Some(LOOK_LIMIT), LOOK_HOLD);
     let now = hookline_core::clock::unix_millis();
@@ -312,6 +326,7 @@ async fn overview(c: &Console) -> anyhow::Result<Overview> {
         by_reason,
         by_type,
         recent,
+        groups_current: true,
     })
 }
 

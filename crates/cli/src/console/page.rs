@@ -117,8 +117,14 @@ pub fn index(o: &Overview, lookup: Option<&Lookup>, job: &JobView, csrf: &str) -
             r#"<p class="note">Rates: this backend cannot tell cheaply; see the dashboard (EMF metrics).</p>"#,
         ),
     }
-    groups(&mut s, "Dead letters by reason", "by-reason", &o.by_reason);
-    groups(&mut s, "Dead letters by event type", "by-type", &o.by_type);
+    if o.groups_current {
+        groups(&mut s, "Dead letters by reason", "by-reason", &o.by_reason);
+        groups(&mut s, "Dead letters by event type", "by-type", &o.by_type);
+    } else {
+        s.push_str(
+            r#"<p class="note">A replay is running: the dead-letter groups show again when it is done.</p>"#,
+        );
+    }
 
     // Event lookup.
     s.push_str(r#"<section id="lookup"><h2>Look up an event or object</h2><form method="get" action="/"><input type="text" name="lookup" placeholder="evt_… or po_…, acct_…"> <button type="submit">Look up</button></form>"#);
@@ -196,6 +202,7 @@ mod tests {
             "&lt;b a=&quot;1&quot;&gt;&amp;&#39;"
         );
         let o = Overview {
+            groups_current: true,
             by_reason: vec![Group {
                 key: "<script>alert(1)</script>".to_owned(),
                 count: 1,

@@ -229,7 +229,11 @@ pub struct Filter {
 
 impl Filter {
     pub fn matches(&self, d: &Delivery, now_ms: i64) -> bool {
-        let about = about(d);
+        self.matches_about(&about(d), d, now_ms)
+    }
+
+    /// [`Filter::matches`] for a message whose [`About`] is already known.
+    pub fn matches_about(&self, about: &About, d: &Delivery, now_ms: i64) -> bool {
         let one_of = |value: &Option<String>, set: &[String]| {
             set.is_empty() || value.as_ref().is_some_and(|v| set.iter().any(|s| s == v))
         };
@@ -371,15 +375,18 @@ impl Run<'_, '_> {
             let (selected, due) = self.with(|s| {
                 let mut selected = Vec::new();
                 for d in batch {
-                    let event_id = about(&d).event_id;
+                    let about = about(&d);
                     let arrived_since_start = d.sent_at_ms > self.started_ms
-                        || event_id.is_some_and(|id| s.replayed_events.contains(&id));
+                        || about
+                            .event_id
+                            .as_ref()
+                            .is_some_and(|id| s.replayed_events.contains(id));
                     if !s.seen.insert(d.message_id.clone()) || arrived_since_start {
                         s.held.push(Held::from(&d));
                         continue;
                     }
                     let room = options.limit.is_none_or(|l| s.taken < l);
-                    if !options.filter.matches(&d, now_ms) {
+                    if !options.filter.matches_about(&about, &d, now_ms) {
                         s.summary.skipped += 1;
                         s.held.push(Held::from(&d));
                     } else if room {
