@@ -1,11 +1,12 @@
 //! Connection set-up, schema and error classification.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use hookline_core::ports::PortError;
 use rusqlite::{Connection, ErrorCode};
+use tokio::sync::oneshot;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -51,10 +52,9 @@ CREATE TABLE IF NOT EXISTS providers (
 );
 ";
 
-/// A connection shared by one adapter; SQLite calls run on the blocking pool.
-pub(crate) type Shared = Arc<Mutex<Connection>>;
-
-pub(crate) fn connect(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Shared> {
+/// Opens the file, retrying set-up as below, and starts the thread that
+/// owns the connection from then on.
+pub(crate) fn connect(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Db> {
     // Processes starting together (`make run`) race to switch a new file to
     // WAL and create the schema; SQLite answers some of those races with
     // "locked" without waiting, so the whole set-up is retried within the
@@ -62,7 +62,7 @@ pub(crate) fn connect(path: &Path, busy_timeout: Duration) -> rusqlite::Result<S
     let deadline = std::time::Instant::now() + busy_timeout;
     loop {
         match set_up(path, busy_timeout) {
-            Ok(conn) => return Ok(Arc::new(Mutex::new(conn))),
+            Ok(conn) => return Ok(Db::start(conn)),
             Err(e)
                 if matches!(
                     e.sqlite_error_code(),
@@ -105,21 +105,171 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Runs `f` with the connection on tokio's blocking pool.
-pub(crate) async fn with_conn<T, F>(conn: &Shared, f: F) -> Result<T, PortError>
+/// Calls a writer takes into one transaction at most.
+const MAX_GROUP: usize = 512;
+
+/// The database of one process: a thread owns the connection and runs the
+/// calls of the queues and the store. Calls that arrive while it commits
+/// share the next transaction (group commit): one `BEGIN IMMEDIATE`, each
+/// call in a savepoint of its own (a failing call undoes only itself), one
+/// `COMMIT` and one WAL sync, and only then is each caller answered.
+#[derive(Clone)]
+pub(crate) struct Db {
+    calls: mpsc::Sender<Box<dyn Call>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").finish_non_exhaustive()
+    }
+}
+
+/// Whether a call changes the file (and needs the write lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Write,
+}
+
+/// One queued call: runs inside the group's transaction, is answered after
+/// its commit.
+trait Call: Send {
+    fn access(&self) -> Access;
+    /// Runs the call; `false` if it failed (its savepoint is rolled back).
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller with the call's result, or the commit's error.
+    fn finish(self: Box<Self>, committed: Result<(), PortError>);
+}
+
+struct Pending<T, F> {
+    access: Access,
+    f: Option<F>,
+    out: Option<rusqlite::Result<T>>,
+    reply: oneshot::Sender<Result<T, PortError>>,
+}
+
+impl<T, F> Call for Pending<T, F>
 where
-    T: Send + 'static,
-    F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    T: Send,
+    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send,
 {
-    let conn = Arc::clone(conn);
-    tokio::task::spawn_blocking(move || {
-        let mut guard = conn
-            .lock()
-            .map_err(|_| PortError::transient("database connection poisoned".to_owned()))?;
-        f(&mut guard).map_err(classify)
-    })
-    .await
-    .map_err(|e| PortError::transient(format!("database task failed: {e}")))?
+    fn access(&self) -> Access {
+        self.access
+    }
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(f) = self.f.take() else { return false };
+        let out = f(conn);
+        let ok = out.is_ok();
+        self.out = Some(out);
+        ok
+    }
+    fn finish(self: Box<Self>, committed: Result<(), PortError>) {
+        let answer = match (self.out, committed) {
+            (Some(Err(e)), _) => Err(classify(e)),
+            (_, Err(e)) => Err(e),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (None, Ok(())) => Err(PortError::transient("database call did not run".to_owned())),
+        };
+        // The caller may have gone (a cancelled future): nothing to answer.
+        let _ = self.reply.send(answer);
+    }
+}
+
+impl Db {
+    fn start(conn: Connection) -> Self {
+        let (tx, rx) = mpsc::channel::<Box<dyn Call>>();
+        // The thread ends when the last handle is dropped; at process exit
+        // it is not waited for (a call blocked on another process's lock
+        // never holds up shutdown).
+        let spawned = std::thread::Builder::new()
+            .name("hookline-sqlite".to_owned())
+            .spawn(move || serve(conn, rx));
+        if let Err(e) = spawned {
+            tracing::error!(message = "Cannot start the database thread.", error = %e);
+        }
+        Self { calls: tx }
+    }
+
+    /// Runs `f` on the database thread, in the next group transaction when
+    /// it writes; answers once that transaction is committed.
+    pub(crate) async fn call<T, F>(&self, access: Access, f: F) -> Result<T, PortError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let call = Box::new(Pending {
+            access,
+            f: Some(f),
+            out: None,
+            reply,
+        });
+        self.calls
+            .send(call)
+            .map_err(|_| PortError::transient("database thread stopped".to_owned()))?;
+        answer
+            .await
+            .map_err(|_| PortError::transient("database thread stopped".to_owned()))?
+    }
+
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, PortError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.call(Access::Write, f).await
+    }
+
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, PortError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.call(Access::Read, f).await
+    }
+}
+
+/// The database thread: takes what is queued, runs it as one group.
+fn serve(conn: Connection, calls: mpsc::Receiver<Box<dyn Call>>) {
+    while let Ok(first) = calls.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match calls.try_recv() {
+                Ok(call) => group.push(call),
+                Err(_) => break,
+            }
+        }
+        let committed = run_group(&conn, &mut group);
+        for call in group {
+            call.finish(committed.clone());
+        }
+    }
+}
+
+fn run_group(conn: &Connection, group: &mut [Box<dyn Call>]) -> Result<(), PortError> {
+    if group.iter().all(|c| c.access() == Access::Read) {
+        // WAL readers never wait for a writer: no transaction needed.
+        for call in group.iter_mut() {
+            call.run(conn);
+        }
+        return Ok(());
+    }
+    let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    exec("BEGIN IMMEDIATE").map_err(classify)?;
+    for call in group.iter_mut() {
+        let ran = exec("SAVEPOINT call").is_ok() && call.run(conn);
+        if !ran {
+            let _ = exec("ROLLBACK TO call");
+        }
+        let _ = exec("RELEASE call");
+    }
+    match exec("COMMIT") {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let _ = exec("ROLLBACK");
+            Err(classify(e))
+        }
+    }
 }
 
 /// Lock contention and I/O trouble are transient; the rest is permanent.

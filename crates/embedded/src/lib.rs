@@ -3,11 +3,17 @@
 //!
 //! Same semantics as the AWS backend: a message is durable once
 //! [`Queue::send_batch`](hookline_core::ports::Queue::send_batch) returns
-//! (WAL, `synchronous=FULL`, one transaction per batch), a received message
+//! (WAL, `synchronous=FULL`), a received message
 //! is hidden for its visibility timeout, each receive counts, and a message
 //! received `MAX_RECEIVES` times is moved to the dead-letter queue on the
 //! next receive, as SQS's redrive policy does. Several processes on one host
-//! share the file: every state change is one `BEGIN IMMEDIATE` transaction.
+//! share the file: every state change is part of a `BEGIN IMMEDIATE`
+//! transaction.
+//!
+//! In one process the three handles share one connection, owned by one
+//! thread: calls that arrive while it commits are committed together
+//! (group commit: one WAL sync for many sends, claims, completions and
+//! deletes), and each caller is answered only after that commit.
 //!
 //! Architecture invariant: the only crate that imports `rusqlite`.
 
@@ -126,20 +132,18 @@ pub fn open(data_dir: &Path, options: Options) -> Result<Embedded, OpenError> {
         path: path.clone(),
         source,
     })?;
-    let connect = || {
-        db::connect(&path, options.busy_timeout).map_err(|source| OpenError::Database {
-            path: path.clone(),
-            source,
-        })
-    };
+    let db = db::connect(&path, options.busy_timeout).map_err(|source| OpenError::Database {
+        path: path.clone(),
+        source,
+    })?;
     let queue = EmbeddedQueue::new(
-        connect()?,
+        db.clone(),
         MAIN_QUEUE,
         Some((DEAD_LETTER_QUEUE, options.max_receives)),
         options.poll_interval,
     );
-    let dlq = EmbeddedQueue::new(connect()?, DEAD_LETTER_QUEUE, None, options.poll_interval);
-    let store = EmbeddedStore::new(connect()?);
+    let dlq = EmbeddedQueue::new(db.clone(), DEAD_LETTER_QUEUE, None, options.poll_interval);
+    let store = EmbeddedStore::new(db);
     Ok(Embedded {
         queue: Arc::new(queue),
         dlq: Arc::new(dlq),

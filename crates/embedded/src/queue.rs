@@ -8,13 +8,13 @@ use bytes::Bytes;
 use hookline_core::clock::unix_millis;
 use hookline_core::message::OutboundMessage;
 use hookline_core::ports::{BatchLimits, Delivery, PortError, Queue, QueueCounts};
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection};
 
-use crate::db::{with_conn, Shared};
+use crate::db::Db;
 
 /// One named queue in the database file, with an optional redrive target.
 pub struct EmbeddedQueue {
-    conn: Shared,
+    conn: Db,
     name: String,
     /// (dead-letter queue name, max receives)
     redrive: Option<(String, u32)>,
@@ -32,7 +32,7 @@ impl std::fmt::Debug for EmbeddedQueue {
 
 impl EmbeddedQueue {
     pub(crate) fn new(
-        conn: Shared,
+        conn: Db,
         name: &str,
         redrive: Option<(&str, u32)>,
         poll_interval: Duration,
@@ -46,13 +46,13 @@ impl EmbeddedQueue {
     }
 
     fn try_receive(
-        conn: &mut Connection,
+        conn: &Connection,
         queue: &str,
         redrive: Option<&(String, u32)>,
         max: usize,
         visibility: Duration,
     ) -> rusqlite::Result<Vec<Delivery>> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn;
         let now = unix_millis();
         let hidden_until =
             now.saturating_add(i64::try_from(visibility.as_millis()).unwrap_or(i64::MAX));
@@ -84,11 +84,11 @@ impl EmbeddedQueue {
             for (seq, message_id, body, attributes, receive_count, sent_at) in rows {
                 if let Some((dlq, max_receives)) = redrive {
                     if receive_count >= *max_receives {
-                        tx.execute(
+                        tx.prepare_cached(
                             "UPDATE messages SET queue = ?1, visible_at = ?2, receipt = NULL
                              WHERE seq = ?3",
-                            params![dlq, now, seq],
-                        )?;
+                        )?
+                        .execute(params![dlq, now, seq])?;
                         tracing::warn!(
                             message = "Message moved to the dead-letter queue.",
                             message_id = %message_id,
@@ -100,11 +100,11 @@ impl EmbeddedQueue {
                 }
                 let token = uuid::Uuid::new_v4().simple().to_string();
                 let count = receive_count + 1;
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE messages SET visible_at = ?1, receive_count = ?2, receipt = ?3
                      WHERE seq = ?4",
-                    params![hidden_until, count, token, seq],
-                )?;
+                )?
+                .execute(params![hidden_until, count, token, seq])?;
                 out.push(Delivery {
                     message_id,
                     receipt: format!("{seq}:{token}"),
@@ -118,7 +118,6 @@ impl EmbeddedQueue {
                 break;
             }
         }
-        tx.commit()?;
         Ok(out)
     }
 }
@@ -154,31 +153,32 @@ impl Queue for EmbeddedQueue {
             .collect();
         let n = rows.len();
         let queue = self.name.clone();
-        let result = with_conn(&self.conn, move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let now = unix_millis();
-            {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO messages
+        let result = self
+            .conn
+            .write(move |conn| {
+                let now = unix_millis();
+                {
+                    let mut stmt = conn.prepare_cached(
+                        "INSERT INTO messages
                      (queue, message_id, body, attributes, group_id, dedup_id, sent_at, visible_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-                )?;
-                for (body, attributes, group_id, dedup_id) in &rows {
-                    let id = uuid::Uuid::new_v4().to_string();
-                    stmt.execute(params![
-                        queue,
-                        id,
-                        body.as_ref(),
-                        attributes,
-                        group_id,
-                        dedup_id,
-                        now
-                    ])?;
+                    )?;
+                    for (body, attributes, group_id, dedup_id) in &rows {
+                        let id = uuid::Uuid::new_v4().to_string();
+                        stmt.execute(params![
+                            queue,
+                            id,
+                            body.as_ref(),
+                            attributes,
+                            group_id,
+                            dedup_id,
+                            now
+                        ])?;
+                    }
                 }
-            }
-            tx.commit()
-        })
-        .await;
+                Ok(())
+            })
+            .await;
         match result {
             Ok(()) => (0..n).map(|_| Ok(())).collect(),
             Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
@@ -196,10 +196,12 @@ impl Queue for EmbeddedQueue {
         loop {
             let queue = self.name.clone();
             let redrive = self.redrive.clone();
-            let got = with_conn(&self.conn, move |conn| {
-                Self::try_receive(conn, &queue, redrive.as_ref(), max, visibility)
-            })
-            .await?;
+            let got = self
+                .conn
+                .write(move |conn| {
+                    Self::try_receive(conn, &queue, redrive.as_ref(), max, visibility)
+                })
+                .await?;
             let now = tokio::time::Instant::now();
             if !got.is_empty() || now >= deadline {
                 return Ok(got);
@@ -215,18 +217,17 @@ impl Queue for EmbeddedQueue {
             .iter()
             .filter_map(|p| p.as_ref().ok().cloned())
             .collect();
-        let result = with_conn(&self.conn, move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
+        let result = self
+            .conn
+            .write(move |conn| {
                 let mut stmt =
-                    tx.prepare_cached("DELETE FROM messages WHERE seq = ?1 AND receipt = ?2")?;
+                    conn.prepare_cached("DELETE FROM messages WHERE seq = ?1 AND receipt = ?2")?;
                 for (seq, token) in &valid {
                     stmt.execute(params![seq, token])?;
                 }
-            }
-            tx.commit()
-        })
-        .await;
+                Ok(())
+            })
+            .await;
         parsed
             .into_iter()
             .map(|p| match (&p, &result) {
@@ -239,15 +240,17 @@ impl Queue for EmbeddedQueue {
 
     async fn set_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), PortError> {
         let (seq, token) = parse_receipt(receipt)?;
-        let changed = with_conn(&self.conn, move |conn| {
-            let until = unix_millis()
-                .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
-            conn.execute(
-                "UPDATE messages SET visible_at = ?1 WHERE seq = ?2 AND receipt = ?3",
-                params![until, seq, token],
-            )
-        })
-        .await?;
+        let changed = self
+            .conn
+            .write(move |conn| {
+                let until = unix_millis()
+                    .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
+                conn.prepare_cached(
+                    "UPDATE messages SET visible_at = ?1 WHERE seq = ?2 AND receipt = ?3",
+                )?
+                .execute(params![until, seq, token])
+            })
+            .await?;
         if changed == 1 {
             Ok(())
         } else {
@@ -259,23 +262,24 @@ impl Queue for EmbeddedQueue {
 
     async fn counts(&self) -> Result<QueueCounts, PortError> {
         let queue = self.name.clone();
-        with_conn(&self.conn, move |conn| {
-            let now = unix_millis();
-            conn.query_row(
-                "SELECT
+        self.conn
+            .read(move |conn| {
+                let now = unix_millis();
+                conn.query_row(
+                    "SELECT
                     COALESCE(SUM(CASE WHEN visible_at <= ?2 THEN 1 ELSE 0 END), 0),
                     COALESCE(SUM(CASE WHEN visible_at >  ?2 THEN 1 ELSE 0 END), 0)
                  FROM messages WHERE queue = ?1",
-                params![queue, now],
-                |r| {
-                    Ok(QueueCounts {
-                        waiting: r.get::<_, i64>(0)?.try_into().unwrap_or(0),
-                        in_flight: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
-                    })
-                },
-            )
-        })
-        .await
+                    params![queue, now],
+                    |r| {
+                        Ok(QueueCounts {
+                            waiting: r.get::<_, i64>(0)?.try_into().unwrap_or(0),
+                            in_flight: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
+                        })
+                    },
+                )
+            })
+            .await
     }
 }
 
@@ -292,22 +296,23 @@ impl EmbeddedQueue {
     /// Every message of this queue in send order, without changing anything.
     pub async fn snapshot(&self) -> Result<Vec<StoredMessage>, PortError> {
         let queue = self.name.clone();
-        with_conn(&self.conn, move |conn| {
-            let mut stmt = conn.prepare(
-                "SELECT queue, body, attributes, receive_count FROM messages
+        self.conn
+            .read(move |conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT queue, body, attributes, receive_count FROM messages
                  WHERE queue = ?1 ORDER BY seq",
-            )?;
-            let rows = stmt.query_map(params![queue], |r| {
-                let attributes: String = r.get(2)?;
-                Ok(StoredMessage {
-                    queue: r.get(0)?,
-                    body: r.get(1)?,
-                    attributes: serde_json::from_str(&attributes).unwrap_or_default(),
-                    receive_count: r.get(3)?,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
+                )?;
+                let rows = stmt.query_map(params![queue], |r| {
+                    let attributes: String = r.get(2)?;
+                    Ok(StoredMessage {
+                        queue: r.get(0)?,
+                        body: r.get(1)?,
+                        attributes: serde_json::from_str(&attributes).unwrap_or_default(),
+                        receive_count: r.get(3)?,
+                    })
+                })?;
+                rows.collect()
+            })
+            .await
     }
 }

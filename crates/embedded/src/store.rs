@@ -3,18 +3,18 @@
 use async_trait::async_trait;
 use hookline_core::clock::rfc3339;
 use hookline_core::envelope::EventId;
-use hookline_core::ports::{Claim, Lease, PortError, RecentActivity, Store};
+use hookline_core::ports::{Applied, Claim, Lease, PortError, RecentActivity, Store, Tried};
 use hookline_core::records::{
     Completion, EventRecord, EventStatus, ItemTable, Outcome, Projection, StoredItem,
     LEDGER_TTL_SECS,
 };
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::db::{with_conn, Shared};
+use crate::db::Db;
 
 /// The idempotency ledger and the projections.
 pub struct EmbeddedStore {
-    conn: Shared,
+    conn: Db,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -24,7 +24,7 @@ impl std::fmt::Debug for EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    pub(crate) fn new(conn: Shared) -> Self {
+    pub(crate) fn new(conn: Db) -> Self {
         Self { conn }
     }
 }
@@ -32,11 +32,12 @@ impl EmbeddedStore {
 type LedgerState = (String, u32, Option<i64>, Option<String>);
 
 fn status_of(conn: &Connection, event_id: &str) -> rusqlite::Result<Option<LedgerState>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT status, attempts, lease_until, lease_owner FROM events WHERE event_id = ?1",
-        params![event_id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-    )
+    )?
+    .query_row(params![event_id], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })
     .optional()
 }
 
@@ -52,6 +53,126 @@ fn projection_table(p: &Projection) -> (&'static str, &'static str) {
     sql_table(ItemTable::of(p))
 }
 
+/// Writes `write` unless the stored state is newer in (`created`, event
+/// id) order; returns the outcome.
+fn project(conn: &Connection, event_id: &str, write: Option<&Write>) -> rusqlite::Result<Outcome> {
+    let Some(w) = write else {
+        return Ok(Outcome::Ignored);
+    };
+    let stored: Option<(i64, Option<String>)> = conn
+        .prepare_cached(&format!(
+            "SELECT last_event_created, json_extract(item, '$.lastEventId') FROM {} WHERE {} = ?1",
+            w.table, w.key_col
+        ))?
+        .query_row(params![w.key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let newer = stored.is_some_and(|(created, id)| {
+        (created, id.unwrap_or_default().as_str()) > (w.created, event_id)
+    });
+    if newer {
+        return Ok(Outcome::Stale);
+    }
+    conn.prepare_cached(&format!(
+        "INSERT INTO {table} ({key_col}, last_event_created, item) VALUES (?1, ?2, ?3)
+         ON CONFLICT ({key_col}) DO UPDATE SET
+           last_event_created = excluded.last_event_created, item = excluded.item",
+        table = w.table,
+        key_col = w.key_col
+    ))?
+    .execute(params![w.key, w.created, w.item])?;
+    Ok(Outcome::Applied)
+}
+
+/// A projection as the embedded tables store it.
+struct Write {
+    table: &'static str,
+    key_col: &'static str,
+    key: String,
+    created: i64,
+    item: String,
+}
+
+impl Write {
+    fn of(p: &Projection) -> Self {
+        let (table, key_col) = projection_table(p);
+        Self {
+            table,
+            key_col,
+            key: p.key().to_owned(),
+            created: p.event_created(),
+            item: serde_json::Value::Object(p.to_item()).to_string(),
+        }
+    }
+}
+
+/// What completes an event: the ledger item and the projection.
+struct Completing {
+    id: String,
+    event_type: String,
+    write: Option<Write>,
+    source: Option<String>,
+    now: i64,
+    /// Count this try in `attempts` (no claim did).
+    count_try: bool,
+}
+
+impl Completing {
+    fn run(&self, conn: &Connection) -> rusqlite::Result<Applied> {
+        let existing = status_of(conn, &self.id)?;
+        if matches!(&existing, Some((s, _, _, _)) if s == EventStatus::Completed.as_str()) {
+            return Ok(Applied {
+                completion: Completion::Duplicate,
+                attempts: None,
+            });
+        }
+        let outcome = project(conn, &self.id, self.write.as_ref())?;
+        let completed_at = rfc3339(self.now);
+        let object = self.write.as_ref().map(|w| w.key.clone());
+        let expires = self.now + LEDGER_TTL_SECS;
+        let attempts = match &existing {
+            Some((_, attempts, _, _)) => {
+                let attempts = attempts + u32::from(self.count_try);
+                conn.prepare_cached(
+                    "UPDATE events SET status = 'COMPLETED', outcome = ?2, completed_at = ?3,
+                     lease_until = NULL, lease_owner = NULL, expires_at = ?4, object_id = ?5,
+                     attempts = ?6, source = COALESCE(?7, source)
+                     WHERE event_id = ?1",
+                )?
+                .execute(params![
+                    self.id,
+                    outcome.as_str(),
+                    completed_at,
+                    expires,
+                    object,
+                    attempts,
+                    self.source
+                ])?;
+                attempts
+            }
+            None => {
+                conn.prepare_cached(
+                    "INSERT INTO events (event_id, status, event_type, attempts, outcome, completed_at, expires_at, object_id, source)
+                     VALUES (?1, 'COMPLETED', ?2, 1, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    self.id,
+                    self.event_type,
+                    outcome.as_str(),
+                    completed_at,
+                    expires,
+                    object,
+                    self.source
+                ])?;
+                1
+            }
+        };
+        Ok(Applied {
+            completion: Completion::Completed(outcome),
+            attempts: Some(attempts),
+        })
+    }
+}
+
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn claim(
@@ -65,9 +186,8 @@ impl Store for EmbeddedStore {
         let owner = lease.owner.to_owned();
         let source = lease.source.to_owned();
         let (now, lease_until) = (lease.now, lease.until());
-        with_conn(&self.conn, move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let claim = match status_of(&tx, &id)? {
+        self.conn.write(move |conn| {
+            let claim = match status_of(conn, &id)? {
                 Some((status, _, _, _)) if status == EventStatus::Completed.as_str() => Claim::Completed,
                 Some((status, _, Some(until), holder))
                     if status == EventStatus::Processing.as_str()
@@ -77,23 +197,22 @@ impl Store for EmbeddedStore {
                     Claim::Busy { lease_until: until }
                 }
                 Some((_, attempts, _, _)) => {
-                    tx.execute(
+                    conn.prepare_cached(
                         "UPDATE events SET status = 'PROCESSING', attempts = attempts + 1,
                          lease_until = ?2, lease_owner = ?3, source = ?4 WHERE event_id = ?1",
-                        params![id, lease_until, owner, source],
-                    )?;
+                    )?
+                    .execute(params![id, lease_until, owner, source])?;
                     Claim::Started { attempts: attempts + 1 }
                 }
                 None => {
-                    tx.execute(
+                    conn.prepare_cached(
                         "INSERT INTO events (event_id, status, event_type, attempts, expires_at, lease_until, lease_owner, source)
                          VALUES (?1, 'PROCESSING', ?2, 1, ?3, ?4, ?5, ?6)",
-                        params![id, event_type, now + LEDGER_TTL_SECS, lease_until, owner, source],
-                    )?;
+                    )?
+                    .execute(params![id, event_type, now + LEDGER_TTL_SECS, lease_until, owner, source])?;
                     Claim::Started { attempts: 1 }
                 }
             };
-            tx.commit()?;
             Ok(claim)
         })
         .await
@@ -106,69 +225,37 @@ impl Store for EmbeddedStore {
         projection: Option<&Projection>,
         now: i64,
     ) -> Result<Completion, PortError> {
-        let id = event_id.as_str().to_owned();
-        let event_type = event_type.to_owned();
-        let write = projection.map(|p| {
-            let (table, key_col) = projection_table(p);
-            (
-                table,
-                key_col,
-                p.key().to_owned(),
-                p.event_created(),
-                serde_json::Value::Object(p.to_item()).to_string(),
-            )
-        });
-        with_conn(&self.conn, move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let existing = status_of(&tx, &id)?;
-            if matches!(&existing, Some((s, _, _, _)) if s == EventStatus::Completed.as_str()) {
-                return Ok(Completion::Duplicate);
-            }
-            let outcome = match &write {
-                None => Outcome::Ignored,
-                Some((table, key_col, key, created, item)) => {
-                    let stored: Option<i64> = tx
-                        .query_row(
-                            &format!("SELECT last_event_created FROM {table} WHERE {key_col} = ?1"),
-                            params![key],
-                            |r| r.get(0),
-                        )
-                        .optional()?;
-                    if stored.is_some_and(|s| s > *created) {
-                        Outcome::Stale
-                    } else {
-                        tx.execute(
-                            &format!(
-                                "INSERT INTO {table} ({key_col}, last_event_created, item) VALUES (?1, ?2, ?3)
-                                 ON CONFLICT ({key_col}) DO UPDATE SET
-                                   last_event_created = excluded.last_event_created, item = excluded.item"
-                            ),
-                            params![key, created, item],
-                        )?;
-                        Outcome::Applied
-                    }
-                }
-            };
-            let completed_at = rfc3339(now);
-            let object = write.as_ref().map(|(_, _, key, _, _)| key.clone());
-            if existing.is_some() {
-                tx.execute(
-                    "UPDATE events SET status = 'COMPLETED', outcome = ?2, completed_at = ?3,
-                     lease_until = NULL, lease_owner = NULL, expires_at = ?4, object_id = ?5
-                     WHERE event_id = ?1",
-                    params![id, outcome.as_str(), completed_at, now + LEDGER_TTL_SECS, object],
-                )?;
-            } else {
-                tx.execute(
-                    "INSERT INTO events (event_id, status, event_type, attempts, outcome, completed_at, expires_at, object_id)
-                     VALUES (?1, 'COMPLETED', ?2, 1, ?3, ?4, ?5, ?6)",
-                    params![id, event_type, outcome.as_str(), completed_at, now + LEDGER_TTL_SECS, object],
-                )?;
-            }
-            tx.commit()?;
-            Ok(Completion::Completed(outcome))
-        })
-        .await
+        let completing = Completing {
+            id: event_id.as_str().to_owned(),
+            event_type: event_type.to_owned(),
+            write: projection.map(Write::of),
+            source: None,
+            now,
+            count_try: false,
+        };
+        let applied = self.conn.write(move |conn| completing.run(conn)).await?;
+        Ok(applied.completion)
+    }
+
+    async fn apply(
+        &self,
+        event_id: &EventId,
+        event_type: &str,
+        projection: Option<&Projection>,
+        source: &str,
+        now: i64,
+    ) -> Result<Applied, PortError> {
+        // One call, so one savepoint in the group commit: the ledger check,
+        // the projection and the ledger item are atomic here anyway.
+        let completing = Completing {
+            id: event_id.as_str().to_owned(),
+            event_type: event_type.to_owned(),
+            write: projection.map(Write::of),
+            source: Some(source.to_owned()),
+            now,
+            count_try: true,
+        };
+        self.conn.write(move |conn| completing.run(conn)).await
     }
 
     async fn fail(
@@ -177,19 +264,21 @@ impl Store for EmbeddedStore {
         event_type: &str,
         error: &str,
         now: i64,
+        tried: Tried,
     ) -> Result<(), PortError> {
         let id = event_id.as_str().to_owned();
         let event_type = event_type.to_owned();
         let error = error.to_owned();
-        with_conn(&self.conn, move |conn| {
-            conn.execute(
+        let count = i64::from(tried == Tried::Unclaimed);
+        self.conn.write(move |conn| {
+            conn.prepare_cached(
                 "INSERT INTO events (event_id, status, event_type, attempts, last_error, expires_at)
                  VALUES (?1, 'FAILED', ?2, 1, ?3, ?4)
                  ON CONFLICT (event_id) DO UPDATE SET status = 'FAILED', last_error = excluded.last_error,
-                   lease_until = NULL, lease_owner = NULL
+                   lease_until = NULL, lease_owner = NULL, attempts = events.attempts + ?5
                  WHERE events.status <> 'COMPLETED'",
-                params![id, event_type, error, now + LEDGER_TTL_SECS],
-            )?;
+            )?
+            .execute(params![id, event_type, error, now + LEDGER_TTL_SECS, count])?;
             Ok(())
         })
         .await
@@ -197,8 +286,9 @@ impl Store for EmbeddedStore {
 
     async fn event(&self, event_id: &str) -> Result<Option<EventRecord>, PortError> {
         let id = event_id.to_owned();
-        with_conn(&self.conn, move |conn| {
-            conn.query_row(
+        self.conn
+            .read(move |conn| {
+                conn.query_row(
                 "SELECT event_id, status, event_type, attempts, outcome, last_error, completed_at,
                         expires_at, lease_until, source, object_id
                  FROM events WHERE event_id = ?1",
@@ -222,22 +312,24 @@ impl Store for EmbeddedStore {
                 },
             )
             .optional()
-        })
-        .await
+            })
+            .await
     }
 
     async fn item(&self, id: &str) -> Result<Option<StoredItem>, PortError> {
         let key = id.to_owned();
         let (table, key_col) = sql_table(ItemTable::for_id(id));
-        let raw: Option<String> = with_conn(&self.conn, move |conn| {
-            conn.query_row(
-                &format!("SELECT item FROM {table} WHERE {key_col} = ?1"),
-                params![key],
-                |r| r.get(0),
-            )
-            .optional()
-        })
-        .await?;
+        let raw: Option<String> = self
+            .conn
+            .read(move |conn| {
+                conn.query_row(
+                    &format!("SELECT item FROM {table} WHERE {key_col} = ?1"),
+                    params![key],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .await?;
         match raw {
             None => Ok(None),
             Some(text) => match serde_json::from_str(&text) {
@@ -250,70 +342,69 @@ impl Store for EmbeddedStore {
     }
 
     async fn ping(&self) -> Result<(), PortError> {
-        with_conn(&self.conn, |conn| {
-            conn.query_row("SELECT 1", [], |_| Ok(()))
-        })
-        .await
+        self.conn
+            .read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
     }
 
     async fn recent(&self, since: i64) -> Result<Option<RecentActivity>, PortError> {
         let since = rfc3339(since);
-        with_conn(&self.conn, move |conn| {
-            let mut recent = RecentActivity::default();
-            let mut stmt = conn.prepare_cached(
-                "SELECT outcome, COUNT(*), SUM(attempts > 1) FROM events
+        self.conn
+            .read(move |conn| {
+                let mut recent = RecentActivity::default();
+                let mut stmt = conn.prepare_cached(
+                    "SELECT outcome, COUNT(*), SUM(attempts > 1) FROM events
                  WHERE status = 'COMPLETED' AND completed_at >= ?1 GROUP BY outcome",
-            )?;
-            let rows = stmt.query_map(params![since], |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (outcome, n, retried) = row?;
-                let n = u64::try_from(n).unwrap_or(0);
-                match outcome.as_deref().and_then(Outcome::parse) {
-                    Some(Outcome::Applied) => recent.applied += n,
-                    Some(Outcome::Stale) => recent.stale += n,
-                    Some(Outcome::Ignored) => recent.ignored += n,
-                    None => {}
+                )?;
+                let rows = stmt.query_map(params![since], |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (outcome, n, retried) = row?;
+                    let n = u64::try_from(n).unwrap_or(0);
+                    match outcome.as_deref().and_then(Outcome::parse) {
+                        Some(Outcome::Applied) => recent.applied += n,
+                        Some(Outcome::Stale) => recent.stale += n,
+                        Some(Outcome::Ignored) => recent.ignored += n,
+                        None => {}
+                    }
+                    recent.retried += u64::try_from(retried.unwrap_or(0)).unwrap_or(0);
                 }
-                recent.retried += u64::try_from(retried.unwrap_or(0)).unwrap_or(0);
-            }
-            let failed: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM events WHERE status = 'FAILED'",
-                [],
-                |r| r.get(0),
-            )?;
-            recent.failed = u64::try_from(failed).unwrap_or(0);
-            Ok(Some(recent))
-        })
-        .await
+                let failed: i64 = conn.query_row(
+                    "SELECT COUNT(*) FROM events WHERE status = 'FAILED'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                recent.failed = u64::try_from(failed).unwrap_or(0);
+                Ok(Some(recent))
+            })
+            .await
     }
 
     async fn housekeep(&self, now: i64) -> Result<u64, PortError> {
-        with_conn(&self.conn, move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let ledger = tx.execute(
-                "DELETE FROM events WHERE rowid IN
+        self.conn
+            .write(move |tx| {
+                let ledger = tx.execute(
+                    "DELETE FROM events WHERE rowid IN
                    (SELECT rowid FROM events WHERE expires_at < ?1 LIMIT ?2)",
-                params![now, HOUSEKEEPING_BATCH],
-            )?;
-            let dead = tx.execute(
-                "DELETE FROM messages WHERE seq IN
+                    params![now, HOUSEKEEPING_BATCH],
+                )?;
+                let dead = tx.execute(
+                    "DELETE FROM messages WHERE seq IN
                    (SELECT seq FROM messages WHERE queue = ?1 AND sent_at < ?2 LIMIT ?3)",
-                params![
-                    crate::DEAD_LETTER_QUEUE,
-                    now.saturating_sub(DLQ_RETENTION_SECS).saturating_mul(1000),
-                    HOUSEKEEPING_BATCH
-                ],
-            )?;
-            tx.commit()?;
-            Ok(u64::try_from(ledger + dead).unwrap_or(0))
-        })
-        .await
+                    params![
+                        crate::DEAD_LETTER_QUEUE,
+                        now.saturating_sub(DLQ_RETENTION_SECS).saturating_mul(1000),
+                        HOUSEKEEPING_BATCH
+                    ],
+                )?;
+                Ok(u64::try_from(ledger + dead).unwrap_or(0))
+            })
+            .await
     }
 }
 

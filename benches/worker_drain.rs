@@ -1,0 +1,184 @@
+//! Worker drain benchmark on the embedded backend.
+//!
+//! Enqueues 10,000 unique ~3 KB events of the six built-in types (each on an
+//! object of its own, so every one is applied), starts the release
+//! `hookline-worker` as its own process on that file, and measures until the
+//! ledger holds every event `COMPLETED`: events/s, and the worker's CPU time
+//! per event (utime + stime from /proc/<pid>/stat, so the bench's own CPU is
+//! not counted), at `WORKER_CONCURRENCY` 16 and 64.
+//!
+//! Run: `make bench`, or `cargo build --release --bins && cargo bench --bench
+//! worker_drain`. Knobs: BENCH_EVENTS (default 10000), BENCH_RUNS (default
+//! 1), BENCH_WORKER_BIN (another worker binary, to compare builds side by
+//! side).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hookline_core::message::OutboundMessage;
+use hookline_core::ports::{Queue, Store};
+
+const FIXTURES: [&str; 6] = [
+    include_str!("../testdata/stripe-events/payment_intent.succeeded.json"),
+    include_str!("../testdata/stripe-events/payment_intent.payment_failed.json"),
+    include_str!("../testdata/stripe-events/charge.dispute.created.json"),
+    include_str!("../testdata/stripe-events/payout.created.json"),
+    include_str!("../testdata/stripe-events/payout.updated.json"),
+    include_str!("../testdata/stripe-events/account.updated.json"),
+];
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn worker_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("BENCH_WORKER_BIN") {
+        return PathBuf::from(bin);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release").join("hookline-worker");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build --release --bins` first (make bench does)",
+        bin.display()
+    );
+    bin
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    utime + stime
+}
+
+fn clock_ticks_per_sec() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// `n` unique events, the six types in turn, each on its own object, about
+/// 3 KB each, as the ingress enqueues them.
+fn messages(n: usize, now: i64) -> Vec<OutboundMessage> {
+    let bases: Vec<serde_json::Value> = FIXTURES
+        .iter()
+        .map(|f| serde_json::from_str(f).expect("fixture"))
+        .collect();
+    (0..n)
+        .map(|i| {
+            let mut v = bases[i % bases.len()].clone();
+            let object_id = v["data"]["object"]["id"]
+                .as_str()
+                .unwrap_or("obj")
+                .to_owned();
+            let prefix = object_id.split('_').next().unwrap_or("obj");
+            v["id"] = format!("evt_drain_{i:08}").into();
+            v["created"] = now.into();
+            v["data"]["object"]["id"] = format!("{prefix}_drain_{i:08}").into();
+            let mut body = serde_json::to_string_pretty(&v).expect("json");
+            if body.len() < 3000 {
+                v["data"]["object"]["metadata"] =
+                    serde_json::json!({ "padding": "x".repeat(3000 - body.len()) });
+                body = serde_json::to_string_pretty(&v).expect("json");
+            }
+            let env = hookline_core::envelope::Envelope::parse(body.as_bytes()).expect("event");
+            OutboundMessage::for_event(&env, bytes::Bytes::from(body), now)
+        })
+        .collect()
+}
+
+struct Drain {
+    eps: f64,
+    cpu_us: f64,
+}
+
+async fn drain(events: usize, concurrency: usize) -> Drain {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = hookline_embedded::open(dir.path(), Default::default()).expect("open");
+    let now = hookline_core::clock::unix_secs();
+    for chunk in messages(events, now).chunks(250) {
+        assert!(e.queue.send_batch(chunk).await.iter().all(Result::is_ok));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let start = Instant::now();
+    let mut child = Command::new(worker_binary())
+        .env_clear()
+        .env("DATA_DIR", dir.path())
+        .env("WORKER_CONCURRENCY", concurrency.to_string())
+        .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("worker starts");
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let done = e
+            .store
+            .recent(0)
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.applied + r.stale + r.ignored)
+            .unwrap_or(0);
+        if done >= events as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "drain did not finish: {done} of {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = start.elapsed();
+    let ticks = cpu_ticks(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    let applied = e.store.recent(0).await.ok().flatten().map(|r| r.applied);
+    assert_eq!(applied, Some(events as u64), "every event applied");
+    Drain {
+        eps: events as f64 / elapsed.as_secs_f64(),
+        cpu_us: ticks as f64 * 1e6 / clock_ticks_per_sec() as f64 / events as f64,
+    }
+}
+
+fn main() {
+    let events = env_usize("BENCH_EVENTS", 10_000);
+    let runs = env_usize("BENCH_RUNS", 1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "worker drain, embedded backend, {events} queued events of six types ({})",
+        worker_binary().display()
+    );
+    println!(
+        "{:<12} {:>10} {:>18}",
+        "concurrency", "events/s", "CPU µs per event"
+    );
+    for concurrency in [16usize, 64] {
+        for _ in 0..runs {
+            let d = rt.block_on(drain(events, concurrency));
+            println!("{:<12} {:>10.0} {:>18.0}", concurrency, d.eps, d.cpu_us);
+        }
+    }
+}
