@@ -26,7 +26,7 @@ use hookline_core::coalescer::CoalescerConfig;
 use hookline_core::envelope::EventId;
 use hookline_core::message::OutboundMessage;
 use hookline_core::ports::{
-    BatchLimits, Claim, Delivery, Lease, PortError, Queue, QueueCounts, Store,
+    Applied, BatchLimits, Claim, Delivery, Lease, PortError, Queue, QueueCounts, Store, Tried,
 };
 use hookline_core::records::{Completion, EventRecord, Projection, StoredItem};
 
@@ -113,9 +113,27 @@ impl Store for Slow<dyn Store> {
         self.pay().await;
         self.inner.complete(id, t, p, now).await
     }
-    async fn fail(&self, id: &EventId, t: &str, e: &str, now: i64) -> Result<(), PortError> {
+    async fn apply(
+        &self,
+        id: &EventId,
+        t: &str,
+        p: Option<&Projection>,
+        source: &str,
+        now: i64,
+    ) -> Result<Applied, PortError> {
         self.pay().await;
-        self.inner.fail(id, t, e, now).await
+        self.inner.apply(id, t, p, source, now).await
+    }
+    async fn fail(
+        &self,
+        id: &EventId,
+        t: &str,
+        e: &str,
+        now: i64,
+        tried: Tried,
+    ) -> Result<(), PortError> {
+        self.pay().await;
+        self.inner.fail(id, t, e, now, tried).await
     }
     async fn event(&self, id: &str) -> Result<Option<EventRecord>, PortError> {
         self.inner.event(id).await

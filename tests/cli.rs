@@ -105,6 +105,7 @@ async fn list_and_export_leave_the_dlq_unchanged(bed: Bed) {
             "account.updated",
             "store unreachable",
             now(),
+            hookline_core::ports::Tried::Unclaimed,
         )
         .await
         .expect("ledger");

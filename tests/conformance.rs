@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hookline_core::envelope::EventId;
 use hookline_core::message::OutboundMessage;
-use hookline_core::ports::{Claim, Lease, Queue, Store};
+use hookline_core::ports::{Claim, Lease, Queue, Store, Tried};
 use hookline_core::records::{
     Completion, EventStatus, ObjectRecord, ObjectType, Outcome, Projection, LEDGER_TTL_SECS,
 };
@@ -79,6 +79,9 @@ conformance!(
     ledger_lifecycle_and_ttl(5),
     a_retried_claim_gets_its_own_lease_back(5),
     events_without_projection_are_ignored(5),
+    concurrent_applies_complete_once(5),
+    applies_follow_created_then_event_id(5),
+    apply_counts_tries_and_records_the_source(5),
 );
 
 fn lease(owner: &str, now: i64) -> Lease<'_> {
@@ -362,7 +365,7 @@ async fn ledger_lifecycle_and_ttl(p: Ports) {
         Claim::Busy { .. }
     ));
     p.store
-        .fail(&id, "payout.updated", "store timed out", t)
+        .fail(&id, "payout.updated", "store timed out", t, Tried::Claimed)
         .await
         .expect("fail");
     let rec = p
@@ -408,7 +411,7 @@ async fn ledger_lifecycle_and_ttl(p: Ports) {
         Claim::Completed
     );
     p.store
-        .fail(&id, "payout.updated", "late failure", t)
+        .fail(&id, "payout.updated", "late failure", t, Tried::Claimed)
         .await
         .expect("fail is a no-op");
     let rec = p
@@ -497,4 +500,177 @@ async fn a_retried_claim_gets_its_own_lease_back(p: Ports) {
             lease_until: t + 30
         }
     );
+}
+
+// ---------------------------------------------------------------------------
+// The claim-free path (`Store::apply`) of effects that replace state.
+
+async fn concurrent_applies_complete_once(p: Ports) {
+    let id = EventId::new("evt_conf_apply_race");
+    let projection = payout("po_conf_apply_race", id.as_str(), 100, "paid");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (store, id, projection) = (Arc::clone(&p.store), id.clone(), projection.clone());
+        tasks.push(tokio::spawn(async move {
+            store
+                .apply(&id, "payout.updated", Some(&projection), "webhook", now())
+                .await
+        }));
+    }
+    let mut applied = 0;
+    let mut duplicates = 0;
+    for t in tasks {
+        match t.await.expect("task").expect("apply").completion {
+            Completion::Completed(Outcome::Applied) => applied += 1,
+            Completion::Duplicate => duplicates += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((applied, duplicates), (1, 7), "one completion");
+    let item = p
+        .store
+        .item("po_conf_apply_race")
+        .await
+        .expect("read")
+        .expect("item");
+    assert_eq!(item.0["lastEventId"], "evt_conf_apply_race");
+    assert_eq!(item.0["status"], "paid");
+    let rec = p
+        .store
+        .event(id.as_str())
+        .await
+        .expect("read")
+        .expect("ledger");
+    assert_eq!(
+        (rec.status, rec.outcome, rec.attempts),
+        (EventStatus::Completed, Some(Outcome::Applied), 1)
+    );
+}
+
+async fn applies_follow_created_then_event_id(p: Ports) {
+    let apply = |id: &'static str, created: i64, status: &'static str| {
+        let store = Arc::clone(&p.store);
+        async move {
+            store
+                .apply(
+                    &EventId::new(id),
+                    "payout.updated",
+                    Some(&payout("po_conf_apply_order", id, created, status)),
+                    "webhook",
+                    now(),
+                )
+                .await
+                .expect("apply")
+                .completion
+        }
+    };
+    let state = || async {
+        let item = p
+            .store
+            .item("po_conf_apply_order")
+            .await
+            .expect("read")
+            .expect("item");
+        (
+            item.0["lastEventId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            item.0["status"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    assert_eq!(
+        apply("evt_conf_b", 200, "in_transit").await,
+        Completion::Completed(Outcome::Applied)
+    );
+    // Older: stale.
+    assert_eq!(
+        apply("evt_conf_a_older", 100, "pending").await,
+        Completion::Completed(Outcome::Stale)
+    );
+    // The same second, a greater event id: applies.
+    assert_eq!(
+        apply("evt_conf_c", 200, "paid").await,
+        Completion::Completed(Outcome::Applied)
+    );
+    assert_eq!(state().await, ("evt_conf_c".to_owned(), "paid".to_owned()));
+    // The same second, a smaller id (delivered late): stale, whichever
+    // order they came in, so a redelivery never turns state back.
+    assert_eq!(
+        apply("evt_conf_a_same", 200, "failed").await,
+        Completion::Completed(Outcome::Stale)
+    );
+    // A duplicate of an applied event changes nothing.
+    assert_eq!(
+        apply("evt_conf_b", 200, "in_transit").await,
+        Completion::Duplicate
+    );
+    assert_eq!(state().await, ("evt_conf_c".to_owned(), "paid".to_owned()));
+    let rec = p
+        .store
+        .event("evt_conf_a_same")
+        .await
+        .expect("read")
+        .expect("ledger");
+    assert_eq!(
+        (rec.outcome, rec.object_id.as_deref()),
+        (Some(Outcome::Stale), Some("po_conf_apply_order"))
+    );
+}
+
+async fn apply_counts_tries_and_records_the_source(p: Ports) {
+    let id = EventId::new("evt_conf_apply_tries");
+    // A failed try without a claim counts itself.
+    p.store
+        .fail(
+            &id,
+            "customer.created",
+            "store timed out",
+            now(),
+            Tried::Unclaimed,
+        )
+        .await
+        .expect("fail");
+    assert_eq!(
+        p.store
+            .event(id.as_str())
+            .await
+            .expect("read")
+            .map(|r| r.attempts),
+        Some(1)
+    );
+    let done = p
+        .store
+        .apply(&id, "customer.created", None, "eventbridge", now())
+        .await
+        .expect("apply");
+    assert_eq!(done.completion, Completion::Completed(Outcome::Ignored));
+    assert_eq!(done.attempts, Some(2));
+    let rec = p
+        .store
+        .event(id.as_str())
+        .await
+        .expect("read")
+        .expect("ledger");
+    assert_eq!(
+        (
+            rec.status,
+            rec.attempts,
+            rec.source.as_deref(),
+            rec.last_error.is_some()
+        ),
+        (EventStatus::Completed, 2, Some("eventbridge"), true)
+    );
+    // A late failure does not undo the completion.
+    p.store
+        .fail(&id, "customer.created", "late", now(), Tried::Unclaimed)
+        .await
+        .expect("fail");
+    let rec = p
+        .store
+        .event(id.as_str())
+        .await
+        .expect("read")
+        .expect("ledger");
+    assert_eq!((rec.status, rec.attempts), (EventStatus::Completed, 2));
 }

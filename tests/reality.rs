@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hookline_core::message::OutboundMessage;
-use hookline_core::ports::Queue;
+use hookline_core::ports::{Queue, Tried};
 use hookline_core::records::{EventStatus, Outcome};
 
 use crate::bed::Bed;
@@ -712,11 +712,23 @@ async fn the_worker_purges_expired_records_on_the_embedded_backend() {
     let ev = |id: &str| hookline_core::envelope::EventId::new(id);
     // Ledger items: expiresAt = now + 30 days at the time they were written.
     bed.store
-        .fail(&ev("evt_test_expired"), "payout.created", "x", old)
+        .fail(
+            &ev("evt_test_expired"),
+            "payout.created",
+            "x",
+            old,
+            Tried::Unclaimed,
+        )
         .await
         .expect("write");
     bed.store
-        .fail(&ev("evt_test_recent"), "payout.created", "x", now())
+        .fail(
+            &ev("evt_test_recent"),
+            "payout.created",
+            "x",
+            now(),
+            Tried::Unclaimed,
+        )
         .await
         .expect("write");
     // DLQ messages sent 20 days ago and now.

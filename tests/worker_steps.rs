@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hookline_core::envelope::EventId;
+use hookline_core::handlers::{Effect, Handler};
 use hookline_core::ports::{Claim, Delivery, Lease, Store};
 use hookline_core::records::{EventStatus, Outcome};
 use hookline_core::settings::{AppEnv, EventFilter};
@@ -25,6 +26,16 @@ struct Steps {
 }
 
 fn steps() -> Steps {
+    steps_with(hookline_core::handlers::registered)
+}
+
+/// The built-in handlers declared as not idempotent: the claim +
+/// transaction path a deployment's own `Effect::Once` handler takes.
+fn once(event_type: &str) -> Option<(Handler, Effect)> {
+    hookline_core::handlers::registered(event_type).map(|(h, _)| (h, Effect::Once))
+}
+
+fn steps_with(registry: hookline_core::handlers::Registry) -> Steps {
     let dir = tempfile::tempdir().expect("tmp");
     let e =
         hookline_embedded::open(dir.path(), hookline_embedded::Options::default()).expect("open");
@@ -40,6 +51,7 @@ fn steps() -> Steps {
             },
             max_receives: 5,
             lease: Duration::from_secs(30),
+            registry,
         },
         store,
         _dir: dir,
@@ -104,7 +116,8 @@ async fn an_older_event_of_the_same_object_is_stale() {
 
 #[tokio::test]
 async fn an_event_leased_by_another_delivery_is_busy_then_taken_over_when_the_lease_ends() {
-    let s = steps();
+    // The lease belongs to the transactional path (an `Effect::Once` handler).
+    let s = steps_with(once);
     let body = payout("evt_test_step_busy", 100);
     let id = EventId::new("evt_test_step_busy");
     // Another worker's delivery holds the lease (it crashed mid-way).
@@ -240,4 +253,77 @@ async fn events_outside_the_admission_rules_complete_ignored() {
         .process(&delivery(&other, "m2", 1), NOW, 0.5)
         .await;
     assert_eq!(d, Decision::Done(Done::Completed(Outcome::Ignored)));
+}
+
+/// The built-in handlers replace state: no claim, so another delivery's
+/// live lease does not hold the event up; the write is guarded by the
+/// stored state and the ledger records one completion.
+#[tokio::test]
+async fn an_effect_that_replaces_state_takes_no_claim() {
+    let s = steps();
+    let body = payout("evt_test_step_replace", 100);
+    let id = EventId::new("evt_test_step_replace");
+    s.store
+        .claim(
+            &id,
+            "payout.updated",
+            Lease {
+                owner: "other/1",
+                now: NOW,
+                secs: 30,
+                source: "webhook",
+            },
+        )
+        .await
+        .expect("claim");
+    let (d, info) = s
+        .processor
+        .process(&delivery(&body, "m2", 1), NOW + 5, 1.0)
+        .await;
+    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Applied)));
+    assert_eq!(info.attempts, Some(2), "the other claim's try and this one");
+    let rec = s
+        .store
+        .event("evt_test_step_replace")
+        .await
+        .expect("read")
+        .expect("ledger");
+    assert_eq!(
+        (rec.status, rec.outcome, rec.lease_until),
+        (EventStatus::Completed, Some(Outcome::Applied), None)
+    );
+    // The other delivery, finishing late, finds it completed.
+    assert_eq!(
+        s.store
+            .complete(&id, "payout.updated", None, NOW + 6)
+            .await
+            .expect("complete"),
+        hookline_core::records::Completion::Duplicate
+    );
+}
+
+/// The transactional path (an `Effect::Once` handler) applies once, and a
+/// second delivery is a duplicate before anything is written.
+#[tokio::test]
+async fn an_effect_that_must_happen_once_is_claimed_then_committed() {
+    let s = steps_with(once);
+    let body = payout("evt_test_step_once", 100);
+    let (d, info) = s
+        .processor
+        .process(&delivery(&body, "m1", 1), NOW, 0.5)
+        .await;
+    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Applied)));
+    assert_eq!(info.attempts, Some(1));
+    let (d, _) = s
+        .processor
+        .process(&delivery(&body, "m2", 1), NOW, 0.5)
+        .await;
+    assert_eq!(d, Decision::Done(Done::Duplicate));
+    let rec = s
+        .store
+        .event("evt_test_step_once")
+        .await
+        .expect("read")
+        .expect("ledger");
+    assert_eq!((rec.status, rec.attempts), (EventStatus::Completed, 1));
 }

@@ -1,17 +1,26 @@
 //! The store port on DynamoDB: the events ledger and the two projection
 //! tables, with the SPEC's key and attribute names.
 //!
-//! Cost of an applied event: one `UpdateItem` for the claim (1 WCU) and one
-//! two-item `TransactWriteItems` (ledger + projection: 2 × 2 WCU), so 5 write
-//! units for items under 1 KB. Ignored events and duplicates cost less.
+//! Cost of an applied event, items under 1 KB:
+//! - [`Store::apply`] (effects that replace state, the built-in handlers):
+//!   a conditional `PutItem` of the projection and a conditional
+//!   `UpdateItem` of the ledger, 2 write units;
+//! - [`Store::claim`] + [`Store::complete`] (effects that must happen once):
+//!   the claim `UpdateItem` (1) and a two-item `TransactWriteItems` (ledger +
+//!   projection, 2 × 2), 5 write units.
+//!
+//! Every write is counted at the adapter ([`DynamoStore::write_units`]):
+//! its kind and the size of the item it writes give its write units.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use hookline_core::clock::rfc3339;
 use hookline_core::envelope::EventId;
-use hookline_core::ports::{Claim, Lease, PortError, Store};
+use hookline_core::ports::{Applied, Claim, Lease, PortError, Store, Tried};
 use hookline_core::records::{
     Completion, EventRecord, EventStatus, ItemTable, Outcome, Projection, StoredItem,
     LEDGER_TTL_SECS,
@@ -43,6 +52,74 @@ impl Tables {
 pub struct DynamoStore {
     client: aws_sdk_dynamodb::Client,
     tables: Tables,
+    meter: Arc<WriteMeter>,
+}
+
+/// Write requests sent and the write units they consumed, by DynamoDB's
+/// on-demand rule: 1 unit per started KB of the item written (its largest
+/// image), doubled inside a transaction; a write whose condition fails
+/// consumes the same.
+#[derive(Debug, Default)]
+pub struct WriteMeter {
+    requests: AtomicU64,
+    units: AtomicU64,
+}
+
+/// What [`DynamoStore::write_units`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteUnits {
+    pub requests: u64,
+    pub units: u64,
+}
+
+impl WriteMeter {
+    fn count(&self, items: &[u64], transactional: bool) {
+        let units: u64 = items
+            .iter()
+            .map(|size| size.div_ceil(1024).max(1) * if transactional { 2 } else { 1 })
+            .sum();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.units.fetch_add(units, Ordering::Relaxed);
+    }
+}
+
+/// An attribute value's size by DynamoDB's item-size rules.
+fn value_size(v: &AttributeValue) -> u64 {
+    match v {
+        AttributeValue::S(s) => s.len() as u64,
+        // About one byte per two significant digits, plus one.
+        AttributeValue::N(n) => (n.trim_start_matches('-').len() as u64).div_ceil(2) + 1,
+        AttributeValue::B(b) => b.as_ref().len() as u64,
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        AttributeValue::L(l) => 3 + l.iter().map(|e| value_size(e) + 1).sum::<u64>(),
+        AttributeValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, e)| k.len() as u64 + value_size(e) + 1)
+                .sum::<u64>()
+        }
+        AttributeValue::Ss(l) => l.iter().map(|e| e.len() as u64).sum(),
+        AttributeValue::Ns(l) => l.iter().map(|e| e.len() as u64).sum(),
+        _ => 1,
+    }
+}
+
+/// An item's size: attribute names and values.
+fn item_size<'a>(attrs: impl IntoIterator<Item = (&'a String, &'a AttributeValue)>) -> u64 {
+    attrs
+        .into_iter()
+        .map(|(k, v)| k.len() as u64 + value_size(v))
+        .sum()
+}
+
+/// The size of the item an update leaves: its key plus every value it
+/// sets, under the attribute names they are set to (an upper bound for
+/// the ledger, whose updates set nearly every attribute).
+fn update_size(
+    key: &HashMap<String, AttributeValue>,
+    values: Option<&HashMap<String, AttributeValue>>,
+) -> u64 {
+    item_size(key) + values.map_or(0, item_size)
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -59,7 +136,33 @@ fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E)
 
 impl DynamoStore {
     pub fn new(client: aws_sdk_dynamodb::Client, tables: Tables) -> Self {
-        Self { client, tables }
+        Self {
+            client,
+            tables,
+            meter: Arc::default(),
+        }
+    }
+
+    fn count_update(
+        &self,
+        request: &aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+    ) {
+        let key = request.get_key().clone().unwrap_or_default();
+        self.meter.count(
+            &[update_size(
+                &key,
+                request.get_expression_attribute_values().as_ref(),
+            )],
+            false,
+        );
+    }
+
+    /// Write requests and write units this store (and its clones) sent.
+    pub fn write_units(&self) -> WriteUnits {
+        WriteUnits {
+            requests: self.meter.requests.load(Ordering::Relaxed),
+            units: self.meter.units.load(Ordering::Relaxed),
+        }
     }
 
     async fn get_event_item(
@@ -80,6 +183,8 @@ impl DynamoStore {
 
     /// The ledger update that completes an event, guarded against a second
     /// completion.
+    /// `unclaimed`: the [`Store::apply`] path, which counts the try and
+    /// records the source (a claim did both on the other path).
     fn completion_update(
         &self,
         event_id: &str,
@@ -87,6 +192,7 @@ impl DynamoStore {
         outcome: Outcome,
         object: Option<&str>,
         now: i64,
+        unclaimed: Option<&str>,
     ) -> Result<Update, PortError> {
         // The item the event projected (or would have, when stale), for
         // lookups from an event to its state.
@@ -95,12 +201,16 @@ impl DynamoStore {
         } else {
             ""
         };
+        let (attempts, source) = match unclaimed {
+            Some(_) => ("", ", #source = :source ADD attempts :one"),
+            None => (", attempts = if_not_exists(attempts, :one)", ""),
+        };
         let mut update = Update::builder()
             .table_name(&self.tables.events)
             .key("eventId", s(event_id))
             .update_expression(format!(
                 "SET #status = :completed, outcome = :outcome, completedAt = :at, expiresAt = :exp, \
-                 eventType = if_not_exists(eventType, :type), attempts = if_not_exists(attempts, :one){object_set} \
+                 eventType = if_not_exists(eventType, :type){attempts}{object_set}{source} \
                  REMOVE leaseUntil, leaseOwner"
             ))
             .condition_expression("attribute_not_exists(eventId) OR #status <> :completed")
@@ -114,12 +224,18 @@ impl DynamoStore {
         if let Some(o) = object {
             update = update.expression_attribute_values(":object", s(o));
         }
+        if let Some(source) = unclaimed {
+            update = update
+                .expression_attribute_names("#source", "source")
+                .expression_attribute_values(":source", s(source));
+        }
         update
             .build()
             .map_err(|e| PortError::permanent(format!("ledger update: {e}")))
     }
 
-    /// Completes without a projection change (ignored or stale).
+    /// Completes the ledger item alone (ignored or stale, or the second
+    /// write of [`Store::apply`]).
     async fn complete_ledger_only(
         &self,
         event_id: &str,
@@ -127,8 +243,13 @@ impl DynamoStore {
         outcome: Outcome,
         object: Option<&str>,
         now: i64,
-    ) -> Result<Completion, PortError> {
-        let u = self.completion_update(event_id, event_type, outcome, object, now)?;
+        unclaimed: Option<&str>,
+    ) -> Result<Applied, PortError> {
+        let u = self.completion_update(event_id, event_type, outcome, object, now, unclaimed)?;
+        self.meter.count(
+            &[update_size(&u.key, u.expression_attribute_values.as_ref())],
+            false,
+        );
         let out = self
             .client
             .update_item()
@@ -138,13 +259,23 @@ impl DynamoStore {
             .set_condition_expression(u.condition_expression)
             .set_expression_attribute_names(u.expression_attribute_names)
             .set_expression_attribute_values(u.expression_attribute_values)
+            .return_values(ReturnValue::UpdatedNew)
             .send()
             .await;
         match out {
-            Ok(_) => Ok(Completion::Completed(outcome)),
-            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => {
-                Ok(Completion::Duplicate)
-            }
+            Ok(out) => Ok(Applied {
+                completion: Completion::Completed(outcome),
+                attempts: out
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get("attempts"))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse().ok()),
+            }),
+            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => Ok(Applied {
+                completion: Completion::Duplicate,
+                attempts: None,
+            }),
             Err(e) => Err(classify(
                 &format!("UpdateItem on table {}", self.tables.events),
                 e,
@@ -152,18 +283,43 @@ impl DynamoStore {
         }
     }
 
-    fn projection_put(&self, p: &Projection) -> Result<Put, PortError> {
+    /// The projection, written unless the stored one is newer in
+    /// (`lastEventCreated`, `lastEventId`) order.
+    fn projection_put(&self, p: &Projection, event_id: &str) -> Result<Put, PortError> {
         let routed = ItemTable::of(p);
         let (table, key) = (self.tables.name(routed), routed.key_attribute());
         Put::builder()
             .table_name(table)
             .set_item(Some(to_item(&p.to_item())))
             .condition_expression(format!(
-                "attribute_not_exists({key}) OR lastEventCreated <= :created"
+                "attribute_not_exists({key}) OR lastEventCreated < :created OR \
+                 (lastEventCreated = :created AND lastEventId <= :id)"
             ))
             .expression_attribute_values(":created", n(p.event_created()))
+            .expression_attribute_values(":id", s(event_id))
             .build()
             .map_err(|e| PortError::permanent(format!("projection put: {e}")))
+    }
+
+    /// The first write of [`Store::apply`]: the projection alone.
+    async fn put_projection(&self, p: &Projection, event_id: &str) -> Result<Outcome, PortError> {
+        let put = self.projection_put(p, event_id)?;
+        self.meter.count(&[item_size(put.item())], false);
+        let table = put.table_name().to_owned();
+        let out = self
+            .client
+            .put_item()
+            .table_name(put.table_name)
+            .set_item(Some(put.item))
+            .set_condition_expression(put.condition_expression)
+            .set_expression_attribute_values(put.expression_attribute_values)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(Outcome::Applied),
+            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => Ok(Outcome::Stale),
+            Err(e) => Err(classify(&format!("PutItem on table {table}"), e)),
+        }
     }
 }
 
@@ -200,7 +356,7 @@ impl Store for DynamoStore {
         lease: Lease<'_>,
     ) -> Result<Claim, PortError> {
         let (now, lease_until) = (lease.now, lease.until());
-        let out = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.tables.events)
@@ -225,9 +381,9 @@ impl Store for DynamoStore {
             .expression_attribute_values(":exp", n(now + LEDGER_TTL_SECS))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":one", n(1))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
+            .return_values(ReturnValue::AllNew);
+        self.count_update(&request);
+        let out = request.send().await;
         match out {
             Ok(out) => {
                 let attempts = out
@@ -269,8 +425,16 @@ impl Store for DynamoStore {
     ) -> Result<Completion, PortError> {
         let Some(p) = projection else {
             return self
-                .complete_ledger_only(event_id.as_str(), event_type, Outcome::Ignored, None, now)
-                .await;
+                .complete_ledger_only(
+                    event_id.as_str(),
+                    event_type,
+                    Outcome::Ignored,
+                    None,
+                    now,
+                    None,
+                )
+                .await
+                .map(|a| a.completion);
         };
         let ledger = self.completion_update(
             event_id.as_str(),
@@ -278,8 +442,16 @@ impl Store for DynamoStore {
             Outcome::Applied,
             Some(p.key()),
             now,
+            None,
         )?;
-        let put = self.projection_put(p)?;
+        let put = self.projection_put(p, event_id.as_str())?;
+        self.meter.count(
+            &[
+                update_size(&ledger.key, ledger.expression_attribute_values.as_ref()),
+                item_size(put.item()),
+            ],
+            true,
+        );
         let out = self
             .client
             .transact_write_items()
@@ -323,8 +495,10 @@ impl Store for DynamoStore {
                         Outcome::Stale,
                         Some(p.key()),
                         now,
+                        None,
                     )
                     .await
+                    .map(|a| a.completion)
                 } else if reasons.iter().flatten().any(|c| c == "ValidationError") {
                     // Our own item is invalid (too large, a bad attribute):
                     // the same write fails the same way every time.
@@ -341,22 +515,55 @@ impl Store for DynamoStore {
         }
     }
 
+    async fn apply(
+        &self,
+        event_id: &EventId,
+        event_type: &str,
+        projection: Option<&Projection>,
+        source: &str,
+        now: i64,
+    ) -> Result<Applied, PortError> {
+        // Two single-item writes, each conditional: the projection (a
+        // replay of the same or an older event cannot change newer state),
+        // then the ledger (one completion). A crash between them leaves the
+        // projection written and the event not completed: its redelivery
+        // writes the same projection again and completes it.
+        let outcome = match projection {
+            Some(p) => self.put_projection(p, event_id.as_str()).await?,
+            None => Outcome::Ignored,
+        };
+        self.complete_ledger_only(
+            event_id.as_str(),
+            event_type,
+            outcome,
+            projection.map(Projection::key),
+            now,
+            Some(source),
+        )
+        .await
+    }
+
     async fn fail(
         &self,
         event_id: &EventId,
         event_type: &str,
         error: &str,
         now: i64,
+        tried: Tried,
     ) -> Result<(), PortError> {
-        let out = self
+        let attempts = match tried {
+            Tried::Claimed => ", attempts = if_not_exists(attempts, :one)",
+            Tried::Unclaimed => " ADD attempts :one",
+        };
+        let request = self
             .client
             .update_item()
             .table_name(&self.tables.events)
             .key("eventId", s(event_id.as_str()))
-            .update_expression(
+            .update_expression(format!(
                 "SET #status = :failed, lastError = :error, eventType = if_not_exists(eventType, :type), \
-                 expiresAt = :exp, attempts = if_not_exists(attempts, :one) REMOVE leaseUntil, leaseOwner",
-            )
+                 expiresAt = :exp{attempts} REMOVE leaseUntil, leaseOwner",
+            ))
             .condition_expression("attribute_not_exists(eventId) OR #status <> :completed")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":failed", s(EventStatus::Failed.as_str()))
@@ -364,9 +571,9 @@ impl Store for DynamoStore {
             .expression_attribute_values(":error", s(error))
             .expression_attribute_values(":type", s(event_type))
             .expression_attribute_values(":exp", n(now + LEDGER_TTL_SECS))
-            .expression_attribute_values(":one", n(1))
-            .send()
-            .await;
+            .expression_attribute_values(":one", n(1));
+        self.count_update(&request);
+        let out = request.send().await;
         match out {
             Ok(_) => Ok(()),
             Err(e) if e.as_service_error().is_some_and(is_condition_failure) => Ok(()),

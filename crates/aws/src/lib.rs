@@ -17,6 +17,6 @@ pub mod secrets;
 mod sqs;
 
 pub use config::{load as load_config, AwsClients};
-pub use dynamo::{DynamoStore, Tables};
+pub use dynamo::{DynamoStore, Tables, WriteUnits};
 pub use secrets::SecretsReader;
 pub use sqs::{SqsQueue, SqsRedrive};

@@ -2,7 +2,8 @@
 //!
 //! Adding an event type is one function and one row in [`HANDLERS`] (and one
 //! row in the README's table). Handlers do no I/O; the worker commits what
-//! they return through the store port, atomically with the ledger.
+//! they return through the store port, by the write path the handler's
+//! [`Effect`] allows.
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -21,22 +22,49 @@ pub struct HandlerError {
 /// A handler: raw event body to the projection it writes.
 pub type Handler = fn(&[u8]) -> Result<Projection, HandlerError>;
 
-/// Event type to handler. The six default event types.
-pub const HANDLERS: &[(&str, Handler)] = &[
-    ("payment_intent.succeeded", payment_intent),
-    ("payment_intent.payment_failed", payment_intent),
-    ("charge.dispute.created", dispute),
-    ("payout.created", payout),
-    ("payout.updated", payout),
-    ("account.updated", account),
+/// How a handler's effect may be written; each handler declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// The projection replaces state and is guarded by the stored
+    /// (`lastEventCreated`, `lastEventId`): writing it twice, or racing
+    /// another worker on it, leaves the same state. Written as two
+    /// conditional single-item writes (projection, then ledger), no claim.
+    Replace,
+    /// Not idempotent (a counter, a side effect outside the projection):
+    /// claimed first, then ledger and projection in one transaction, so it
+    /// happens once.
+    Once,
+}
+
+/// Event type to handler and its effect. The six default event types.
+pub const HANDLERS: &[(&str, Handler, Effect)] = &[
+    ("payment_intent.succeeded", payment_intent, Effect::Replace),
+    (
+        "payment_intent.payment_failed",
+        payment_intent,
+        Effect::Replace,
+    ),
+    ("charge.dispute.created", dispute, Effect::Replace),
+    ("payout.created", payout, Effect::Replace),
+    ("payout.updated", payout, Effect::Replace),
+    ("account.updated", account, Effect::Replace),
 ];
+
+/// Looks a handler up by event type (the worker holds one, so that a
+/// deployment can register its own).
+pub type Registry = fn(&str) -> Option<(Handler, Effect)>;
+
+/// The built-in registry: [`HANDLERS`].
+pub fn registered(event_type: &str) -> Option<(Handler, Effect)> {
+    HANDLERS
+        .iter()
+        .find(|(t, _, _)| *t == event_type)
+        .map(|(_, h, e)| (*h, *e))
+}
 
 /// The handler for an event type, if there is one.
 pub fn handler_for(event_type: &str) -> Option<Handler> {
-    HANDLERS
-        .iter()
-        .find(|(t, _)| *t == event_type)
-        .map(|(_, h)| *h)
+    registered(event_type).map(|(h, _)| h)
 }
 
 #[derive(Deserialize)]

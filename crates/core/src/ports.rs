@@ -260,7 +260,28 @@ pub enum Claim {
     Busy { lease_until: i64 },
 }
 
-/// The idempotency ledger and the projections, committed together.
+/// Whether a failed try was already counted in `attempts` by a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tried {
+    /// [`Store::claim`] counted it.
+    Claimed,
+    /// No claim (the [`Store::apply`] path): the failure counts it.
+    Unclaimed,
+}
+
+/// The result of [`Store::apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub completion: Completion,
+    /// The ledger's `attempts` after this try, when the store tells.
+    pub attempts: Option<u32>,
+}
+
+/// The idempotency ledger and the projections.
+///
+/// Two write paths: [`Store::apply`] for an effect that replaces state
+/// (written twice, it leaves the same state), and [`Store::claim`] then
+/// [`Store::complete`] for one that must happen once.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records a processing try: `PROCESSING` with a lease until
@@ -286,13 +307,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: i64,
     ) -> Result<Completion, PortError>;
 
-    /// Marks the event `FAILED` with `error`.
+    /// Applies an event whose effect replaces state, without a claim: the
+    /// projection (if any) is written only when (`created`, event id) is
+    /// not older than the stored (`lastEventCreated`, `lastEventId`), else
+    /// the outcome is `stale`; then the ledger item becomes `COMPLETED`
+    /// (attempts + 1) unless it already is (`Duplicate`). Each write is a
+    /// single conditional item write; applying the same event twice, or
+    /// two workers racing on it, leaves the same state and one completion.
+    async fn apply(
+        &self,
+        event_id: &EventId,
+        event_type: &str,
+        projection: Option<&Projection>,
+        source: &str,
+        now: i64,
+    ) -> Result<Applied, PortError>;
+
+    /// Marks the event `FAILED` with `error`; counts the try in `attempts`
+    /// unless a claim did.
     async fn fail(
         &self,
         event_id: &EventId,
         event_type: &str,
         error: &str,
         now: i64,
+        tried: Tried,
     ) -> Result<(), PortError>;
 
     /// The ledger item of an event.

@@ -5,6 +5,13 @@ use hookline_core::metrics::{Counter, Exposition, Gauge, Histogram, AGE_BUCKETS,
 use crate::decide::Done;
 use hookline_core::records::Outcome;
 
+/// What a readiness mark is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Queue = 0,
+    Store = 1,
+}
+
 #[derive(Debug)]
 pub struct WorkerMetrics {
     pub applied: Counter,
@@ -16,9 +23,10 @@ pub struct WorkerMetrics {
     pub dead_lettered: Counter,
     pub receive_errors: Counter,
     pub configuration_errors: Counter,
-    /// Unix ms of the last configuration error and of the last success.
-    last_configuration_error_ms: Gauge,
-    last_success_ms: Gauge,
+    /// Unix ms of the last configuration error and of the last success,
+    /// of the queue and of the store.
+    last_configuration_error_ms: [Gauge; 2],
+    last_success_ms: [Gauge; 2],
     pub in_flight: Gauge,
     pub handler_latency: Histogram,
     /// now − `created` when an event is applied: the lag users watch.
@@ -37,8 +45,8 @@ impl Default for WorkerMetrics {
             dead_lettered: Counter::default(),
             receive_errors: Counter::default(),
             configuration_errors: Counter::default(),
-            last_configuration_error_ms: Gauge::default(),
-            last_success_ms: Gauge::default(),
+            last_configuration_error_ms: Default::default(),
+            last_success_ms: Default::default(),
             in_flight: Gauge::default(),
             handler_latency: Histogram::new(LATENCY_BUCKETS),
             event_age: Histogram::new(AGE_BUCKETS),
@@ -56,21 +64,22 @@ impl WorkerMetrics {
         }
     }
 
-    pub fn mark_configuration_error(&self) {
+    pub fn mark_configuration_error(&self, part: Part) {
         self.configuration_errors.inc();
-        self.last_configuration_error_ms
-            .set(hookline_core::clock::unix_millis());
+        self.last_configuration_error_ms[part as usize].set(hookline_core::clock::unix_millis());
     }
 
-    pub fn mark_success(&self) {
-        self.last_success_ms
-            .set(hookline_core::clock::unix_millis());
+    pub fn mark_success(&self, part: Part) {
+        self.last_success_ms[part as usize].set(hookline_core::clock::unix_millis());
     }
 
-    /// A configuration error happened and nothing has succeeded since.
+    /// The queue or the store had a configuration error and has not
+    /// succeeded since (a receive that works says nothing of the store).
     pub fn configuration_broken(&self) -> bool {
-        let error = self.last_configuration_error_ms.get();
-        error > 0 && error >= self.last_success_ms.get()
+        [Part::Queue, Part::Store].into_iter().any(|part| {
+            let error = self.last_configuration_error_ms[part as usize].get();
+            error > 0 && error >= self.last_success_ms[part as usize].get()
+        })
     }
 
     /// Everything that completed, whatever the outcome.

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use hookline_core::envelope::{Envelope, EventId};
-use hookline_core::handlers::handler_for;
+use hookline_core::handlers::{Effect, Registry};
 use hookline_core::inbound::{admit, unwrap, Source};
 use hookline_core::message::attr;
-use hookline_core::ports::{Claim, Delivery, ErrorKind, Lease, PortError, Store};
+use hookline_core::ports::{Claim, Delivery, ErrorKind, Lease, PortError, Store, Tried};
 use hookline_core::records::Completion;
 use hookline_core::settings::{AppEnv, EventFilter};
 
@@ -37,6 +37,9 @@ pub struct Processor {
     pub max_receives: u32,
     /// How long a claim holds the event against other workers.
     pub lease: Duration,
+    /// Event type to handler and its effect
+    /// ([`hookline_core::handlers::registered`] unless a deployment adds its own).
+    pub registry: Registry,
 }
 
 /// In-process retries of one store call: a few quick tries smooth over a
@@ -67,7 +70,8 @@ impl Processor {
             Err(error) => {
                 let reason = format!("invalid event payload: {error}");
                 if let (Some(id), Some(t)) = (&info.event_id, &info.event_type) {
-                    self.record_failure(id, t, &reason, now).await;
+                    self.record_failure(id, t, &reason, now, Tried::Unclaimed)
+                        .await;
                 }
                 return (Decision::DeadLetter { reason }, info);
             }
@@ -96,60 +100,27 @@ impl Processor {
     ) -> Decision {
         let id = &envelope.id;
         let event_type = envelope.event_type.as_str();
-        let transient = |error: PortError| {
-            after_transient(
-                error.to_string(),
-                error.is_configuration(),
-                delivery.receive_count,
-                self.max_receives,
-                self.backoff,
-                unit,
-            )
-        };
 
-        // Unique per delivery: our own retried claim gets the lease back,
-        // a redelivery (crash, expired visibility) is a new owner.
-        let owner = format!("{}/{}", delivery.message_id, delivery.receive_count);
-        let lease = Lease {
-            owner: &owner,
-            now,
-            secs: self.lease.as_secs(),
-            source: info.source.unwrap_or(Source::Webhook).as_str(),
-        };
-        let claim = (|| self.store.claim(id, event_type, lease))
-            .retry(quick_retries())
-            .when(PortError::is_retryable)
-            .await;
-        match claim {
-            Ok(Claim::Completed) => return Decision::Done(Done::Duplicate),
-            Ok(Claim::Busy { lease_until }) => {
-                let remaining = u64::try_from(lease_until.saturating_sub(now)).unwrap_or(0);
-                return Decision::Busy {
-                    delay: busy_delay(
-                        self.backoff,
-                        delivery.receive_count,
-                        self.max_receives,
-                        unit,
-                        remaining,
-                    ),
-                };
-            }
-            Ok(Claim::Started { attempts }) => {
-                tracing::debug!(message = "Event claimed.", event_id = %id, attempts);
-                info.attempts = Some(attempts);
-            }
-            Err(error) if error.kind() == ErrorKind::Permanent => {
-                return Decision::DeadLetter {
-                    reason: format!("store refused the claim: {}", error.message()),
+        let registered = (self.registry)(event_type);
+        let source = info.source.unwrap_or(Source::Webhook).as_str();
+        // An effect that replaces state needs no claim (see `Effect`).
+        let tried = match registered.map_or(Effect::Replace, |(_, effect)| effect) {
+            Effect::Replace => Tried::Unclaimed,
+            Effect::Once => {
+                match self
+                    .claim(id, event_type, delivery, now, unit, source, info)
+                    .await
+                {
+                    Ok(()) => Tried::Claimed,
+                    Err(decision) => return decision,
                 }
             }
-            Err(error) => return transient(error),
-        }
+        };
 
         // Admission (as the ingress applies it; no ingress saw an
         // EventBridge event), required fields, then the handler (pure).
         let handler = match admit(envelope, self.app_env, &self.enabled) {
-            Ok(()) => handler_for(event_type),
+            Ok(()) => registered.map(|(handle, _)| handle),
             Err(ignored) => {
                 tracing::debug!(message = "Event not admitted; completing as ignored.", event_id = %id, reason = ignored.reason());
                 None
@@ -158,39 +129,123 @@ impl Processor {
         let projection = match (envelope.created, handler) {
             (None, _) => {
                 let reason = "event has no created timestamp".to_owned();
-                return self.fail_permanently(id, event_type, reason, now).await;
+                return self
+                    .fail_permanently(id, event_type, reason, now, tried)
+                    .await;
             }
             (Some(_), None) => None,
             (Some(_), Some(handle)) => match handle(event) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     return self
-                        .fail_permanently(id, event_type, e.to_string(), now)
+                        .fail_permanently(id, event_type, e.to_string(), now, tried)
                         .await
                 }
             },
         };
 
-        let committed = (|| {
-            self.store
-                .complete(id, event_type, projection.as_ref(), now)
-        })
-        .retry(quick_retries())
-        .when(PortError::is_retryable)
-        .await;
+        let committed = match tried {
+            Tried::Unclaimed => (|| {
+                self.store
+                    .apply(id, event_type, projection.as_ref(), source, now)
+            })
+            .retry(quick_retries())
+            .when(PortError::is_retryable)
+            .await
+            .map(|applied| {
+                info.attempts = applied.attempts;
+                applied.completion
+            }),
+            Tried::Claimed => {
+                (|| {
+                    self.store
+                        .complete(id, event_type, projection.as_ref(), now)
+                })
+                .retry(quick_retries())
+                .when(PortError::is_retryable)
+                .await
+            }
+        };
         match committed {
             Ok(Completion::Completed(outcome)) => Decision::Done(Done::Completed(outcome)),
             Ok(Completion::Duplicate) => Decision::Done(Done::Duplicate),
             Err(error) if error.kind() == ErrorKind::Permanent => {
                 let reason = format!("store refused the write: {}", error.message());
-                self.fail_permanently(id, event_type, reason, now).await
+                self.fail_permanently(id, event_type, reason, now, tried)
+                    .await
             }
             Err(error) => {
-                let decision = transient(error.clone());
-                self.record_failure(id.as_str(), event_type, &error.to_string(), now)
+                let decision = after_transient(
+                    error.to_string(),
+                    error.is_configuration(),
+                    delivery.receive_count,
+                    self.max_receives,
+                    self.backoff,
+                    unit,
+                );
+                self.record_failure(id.as_str(), event_type, &error.to_string(), now, tried)
                     .await;
                 decision
             }
+        }
+    }
+
+    /// The claim of the transactional path: `Err` with the decision when
+    /// this delivery must not go on.
+    #[allow(clippy::too_many_arguments)]
+    async fn claim(
+        &self,
+        id: &EventId,
+        event_type: &str,
+        delivery: &Delivery,
+        now: i64,
+        unit: f64,
+        source: &str,
+        info: &mut EventInfo,
+    ) -> Result<(), Decision> {
+        // Unique per delivery: our own retried claim gets the lease back,
+        // a redelivery (crash, expired visibility) is a new owner.
+        let owner = format!("{}/{}", delivery.message_id, delivery.receive_count);
+        let lease = Lease {
+            owner: &owner,
+            now,
+            secs: self.lease.as_secs(),
+            source,
+        };
+        let claim = (|| self.store.claim(id, event_type, lease))
+            .retry(quick_retries())
+            .when(PortError::is_retryable)
+            .await;
+        match claim {
+            Ok(Claim::Completed) => Err(Decision::Done(Done::Duplicate)),
+            Ok(Claim::Busy { lease_until }) => {
+                let remaining = u64::try_from(lease_until.saturating_sub(now)).unwrap_or(0);
+                Err(Decision::Busy {
+                    delay: busy_delay(
+                        self.backoff,
+                        delivery.receive_count,
+                        self.max_receives,
+                        unit,
+                        remaining,
+                    ),
+                })
+            }
+            Ok(Claim::Started { attempts }) => {
+                tracing::debug!(message = "Event claimed.", event_id = %id, attempts);
+                info.attempts = Some(attempts);
+                Ok(())
+            }
+            Err(error) if error.kind() == ErrorKind::Permanent => Err(Decision::DeadLetter {
+                reason: format!("store refused the claim: {}", error.message()),
+            }),
+            Err(error) => Err(after_transient(
+                error.to_string(),
+                error.is_configuration(),
+                delivery.receive_count,
+                self.max_receives,
+                self.backoff,
+                unit,
+            )),
         }
     }
 
@@ -201,18 +256,26 @@ impl Processor {
         event_type: &str,
         reason: String,
         now: i64,
+        tried: Tried,
     ) -> Decision {
-        self.record_failure(id.as_str(), event_type, &reason, now)
+        self.record_failure(id.as_str(), event_type, &reason, now, tried)
             .await;
         Decision::DeadLetter { reason }
     }
 
     /// Best effort: the ledger item `FAILED` with `lastError` (also for an
     /// event the queue may redrive, so `dlq list` can show the reason).
-    async fn record_failure(&self, id: &str, event_type: &str, error: &str, now: i64) {
+    async fn record_failure(
+        &self,
+        id: &str,
+        event_type: &str,
+        error: &str,
+        now: i64,
+        tried: Tried,
+    ) {
         if let Err(e) = self
             .store
-            .fail(&EventId::new(id.to_owned()), event_type, error, now)
+            .fail(&EventId::new(id.to_owned()), event_type, error, now, tried)
             .await
         {
             tracing::warn!(message = "Cannot record the failure in the ledger.", event_id = %id, error = %e);

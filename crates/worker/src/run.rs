@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::decide::{Backoff, Decision, Done};
-use crate::metrics::WorkerMetrics;
+use crate::metrics::{Part, WorkerMetrics};
 use crate::process::{EventInfo, Processor};
 use crate::settings::WorkerArgs;
 
@@ -115,6 +115,7 @@ impl Worker {
                 },
                 max_receives: args.common.max_receives,
                 lease: visibility,
+                registry: hookline_core::handlers::registered,
             },
             metrics: Arc::new(WorkerMetrics::default()),
             listener,
@@ -330,7 +331,7 @@ impl Poll {
                 Err(error) => {
                     self.ctx.metrics.receive_errors.inc();
                     if error.is_configuration() {
-                        self.ctx.metrics.mark_configuration_error();
+                        self.ctx.metrics.mark_configuration_error(Part::Queue);
                         tracing::error!(message = "Receive failed: configuration error.", %error);
                     } else {
                         tracing::warn!(message = "Receive failed.", %error);
@@ -343,9 +344,7 @@ impl Poll {
                     continue;
                 }
             };
-            if !deliveries.is_empty() {
-                self.ctx.metrics.mark_success();
-            }
+            self.ctx.metrics.mark_success(Part::Queue);
             for delivery in deliveries {
                 let permit = match permits.pop() {
                     Some(p) if !self.shutdown.is_cancelled() => p,
@@ -516,7 +515,7 @@ impl Context {
         match decision {
             Decision::Done(done) => {
                 self.metrics.done(done);
-                self.metrics.mark_success();
+                self.metrics.mark_success(Part::Store);
                 if let (Done::Completed(_), Some(created)) = (done, info.created) {
                     let age = unix_secs().saturating_sub(created);
                     self.metrics.event_age.observe_secs(age as f64);
@@ -545,7 +544,7 @@ impl Context {
                 self.metrics.retries.inc();
                 let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
                 if configuration {
-                    self.metrics.mark_configuration_error();
+                    self.metrics.mark_configuration_error(Part::Store);
                     tracing::error!(
                         message = "Configuration error: the event waits in the queue until an operator fixes it.",
                         event_id,
