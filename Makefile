@@ -23,7 +23,7 @@ help:
 	@echo "make run          start the ingress and the worker on the embedded backend (./data)"
 	@echo "make send-event   sign and post a sample event (TYPE=payout.updated make send-event)"
 	@echo "make test         fmt check, clippy -D warnings, secret guard, all tests"
-	@echo "make bench        signature and ingress load benchmarks"
+	@echo "make bench        signature, ingress (beside a Node peer), worker drain, latency model, replay, AWS requests"
 	@echo "make aws-local    start a local AWS-compatible server (moto) with the queues and tables"
 	@echo "make console      the operator console on http://127.0.0.1:8090/ (embedded backend in ./data)"
 	@echo "make soak         conservation soak: N events through kills, outages, duplicates, replays (N=10000 SEED=1 BACKEND=embedded|aws)"
@@ -145,8 +145,16 @@ soak: release-build
 soak-short: release-build
 	target/release/hookline-soak --backend embedded --n 300 --seed $(SEED) --rate 100 --kill-every-secs 1
 
-bench:
-	$(CARGO) build --release --workspace --bins
+# Every figure of the performance budget: signature verification, ingress
+# CPU per event beside the Node peer, the worker's drain on the embedded
+# backend, the latency model (A, B), the replay (D), and the requests and
+# DynamoDB write units per event counted against moto (C).
+bench: release-build $(MOTO_STAMP)
 	$(CARGO) bench -p hookline-signature
 	$(CARGO) bench -p hookline-suite --bench ingress_load
+	$(CARGO) bench -p hookline-suite --bench worker_drain
 	$(CARGO) bench -p hookline-suite --bench latency_model
+	BENCH_PART=D $(CARGO) bench -p hookline-suite --bench latency_model
+	@endpoint=$$(VENV=$(VENV) scripts/moto.sh start) || exit 1; \
+	AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) RUST_LOG=warn BENCH_PART=C $(CARGO) bench -p hookline-suite --bench latency_model; \
+	rc=$$?; scripts/moto.sh stop; exit $$rc

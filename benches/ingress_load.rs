@@ -6,10 +6,16 @@
 //! /proc/<pid>/stat, so the load generator's own CPU is not counted) and its
 //! peak resident memory (VmHWM).
 //!
-//! Two runs side by side on the same machine:
+//! Runs side by side on the same machine:
 //! - `full`: verify, parse, enqueue durably (group commit), answer 200;
 //! - `no-enqueue`: the same requests with the event type not enabled, so
-//!   HTTP + verification + parsing only: the baseline the queue adds to.
+//!   HTTP + verification + parsing only: the baseline the queue adds to;
+//! - `node-peer`: the hand-rolled alternative, an Express server verifying
+//!   with stripe-node's `constructEvent` and keeping events in memory
+//!   (`benches/node-peer`, installed with `npm ci` from its lock file;
+//!   skipped with a note where `node`/`npm` are missing);
+//! - `before` (when BENCH_INGRESS_BEFORE names another ingress binary):
+//!   that build under the same load, to compare builds side by side.
 //!
 //! Run: `make bench` (builds the release binaries first), or
 //! `cargo build --release --bins && cargo bench --bench ingress_load`.
@@ -82,13 +88,55 @@ impl Drop for Server {
     }
 }
 
-fn start(enabled: &str) -> Server {
-    let dir = tempfile::tempdir().expect("tmp");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("port");
-    let child = Command::new(ingress_binary())
+        .expect("port")
+}
+
+/// The Node peer, installed from its lock file; `None` (with a note) where
+/// node or npm is missing or the install fails.
+fn start_node_peer() -> Option<Server> {
+    let peer = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/node-peer");
+    let installed = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--silent"])
+        .current_dir(&peer)
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !installed {
+        println!("node-peer: skipped (node/npm missing or `npm ci` failed in benches/node-peer)");
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let child = Command::new("node")
+        .arg("server.js")
+        .current_dir(&peer)
+        .env("PORT", port.to_string())
+        .env("STRIPE_WEBHOOK_SECRET", SECRET)
+        .env("NODE_ENV", "production")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    Some(Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    })
+}
+
+fn start(enabled: &str) -> Server {
+    start_binary(ingress_binary(), enabled)
+}
+
+fn start_binary(binary: PathBuf, enabled: &str) -> Server {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let child = Command::new(binary)
         .env_clear()
         .env("BIND_ADDR", format!("127.0.0.1:{port}"))
         .env("DATA_DIR", dir.path())
@@ -135,7 +183,10 @@ struct Report {
 }
 
 async fn run(label: &'static str, enabled: &str, requests: usize, conns: usize) -> Report {
-    let server = start(enabled);
+    measure(label, start(enabled), requests, conns).await
+}
+
+async fn measure(label: &'static str, server: Server, requests: usize, conns: usize) -> Report {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(conns)
         .build()
@@ -249,12 +300,21 @@ fn main() {
     }
     let full = rt.block_on(run("full", "payment_intent.succeeded", requests, conns));
     let base = rt.block_on(run("no-enqueue", "payout.created", requests, conns));
+    let before = std::env::var_os("BENCH_INGRESS_BEFORE").map(|bin| {
+        let server = start_binary(PathBuf::from(bin), "payment_intent.succeeded");
+        rt.block_on(measure("before", server, requests, conns))
+    });
+    let node =
+        start_node_peer().map(|server| rt.block_on(measure("node-peer", server, requests, conns)));
     println!("ingress on the embedded backend: {requests} signed ~3 KB events, {conns} connections, 2-core machine shared with the load generator");
     println!(
         "{:<11} {:>9} {:>9} {:>9} {:>13} {:>9} {:>8}",
         "run", "req/s", "p50 ms", "p99 ms", "CPU us/event", "peak MB", "non-200"
     );
-    for r in [&full, &base] {
+    for r in [Some(&full), Some(&base), before.as_ref(), node.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         println!(
             "{:<11} {:>9.0} {:>9.2} {:>9.2} {:>13.1} {:>9.1} {:>8}",
             r.label,
@@ -271,4 +331,16 @@ fn main() {
         full.cpu_us_per_event - base.cpu_us_per_event,
         full.cpu_us_per_event / base.cpu_us_per_event.max(0.001)
     );
+    if let Some(before) = &before {
+        println!(
+            "full vs before: {:.2}x less server CPU per event",
+            before.cpu_us_per_event / full.cpu_us_per_event.max(0.001)
+        );
+    }
+    if let Some(node) = &node {
+        println!(
+            "full vs node-peer: {:.1}x less server CPU per event (and it enqueues durably; the peer keeps events in memory)",
+            node.cpu_us_per_event / full.cpu_us_per_event.max(0.001)
+        );
+    }
 }

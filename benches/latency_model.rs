@@ -388,11 +388,9 @@ async fn aws_requests(events: usize) {
         clients.sqs.clone(),
         &pair.dlq_url,
     ));
+    let dynamo = hookline_aws::DynamoStore::new(clients.dynamodb.clone(), tables.clone());
     let store = Arc::new(Slow::new(
-        Arc::new(hookline_aws::DynamoStore::new(
-            clients.dynamodb.clone(),
-            tables.clone(),
-        )) as Arc<dyn Store>,
+        Arc::new(dynamo.clone()) as Arc<dyn Store>,
         Duration::ZERO,
     ));
 
@@ -462,10 +460,17 @@ async fn aws_requests(events: usize) {
         "ingress: {sends} SendMessageBatch calls = {:.0} SQS requests per 1000 events",
         sends as f64 * 1000.0 / events as f64
     );
+    let writes = dynamo.write_units();
     println!(
-        "worker: {:.2} SQS requests per event (receive + delete batches, visibility changes), {:.2} DynamoDB requests per event (claim UpdateItem + TransactWriteItems)",
+        "worker: {:.2} SQS requests per event (receive + delete batches, visibility changes), {:.2} store port calls per event",
         queue_calls as f64 / events as f64,
         store_calls as f64 / events as f64
+    );
+    println!(
+        "        DynamoDB writes counted at the adapter: {} requests, {} write units = {:.2} write units per applied event",
+        writes.requests,
+        writes.units,
+        writes.units as f64 / metrics.applied.get().max(1) as f64
     );
     println!(
         "        ({} ReceiveMessage, {} DeleteMessageBatch, {} ChangeMessageVisibility)",

@@ -407,7 +407,11 @@ async fn delete_in_batches(
     stop: CancellationToken,
 ) {
     const IN_FLIGHT: usize = 4;
-    const DELETE_LINGER: Duration = Duration::from_millis(200);
+    // Deletes are off the latency path (the event is committed); waiting up
+    // to a second fills SQS's batches of 10 even at tens of events a
+    // second (a delete is a request like any other), and is far inside the
+    // visibility timeout. A crash meanwhile only redelivers duplicates.
+    const DELETE_LINGER: Duration = Duration::from_secs(1);
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let running = TaskTracker::new();
     // The backend's batch size: SQS takes 10, the embedded queue deletes
@@ -422,7 +426,6 @@ async fn delete_in_batches(
         let Some(first) = first else { break };
         let mut batch = Vec::with_capacity(max_batch);
         batch.push(first);
-        // Deletes are off the latency path: wait a little to fill the batch.
         let deadline = tokio::time::Instant::now() + DELETE_LINGER;
         while batch.len() < max_batch {
             if stop.is_cancelled() {
@@ -432,9 +435,14 @@ async fn delete_in_batches(
                 }
                 continue;
             }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) => batch.push(r),
-                Ok(None) | Err(_) => break,
+            // Shutting down ends the wait at once (the loop's top then
+            // takes only what is already queued).
+            tokio::select! {
+                r = tokio::time::timeout_at(deadline, rx.recv()) => match r {
+                    Ok(Some(r)) => batch.push(r),
+                    Ok(None) | Err(_) => break,
+                },
+                _ = stop.cancelled() => {}
             }
         }
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
