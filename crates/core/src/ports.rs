@@ -297,8 +297,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Claim, PortError>;
 
     /// Applies `projection` (if any) and marks the event `COMPLETED`, in one
-    /// atomic commit: the projection changes only when the event is not older
-    /// than the stored one, and never for an event already `COMPLETED`.
+    /// atomic commit (the `Effect::Once` path, after [`Store::claim`]): the
+    /// projection changes only when (`created`, event id) is not older than
+    /// the stored (`lastEventCreated`, `lastEventId`), and never for an
+    /// event already `COMPLETED`.
     async fn complete(
         &self,
         event_id: &EventId,

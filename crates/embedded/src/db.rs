@@ -258,6 +258,13 @@ fn run_group(conn: &Connection, group: &mut [Box<dyn Call>]) -> Result<(), PortE
     exec("BEGIN IMMEDIATE").map_err(classify)?;
     for call in group.iter_mut() {
         let ran = exec("SAVEPOINT call").is_ok() && call.run(conn);
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (I/O error, disk
+            // full): nothing of the group is committed, every caller hears so.
+            return Err(PortError::transient(
+                "sqlite rolled the transaction back".to_owned(),
+            ));
+        }
         if !ran {
             let _ = exec("ROLLBACK TO call");
         }
@@ -303,4 +310,84 @@ pub(crate) fn classify(e: rusqlite::Error) -> PortError {
         PortError::permanent(format!("sqlite: {e}"))
     };
     error.with_source(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = connect(&dir.path().join("t.sqlite"), Duration::from_secs(5)).expect("open");
+        (dir, db)
+    }
+
+    /// Calls that share a group commit: one that fails is undone alone (its
+    /// own write included), the others are committed, and every caller is
+    /// answered with its own result.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failing_call_in_a_group_undoes_only_itself() {
+        let (_dir, db) = db();
+        db.write(|c| c.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)"))
+            .await
+            .expect("schema");
+        let mut calls = Vec::new();
+        for k in 0..200i64 {
+            let db = db.clone();
+            calls.push(tokio::spawn(async move {
+                db.write(move |c| {
+                    c.execute("INSERT INTO t (k) VALUES (?1)", [k])?;
+                    if k % 10 == 3 {
+                        // Fails after its own insert: the insert must go too.
+                        c.execute("INSERT INTO missing_table VALUES (1)", [])?;
+                    }
+                    Ok(k)
+                })
+                .await
+            }));
+        }
+        let mut failed = 0;
+        for (k, call) in calls.into_iter().enumerate() {
+            match call.await.expect("task") {
+                Ok(v) => assert_eq!(v, k as i64),
+                Err(e) => {
+                    assert_eq!(k % 10, 3, "{e}");
+                    assert_eq!(e.kind(), hookline_core::ports::ErrorKind::Permanent);
+                    failed += 1;
+                }
+            }
+        }
+        assert_eq!(failed, 20);
+        let (rows, bad): (i64, i64) = db
+            .read(|c| {
+                c.query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(k % 10 = 3), 0) FROM t",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+            })
+            .await
+            .expect("count");
+        assert_eq!((rows, bad), (180, 0));
+    }
+
+    /// An answer means committed: another connection sees the write as
+    /// soon as the caller has its answer.
+    #[tokio::test]
+    async fn a_write_is_answered_after_its_commit() {
+        let (dir, db) = db();
+        db.write(|c| c.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)"))
+            .await
+            .expect("schema");
+        let other = Connection::open(dir.path().join("t.sqlite")).expect("open");
+        for k in 0..20i64 {
+            db.write(move |c| c.execute("INSERT INTO t (k) VALUES (?1)", [k]))
+                .await
+                .expect("insert");
+            let seen: i64 = other
+                .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+                .expect("count");
+            assert_eq!(seen, k + 1);
+        }
+    }
 }
