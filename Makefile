@@ -147,14 +147,13 @@ soak-short: release-build
 
 # Every figure of the performance budget: signature verification, ingress
 # CPU per event beside the Node peer, the worker's drain on the embedded
-# backend, the latency model (A, B), the replay (D), and the requests and
+# backend, the latency model (A, B) and the replay (D), and the requests and
 # DynamoDB write units per event counted against moto (C).
 bench: release-build $(MOTO_STAMP)
 	$(CARGO) bench -p hookline-signature
 	$(CARGO) bench -p hookline-suite --bench ingress_load
 	$(CARGO) bench -p hookline-suite --bench worker_drain
 	$(CARGO) bench -p hookline-suite --bench latency_model
-	BENCH_PART=D $(CARGO) bench -p hookline-suite --bench latency_model
 	@endpoint=$$(VENV=$(VENV) scripts/moto.sh start) || exit 1; \
 	AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) RUST_LOG=warn BENCH_PART=C $(CARGO) bench -p hookline-suite --bench latency_model; \
 	rc=$$?; scripts/moto.sh stop; exit $$rc

@@ -588,7 +588,7 @@ fn main() {
             );
             let _ = raw.queue_calls + raw.store_calls + raw.events as u64;
         }
-        println!("Little's law at 10 ms per call: one event costs claim + complete (2 x 10 ms) plus its share of batched receive/delete calls, so events/s ~ concurrency / ~22 ms.");
+        println!("Little's law at 10 ms per call: an event holds its slot for the receive that brought it (10 ms, shared by up to 10) and one apply call (10 ms), so events/s ~ concurrency / ~24 ms.");
         println!();
         println!("D. dlq replay of 10000 dead-lettered events, worker (concurrency 64) running alongside");
         println!("{:<18} {:>9} {:>16} {:>28}", "per-call latency", "parallel", "replayed msgs/s", "replay start -> all applied");
