@@ -246,18 +246,25 @@ fn serve(conn: Connection, calls: mpsc::Receiver<Box<dyn Call>>) {
     }
 }
 
+/// Runs one call; a call that panics counts as failed (its caller hears
+/// that the call did not run) instead of taking the database thread, and
+/// every later call of the process, down with it.
+fn run_guarded(call: &mut dyn Call, conn: &Connection) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call.run(conn))).unwrap_or(false)
+}
+
 fn run_group(conn: &Connection, group: &mut [Box<dyn Call>]) -> Result<(), PortError> {
     if group.iter().all(|c| c.access() == Access::Read) {
         // WAL readers never wait for a writer: no transaction needed.
         for call in group.iter_mut() {
-            call.run(conn);
+            run_guarded(call.as_mut(), conn);
         }
         return Ok(());
     }
     let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
     exec("BEGIN IMMEDIATE").map_err(classify)?;
     for call in group.iter_mut() {
-        let ran = exec("SAVEPOINT call").is_ok() && call.run(conn);
+        let ran = exec("SAVEPOINT call").is_ok() && run_guarded(call.as_mut(), conn);
         if conn.is_autocommit() {
             // SQLite rolled the whole transaction back (I/O error, disk
             // full): nothing of the group is committed, every caller hears so.
@@ -389,5 +396,20 @@ mod tests {
                 .expect("count");
             assert_eq!(seen, k + 1);
         }
+    }
+
+    /// A call that panics fails alone; the thread keeps serving.
+    #[tokio::test]
+    async fn a_panicking_call_does_not_stop_the_thread() {
+        let (_dir, db) = db();
+        let panicked = db
+            .write(|_| -> rusqlite::Result<()> { panic!("a bug in a call") })
+            .await;
+        assert!(panicked.is_err());
+        let one: i64 = db
+            .read(|c| c.query_row("SELECT 1", [], |r| r.get(0)))
+            .await
+            .expect("still serving");
+        assert_eq!(one, 1);
     }
 }
