@@ -26,53 +26,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support.rs"]
+mod support;
+use support::{cpu_ticks, env_usize, peak_rss_kb, release_binary, tick_us};
+
 const SECRET: &str = "whsec_test_benchmarkSecretValue000000";
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn ingress_binary() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("release").join("hookline-ingress");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build --release --bins` first (make bench does)",
-        bin.display()
-    );
-    bin
+    release_binary("hookline-ingress")
 }
 
 fn ticks_and_hwm(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses).
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    (utime + stime, hwm_kb)
-}
-
-fn clock_ticks_per_sec() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
+    (cpu_ticks(pid), peak_rss_kb(pid))
 }
 
 struct Server {
@@ -216,13 +181,13 @@ async fn measure(label: &'static str, server: Server, requests: usize, conns: us
     let (cpu1, hwm_kb) = ticks_and_hwm(pid);
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    let tick_us = 1e6 / clock_ticks_per_sec() as f64;
+    let per_tick = tick_us();
     Report {
         label,
         rps: requests as f64 / elapsed.as_secs_f64(),
         p50: pct(0.50),
         p99: pct(0.99),
-        cpu_us_per_event: (cpu1 - cpu0) as f64 * tick_us / requests as f64,
+        cpu_us_per_event: (cpu1 - cpu0) as f64 * per_tick / requests as f64,
         hwm_mb: hwm_kb as f64 / 1024.0,
         non_200,
     }

@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 use hookline_core::message::OutboundMessage;
 use hookline_core::ports::{Queue, Store};
 
+#[path = "support.rs"]
+mod support;
+use support::{cpu_ticks, env_usize, release_binary, tick_us};
+
 const FIXTURES: [&str; 6] = [
     include_str!("../testdata/stripe-events/payment_intent.succeeded.json"),
     include_str!("../testdata/stripe-events/payment_intent.payment_failed.json"),
@@ -28,47 +32,11 @@ const FIXTURES: [&str; 6] = [
     include_str!("../testdata/stripe-events/account.updated.json"),
 ];
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn worker_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("BENCH_WORKER_BIN") {
-        return PathBuf::from(bin);
+    match std::env::var_os("BENCH_WORKER_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => release_binary("hookline-worker"),
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("release").join("hookline-worker");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build --release --bins` first (make bench does)",
-        bin.display()
-    );
-    bin
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    utime + stime
-}
-
-fn clock_ticks_per_sec() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
 }
 
 /// `n` unique events, the six types in turn, each on its own object, about
@@ -156,7 +124,7 @@ async fn drain(events: usize, concurrency: usize) -> Drain {
     assert_eq!(applied, Some(events as u64), "every event applied");
     Drain {
         eps: events as f64 / elapsed.as_secs_f64(),
-        cpu_us: ticks as f64 * 1e6 / clock_ticks_per_sec() as f64 / events as f64,
+        cpu_us: ticks as f64 * tick_us() / events as f64,
     }
 }
 

@@ -175,14 +175,7 @@ impl Processor {
                     .await
             }
             Err(error) => {
-                let decision = after_transient(
-                    error.to_string(),
-                    error.is_configuration(),
-                    delivery.receive_count,
-                    self.max_receives,
-                    self.backoff,
-                    unit,
-                );
+                let decision = self.after_transient(&error, delivery, unit);
                 self.record_failure(id.as_str(), event_type, &error.to_string(), now, tried)
                     .await;
                 decision
@@ -238,15 +231,20 @@ impl Processor {
             Err(error) if error.kind() == ErrorKind::Permanent => Err(Decision::DeadLetter {
                 reason: format!("store refused the claim: {}", error.message()),
             }),
-            Err(error) => Err(after_transient(
-                error.to_string(),
-                error.is_configuration(),
-                delivery.receive_count,
-                self.max_receives,
-                self.backoff,
-                unit,
-            )),
+            Err(error) => Err(self.after_transient(&error, delivery, unit)),
         }
+    }
+
+    /// The decision after a store call failed for a reason that may pass.
+    fn after_transient(&self, error: &PortError, delivery: &Delivery, unit: f64) -> Decision {
+        after_transient(
+            error.to_string(),
+            error.is_configuration(),
+            delivery.receive_count,
+            self.max_receives,
+            self.backoff,
+            unit,
+        )
     }
 
     /// Dead-letters with `reason`, recording it in the ledger first.
