@@ -52,7 +52,6 @@ impl EmbeddedQueue {
         max: usize,
         visibility: Duration,
     ) -> rusqlite::Result<Vec<Delivery>> {
-        let tx = conn;
         let now = unix_millis();
         let hidden_until =
             now.saturating_add(i64::try_from(visibility.as_millis()).unwrap_or(i64::MAX));
@@ -60,7 +59,7 @@ impl EmbeddedQueue {
         loop {
             let want = max - out.len();
             let rows: Vec<(i64, String, Vec<u8>, String, u32, i64)> = {
-                let mut stmt = tx.prepare_cached(
+                let mut stmt = conn.prepare_cached(
                     "SELECT seq, message_id, body, attributes, receive_count, sent_at
                      FROM messages WHERE queue = ?1 AND visible_at <= ?2
                      ORDER BY visible_at, seq LIMIT ?3",
@@ -84,7 +83,7 @@ impl EmbeddedQueue {
             for (seq, message_id, body, attributes, receive_count, sent_at) in rows {
                 if let Some((dlq, max_receives)) = redrive {
                     if receive_count >= *max_receives {
-                        tx.prepare_cached(
+                        conn.prepare_cached(
                             "UPDATE messages SET queue = ?1, visible_at = ?2, receipt = NULL
                              WHERE seq = ?3",
                         )?
@@ -100,7 +99,7 @@ impl EmbeddedQueue {
                 }
                 let token = uuid::Uuid::new_v4().simple().to_string();
                 let count = receive_count + 1;
-                tx.prepare_cached(
+                conn.prepare_cached(
                     "UPDATE messages SET visible_at = ?1, receive_count = ?2, receipt = ?3
                      WHERE seq = ?4",
                 )?

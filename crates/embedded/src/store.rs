@@ -387,13 +387,13 @@ impl Store for EmbeddedStore {
 
     async fn housekeep(&self, now: i64) -> Result<u64, PortError> {
         self.conn
-            .write(move |tx| {
-                let ledger = tx.execute(
+            .write(move |conn| {
+                let ledger = conn.execute(
                     "DELETE FROM events WHERE rowid IN
                    (SELECT rowid FROM events WHERE expires_at < ?1 LIMIT ?2)",
                     params![now, HOUSEKEEPING_BATCH],
                 )?;
-                let dead = tx.execute(
+                let dead = conn.execute(
                     "DELETE FROM messages WHERE seq IN
                    (SELECT seq FROM messages WHERE queue = ?1 AND sent_at < ?2 LIMIT ?3)",
                     params![
