@@ -147,10 +147,9 @@ impl DynamoStore {
         &self,
         request: &aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
     ) {
-        let key = request.get_key().clone().unwrap_or_default();
         self.meter.count(
             &[update_size(
-                &key,
+                request.get_key().as_ref().unwrap_or(&HashMap::new()),
                 request.get_expression_attribute_values().as_ref(),
             )],
             false,

@@ -49,8 +49,29 @@ fn sql_table(table: ItemTable) -> (&'static str, &'static str) {
     }
 }
 
-fn projection_table(p: &Projection) -> (&'static str, &'static str) {
-    sql_table(ItemTable::of(p))
+/// The statements that read a projection's stored order and write it.
+struct ProjectionSql {
+    select: &'static str,
+    upsert: &'static str,
+}
+
+fn projection_sql(table: ItemTable) -> &'static ProjectionSql {
+    const OBJECTS: ProjectionSql = ProjectionSql {
+        select: "SELECT last_event_created, json_extract(item, '$.lastEventId') FROM objects WHERE object_id = ?1",
+        upsert: "INSERT INTO objects (object_id, last_event_created, item) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (object_id) DO UPDATE SET
+                   last_event_created = excluded.last_event_created, item = excluded.item",
+    };
+    const PROVIDERS: ProjectionSql = ProjectionSql {
+        select: "SELECT last_event_created, json_extract(item, '$.lastEventId') FROM providers WHERE stripe_account_id = ?1",
+        upsert: "INSERT INTO providers (stripe_account_id, last_event_created, item) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (stripe_account_id) DO UPDATE SET
+                   last_event_created = excluded.last_event_created, item = excluded.item",
+    };
+    match table {
+        ItemTable::Objects => &OBJECTS,
+        ItemTable::Provider => &PROVIDERS,
+    }
 }
 
 /// Writes `write` unless the stored state is newer in (`created`, event
@@ -60,10 +81,7 @@ fn project(conn: &Connection, event_id: &str, write: Option<&Write>) -> rusqlite
         return Ok(Outcome::Ignored);
     };
     let stored: Option<(i64, Option<String>)> = conn
-        .prepare_cached(&format!(
-            "SELECT last_event_created, json_extract(item, '$.lastEventId') FROM {} WHERE {} = ?1",
-            w.table, w.key_col
-        ))?
+        .prepare_cached(w.sql.select)?
         .query_row(params![w.key], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let newer = stored.is_some_and(|(created, id)| {
@@ -72,21 +90,14 @@ fn project(conn: &Connection, event_id: &str, write: Option<&Write>) -> rusqlite
     if newer {
         return Ok(Outcome::Stale);
     }
-    conn.prepare_cached(&format!(
-        "INSERT INTO {table} ({key_col}, last_event_created, item) VALUES (?1, ?2, ?3)
-         ON CONFLICT ({key_col}) DO UPDATE SET
-           last_event_created = excluded.last_event_created, item = excluded.item",
-        table = w.table,
-        key_col = w.key_col
-    ))?
-    .execute(params![w.key, w.created, w.item])?;
+    conn.prepare_cached(w.sql.upsert)?
+        .execute(params![w.key, w.created, w.item])?;
     Ok(Outcome::Applied)
 }
 
 /// A projection as the embedded tables store it.
 struct Write {
-    table: &'static str,
-    key_col: &'static str,
+    sql: &'static ProjectionSql,
     key: String,
     created: i64,
     item: String,
@@ -94,10 +105,8 @@ struct Write {
 
 impl Write {
     fn of(p: &Projection) -> Self {
-        let (table, key_col) = projection_table(p);
         Self {
-            table,
-            key_col,
+            sql: projection_sql(ItemTable::of(p)),
             key: p.key().to_owned(),
             created: p.event_created(),
             item: serde_json::Value::Object(p.to_item()).to_string(),
