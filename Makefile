@@ -16,6 +16,10 @@ MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)
 INFRA_TOOLS := cfn-lint==1.58.0 checkov==3.3.30 pytest==8.4.2
 INFRA_STAMP := $(VENV)/.infra-tools-2
 LOCAL_AWS_ENV = AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+# Every process a `make test` starts inherits this mark; scripts/leftovers.py
+# finds any still running at the end (an outer run's mark is kept).
+HOOKLINE_TEST_RUN ?= $(shell date +%s%N)-$(shell echo $$PPID)
+export HOOKLINE_TEST_RUN
 
 .PHONY: console browser soak soak-short run build send-event test fmt-check clippy unit check-secrets bench help moto aws-local aws-local-stop infra-lint release-build
 
@@ -76,12 +80,15 @@ browser:
 	else echo "no chromium and no way to install it: the browser test will be skipped"; fi
 
 # Starts moto on a free loopback port, runs every test against it and the
-# embedded backend, and stops it again, whatever the result.
+# embedded backend, and stops it again, whatever the result; then fails if
+# any process the run started (browser, ChromeDriver, moto, the binaries
+# under test) is still running.
 unit: build $(MOTO_STAMP) browser
 	@endpoint=$$(VENV=$(VENV) scripts/moto.sh start) || exit 1; \
 	echo "local AWS (moto) at $$endpoint"; \
 	AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) $(CARGO) test --workspace 2>&1 | tee target/test-output.log; \
 	rc=$${PIPESTATUS[0]}; scripts/moto.sh stop; \
+	scripts/leftovers.py || rc=1; \
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' target/test-output.log; \
 	exit $$rc
 

@@ -36,7 +36,11 @@ case "${1:-}" in
     ;;
   stop)
     if [ -f "$state/pid" ]; then
-      kill "$(cat "$state/pid")" 2>/dev/null || true
+      pid=$(cat "$state/pid")
+      kill "$pid" 2>/dev/null || true
+      # Gone before this returns (SIGKILL after 5 s), so nothing outlives a run.
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
       rm -f "$state/pid" "$state/port"
     fi
     ;;

@@ -203,9 +203,13 @@ async fn a_post_without_the_csrf_token_is_refused_and_nothing_moves() {
 }
 
 /// ChromeDriver and a headless Chromium session, through the W3C WebDriver
-/// protocol.
+/// protocol. Dropping it, whatever the test's outcome (pass, failed
+/// assertion, panic), ends the session, stops ChromeDriver's process group
+/// and waits until no process runs on the browser's profile any more.
 struct Browser {
     driver: Child,
+    port: u16,
+    profile: std::path::PathBuf,
     base: String,
     session: String,
     http: reqwest::Client,
@@ -213,8 +217,82 @@ struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // ChromeDriver quits the browser it started (and its crash handler)
+        // when the session ends; a SIGKILL of ChromeDriver alone would leave
+        // the browser running, re-parented to init.
+        end_webdriver_session(self.port, &self.session);
+        stop_process_group(&mut self.driver);
+        kill_and_wait_for(&self.profile);
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// `DELETE /session/{id}`, plain HTTP/1.1 on a blocking socket: `drop`
+/// cannot await, and it runs inside the test's runtime.
+fn end_webdriver_session(port: u16, session: &str) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(15)));
+    let request = format!(
+        "DELETE /session/{session} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    if s.write_all(request.as_bytes()).is_ok() {
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+    }
+}
+
+/// SIGTERM to the child's process group (it was spawned as its leader),
+/// SIGKILL after 5 s, then reaps it.
+fn stop_process_group(child: &mut Child) {
+    let group = format!("-{}", child.id());
+    let signal = |sig: &str| {
+        let _ = Command::new("kill")
+            .args([sig, "--", &group])
+            .stderr(Stdio::null())
+            .status();
+    };
+    signal("-TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal("-KILL");
+    let _ = child.wait();
+}
+
+/// The processes whose command line names `path` (a browser's profile).
+fn processes_naming(path: &std::path::Path) -> Vec<u32> {
+    let needle = path.to_string_lossy().into_owned();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .collect()
+}
+
+/// Kills every process still running on `profile` and waits (up to 10 s)
+/// until none is left.
+fn kill_and_wait_for(profile: &std::path::Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = processes_naming(profile);
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return;
+        }
+        let pids: Vec<String> = left.iter().map(u32::to_string).collect();
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .stderr(Stdio::null())
+            .status();
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -227,12 +305,14 @@ impl Browser {
             return None;
         }
         let port = free_port();
-        let child = Command::new(driver)
+        let mut child = Command::new(driver);
+        child
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
+            .stderr(Stdio::null());
+        // Its own process group, so that stopping it reaches what it started.
+        std::os::unix::process::CommandExt::process_group(&mut child, 0);
+        let mut child = child.spawn().ok()?;
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         let up = eventually(Duration::from_secs(15), || async {
@@ -240,9 +320,14 @@ impl Browser {
         })
         .await;
         if !up {
+            stop_process_group(&mut child);
             return None;
         }
-        let profile = tempfile::tempdir().ok()?.keep();
+        let profile = tempfile::Builder::new()
+            .prefix(".tmp-hookline-browser-")
+            .tempdir()
+            .ok()?
+            .keep();
         let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -250,21 +335,34 @@ impl Browser {
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                          "--disable-quic", "--no-first-run", "--disable-background-networking",
                          "--disable-component-update", "--disable-sync", "--window-size=1280,1100",
+                         "--disable-crash-reporter", "--disable-breakpad",
                          format!("--user-data-dir={}", profile.display())]
             }
         }}});
-        let r: serde_json::Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let session = r["value"]["sessionId"].as_str()?.to_owned();
+        let created: Option<serde_json::Value> = async {
+            http.post(format!("{base}/session"))
+                .json(&caps)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()
+        }
+        .await;
+        let Some(session) = created
+            .as_ref()
+            .and_then(|r| r["value"]["sessionId"].as_str())
+        else {
+            stop_process_group(&mut child);
+            kill_and_wait_for(&profile);
+            return None;
+        };
+        let session = session.to_owned();
         Some(Browser {
             driver: child,
+            port,
+            profile,
             base: format!("{base}/session/{session}"),
             session,
             http,
@@ -368,6 +466,30 @@ impl Browser {
         let _ = std::fs::create_dir_all(&dir);
         std::fs::write(dir.join(format!("{name}.png")), png).expect("screenshot saved");
     }
+}
+
+/// A browser test that fails leaves no browser behind: the guard's drop
+/// runs while the panic unwinds, ends the session and waits for the browser.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_browser_test_leaves_no_browser_running() {
+    let Some(browser) = Browser::start().await else {
+        eprintln!("skipped: no headless Chromium and ChromeDriver");
+        return;
+    };
+    let profile = browser.profile.clone();
+    assert!(
+        !processes_naming(&profile).is_empty(),
+        "the browser runs on its profile"
+    );
+    let failed = tokio::spawn(async move {
+        browser.goto("about:blank").await;
+        panic!("a browser test failing on purpose (expected in this test's output)");
+    })
+    .await;
+    assert!(failed.is_err_and(|e| e.is_panic()));
+    let left = processes_naming(&profile);
+    assert!(left.is_empty(), "still running on {profile:?}: {left:?}");
+    assert!(!profile.exists(), "the profile directory is removed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
