@@ -360,3 +360,17 @@ def test_operator_outputs_export_what_the_cli_reads(template):
         assert name in known or name.startswith("AWS_"), name
     for name in ("QUEUE_URL", "DLQ_URL", "EVENTS_TABLE_NAME", "OBJECTS_TABLE_NAME", "PROVIDER_TABLE_NAME", "AWS_REGION"):
         assert f"{name}=" in line, name
+
+
+def test_the_ingress_keeps_idle_connections_longer_than_the_alb(template):
+    """The ALB must close an idle keep-alive connection before the ingress
+    does; otherwise it may send a request on a connection the ingress is
+    closing and answer Stripe 502."""
+    attrs = resources(template, "AWS::ElasticLoadBalancingV2::LoadBalancer")["LoadBalancer"]["Properties"]
+    alb_idle = int({a["Key"]: a["Value"] for a in attrs["LoadBalancerAttributes"]}["idle_timeout.timeout_seconds"])
+    env = {e["Name"]: e["Value"] for e in container(template, "IngressTaskDefinition")["Environment"]}
+    ingress_idle = int(env["KEEP_ALIVE_TIMEOUT_SECS"])
+    assert alb_idle < ingress_idle
+    header_read = re.search(r'env = "HEADER_READ_TIMEOUT_SECS", default_value_t = (\d+)',
+                            (ROOT / "crates/ingress/src/settings.rs").read_text())
+    assert header_read and int(header_read.group(1)) < alb_idle, "the header timer is the shorter one"

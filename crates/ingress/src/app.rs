@@ -32,6 +32,7 @@ const BAD_SIGNATURE: &str = r#"{"error":"Webhook signature verification failed"}
 const BAD_PAYLOAD: &str = r#"{"error":"Invalid event payload"}"#;
 const TOO_LARGE: &str = r#"{"error":"Payload too large"}"#;
 const QUEUE_UNAVAILABLE: &str = r#"{"error":"Queue unavailable"}"#;
+const BUSY: &str = r#"{"error":"Server busy"}"#;
 
 /// Why the ingress cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +67,6 @@ pub struct AppState {
     enqueue_timeout: Duration,
     /// Bytes of bodies being read, across all requests (one permit a byte).
     body_memory: tokio::sync::Semaphore,
-    body_memory_bytes: u32,
     pub metrics: IngressMetrics,
 }
 
@@ -199,7 +199,6 @@ impl Application {
             max_body_bytes: args.max_body_bytes,
             enqueue_timeout: Duration::from_millis(args.enqueue_timeout_ms),
             body_memory: tokio::sync::Semaphore::new(body_memory_bytes as usize),
-            body_memory_bytes,
             metrics: IngressMetrics::default(),
         });
         match (plain_secrets, &args.webhook.stripe_webhook_secret_id) {
@@ -243,6 +242,7 @@ impl Application {
         let limits = crate::serve::ConnectionLimits {
             max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
             header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+            keep_alive_timeout: Duration::from_secs(args.keep_alive_timeout_secs),
             // In-flight requests are each bounded by the request timeout.
             drain: Duration::from_secs(args.request_timeout_secs) + Duration::from_millis(500),
         };
@@ -379,6 +379,8 @@ async fn webhook(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bod
 #[derive(Debug)]
 enum WebhookOutcome {
     TooLarge,
+    /// The body-memory budget is spent by other requests' bodies.
+    Busy,
     BodyUnreadable(axum::Error),
     BadSignature(hookline_signature::SignatureError),
     InvalidPayload(hookline_core::envelope::EnvelopeError),
@@ -391,6 +393,12 @@ impl WebhookOutcome {
     fn record(&self, metrics: &IngressMetrics) {
         match self {
             Self::TooLarge => metrics.too_large.inc(),
+            Self::Busy => {
+                metrics.busy.inc();
+                tracing::warn!(
+                    message = "Body refused: MAX_BODY_MEMORY_BYTES is held by bodies being read."
+                );
+            }
             Self::BodyUnreadable(error) => {
                 tracing::debug!(message = "Cannot read request body.", %error);
             }
@@ -450,6 +458,8 @@ impl IntoResponse for WebhookOutcome {
     fn into_response(self) -> Response {
         match self {
             Self::TooLarge => json(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE),
+            // Stripe retries a 503; nothing was accepted.
+            Self::Busy => json(StatusCode::SERVICE_UNAVAILABLE, BUSY),
             Self::BodyUnreadable(_) | Self::InvalidPayload(_) => {
                 json(StatusCode::BAD_REQUEST, BAD_PAYLOAD)
             }
@@ -492,11 +502,18 @@ async fn handle_webhook(
 }
 
 /// Reads the body within `MAX_BODY_BYTES` and the shared body-memory budget.
+///
+/// The budget is taken as bytes arrive, not for the declared length up
+/// front: a connection that declares 250 KB and trickles it holds only what
+/// it has sent, so slow uploads cannot starve Stripe's small, fast
+/// requests. When the budget is spent the request is answered 503 at once
+/// (Stripe retries it) instead of queueing behind the slow ones.
 async fn read_body(
     app: &AppState,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<bytes::Bytes, WebhookOutcome> {
+    use http_body_util::BodyExt;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -504,37 +521,39 @@ async fn read_body(
     if declared.is_some_and(|n| n > app.max_body_bytes as u64) {
         return Err(WebhookOutcome::TooLarge);
     }
-    // Memory for bodies being read is capped across requests: a flood of
-    // slow bodies waits here (and times out with 408) instead of growing.
-    let reserve = declared
-        .map_or(app.max_body_bytes, |n| n as usize)
-        .min(app.max_body_bytes)
-        .max(1);
-    let reserve = u32::try_from(reserve)
-        .unwrap_or(u32::MAX)
-        .min(app.body_memory_bytes);
-    let _reserved = app.body_memory.acquire_many(reserve).await;
-    axum::body::to_bytes(body, app.max_body_bytes)
-        .await
-        .map_err(|error| {
-            if caused_by::<http_body_util::LengthLimitError>(&error) {
-                WebhookOutcome::TooLarge
-            } else {
-                WebhookOutcome::BodyUnreadable(error)
-            }
-        })
-}
-
-/// Whether `E` is anywhere in the error's source chain.
-fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if e.is::<E>() {
-            return true;
+    let mut body = body;
+    let mut chunks: Vec<bytes::Bytes> = Vec::new();
+    let mut len = 0usize;
+    let mut held: Option<tokio::sync::SemaphorePermit<'_>> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(WebhookOutcome::BodyUnreadable)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        len += data.len();
+        if len > app.max_body_bytes {
+            return Err(WebhookOutcome::TooLarge);
         }
-        current = e.source();
+        let n = u32::try_from(data.len()).map_err(|_| WebhookOutcome::TooLarge)?;
+        if n == 0 {
+            continue;
+        }
+        let permit = app
+            .body_memory
+            .try_acquire_many(n)
+            .map_err(|_| WebhookOutcome::Busy)?;
+        match held.as_mut() {
+            Some(h) => h.merge(permit),
+            None => held = Some(permit),
+        }
+        chunks.push(data);
     }
-    false
+    // One frame (the usual case) is used as it is, without a copy.
+    Ok(match chunks.len() {
+        0 => bytes::Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => chunks.concat().into(),
+    })
 }
 
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {

@@ -9,6 +9,7 @@ pub struct IngressMetrics {
     pub signature_failures: Counter,
     pub invalid_payload: Counter,
     pub too_large: Counter,
+    pub busy: Counter,
     pub ignored_event_type: Counter,
     pub ignored_livemode: Counter,
     pub enqueued: Counter,
@@ -24,6 +25,7 @@ impl Default for IngressMetrics {
             signature_failures: Counter::default(),
             invalid_payload: Counter::default(),
             too_large: Counter::default(),
+            busy: Counter::default(),
             ignored_event_type: Counter::default(),
             ignored_livemode: Counter::default(),
             enqueued: Counter::default(),
@@ -46,6 +48,7 @@ impl IngressMetrics {
             ),
             ("InvalidPayloads", Reading::counter(&self.invalid_payload)),
             ("PayloadsTooLarge", Reading::counter(&self.too_large)),
+            ("BodyMemoryRefusals", Reading::counter(&self.busy)),
             (
                 "WebhooksIgnored",
                 Reading::Count(self.ignored_event_type.get() + self.ignored_livemode.get()),
@@ -82,6 +85,11 @@ impl IngressMetrics {
             "hookline_webhook_too_large_total",
             "Bodies over MAX_BODY_BYTES.",
             &self.too_large,
+        )
+        .counter(
+            "hookline_webhook_body_memory_refusals_total",
+            "Requests answered 503 because MAX_BODY_MEMORY_BYTES was held by bodies being read.",
+            &self.busy,
         )
         .counters(
             "hookline_webhooks_ignored_total",

@@ -51,6 +51,13 @@ pub struct IngressArgs {
     #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub header_read_timeout_secs: u64,
 
+    /// Seconds a keep-alive connection may sit idle between requests before
+    /// the ingress closes it. Keep it longer than the idle timeout of any load
+    /// balancer in front (the stack's ALB: 30 s; AWS's default: 60 s), so the
+    /// balancer closes first and never sends a request on a closing connection.
+    #[arg(long, env = "KEEP_ALIVE_TIMEOUT_SECS", default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub keep_alive_timeout_secs: u64,
+
     /// Open connections at most; further clients wait in the listen backlog.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
