@@ -260,13 +260,23 @@ fn emf_metrics(line: &str, namespace: &str, service: &str) -> Vec<String> {
         let name = m["Name"].as_str().expect("Name");
         assert!(m["Unit"].is_string());
         let value = &v[name];
-        assert!(
-            value.is_number()
-                || (value["Values"].is_array()
-                    && value["Counts"].as_array().map(Vec::len)
-                        == value["Values"].as_array().map(Vec::len)),
-            "{name} has a value: {line}"
-        );
+        if value.is_object() {
+            // A histogram as AWS's EMF libraries write one: a distribution
+            // with its statistic set, consistent with each other.
+            let values = value["Values"].as_array().expect("Values");
+            let counts = value["Counts"].as_array().expect("Counts");
+            assert_eq!(values.len(), counts.len(), "{name}: {line}");
+            let f = |k: &str| value[k].as_f64().unwrap_or_else(|| panic!("{name}.{k}: {line}"));
+            let (min, max, count, sum) = (f("Min"), f("Max"), f("Count"), f("Sum"));
+            let total: u64 = counts.iter().filter_map(serde_json::Value::as_u64).sum();
+            assert_eq!(count, total as f64, "{name}: Count is the sum of Counts: {line}");
+            for x in values.iter().filter_map(serde_json::Value::as_f64) {
+                assert!(min <= x && x <= max, "{name}: {x} within [Min, Max]: {line}");
+            }
+            assert!(min * count <= sum && sum <= max * count, "{name}: Sum: {line}");
+        } else {
+            assert!(value.is_number(), "{name} has a value: {line}");
+        }
         names.push(name.to_owned());
     }
     names
@@ -392,6 +402,7 @@ async fn metrics_as_embedded_metric_format_lines() {
         "EnqueueFailures",
         "WebhooksReceived",
         "WebhooksEnqueued",
+        "WebhookLatency",
     ] {
         assert!(seen_ingress.contains(m), "{m} in {seen_ingress:?}");
     }
@@ -402,6 +413,8 @@ async fn metrics_as_embedded_metric_format_lines() {
         "ConfigurationErrors",
         "EventsStale",
         "EventsDuplicate",
+        "HandlerLatency",
+        "DependencyUnavailable",
     ] {
         assert!(seen_worker.contains(m), "{m} in {seen_worker:?}");
     }

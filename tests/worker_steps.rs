@@ -188,7 +188,7 @@ async fn a_missing_required_field_is_permanent_with_a_failed_ledger_item() {
 }
 
 #[tokio::test]
-async fn a_store_outage_is_transient_then_dead_letters_on_the_last_delivery() {
+async fn a_store_outage_is_transient_and_requeued_on_the_last_delivery() {
     let s = steps();
     let body = payout("evt_test_step_transient", 100);
     // Another process holds the write lock; the store gives up quickly.
@@ -206,26 +206,24 @@ async fn a_store_outage_is_transient_then_dead_letters_on_the_last_delivery() {
     locker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
     let (d, _) = locked.process(&delivery(&body, "m1", 2), NOW, 1.0).await;
     match d {
-        Decision::RetryLater {
-            delay,
-            configuration,
-            ..
-        } => {
+        Decision::RetryLater { delay, error } => {
             assert_eq!(
                 delay,
                 Duration::from_secs(2),
                 "full jitter of the 2nd ceiling, draw 1.0"
             );
-            assert!(!configuration);
+            assert!(!error.is_configuration());
         }
         other => panic!("expected retry, got {other:?}"),
     }
+    // The store's failure is not the event's: on the last delivery it is
+    // requeued, never dead-lettered.
     let (d, _) = locked.process(&delivery(&body, "m1", 5), NOW, 1.0).await;
     match d {
-        Decision::DeadLetter { reason } => {
-            assert!(reason.starts_with("gave up after 5 deliveries"), "{reason}")
+        Decision::Requeue { error } => {
+            assert!(error.is_retryable(), "{error}")
         }
-        other => panic!("expected dead-letter, got {other:?}"),
+        other => panic!("expected a requeue, got {other:?}"),
     }
     locker.execute_batch("ROLLBACK").expect("unlock");
     // Once the lock is gone, the same event applies.

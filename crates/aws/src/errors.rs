@@ -16,6 +16,9 @@ const TRANSIENT_CODES: &[&str] = &[
     "RequestLimitExceeded",
     "LimitExceededException",
     "TransactionInProgressException",
+    // A single-item write that met a transaction in flight on its item, and
+    // the same reason inside a cancelled transaction.
+    "TransactionConflictException",
     "TransactionConflict",
     "InternalError",
     "InternalFailure",
@@ -138,6 +141,8 @@ mod tests {
     fn codes_are_classified() {
         assert!(code_is_transient("ThrottlingException"));
         assert!(code_is_transient("ProvisionedThroughputExceededException"));
+        // A single-item write colliding with a transaction in flight.
+        assert!(classify_code("TransactionConflictException", String::new()).is_retryable());
         for code in [
             "ResourceNotFoundException",
             "AccessDeniedException",

@@ -4,8 +4,10 @@
 //! writes reaches CloudWatch Logs, and CloudWatch turns EMF lines into
 //! metrics by itself. With `EMF_NAMESPACE` set, the ingress and the worker
 //! write one line every `EMF_INTERVAL_SECS` on stdout: counters as deltas
-//! since the last line, histograms as `Values`/`Counts` distributions (so
-//! percentiles work), all under the dimension `Service`.
+//! since the last line, levels as they are, histograms as `Values`/`Counts`
+//! distributions with their statistic set (`Max`, `Min`, `Count`, `Sum`),
+//! as AWS's own EMF libraries write them (so percentiles and the plain
+//! statistics both work), all under the dimension `Service`.
 //! Format: <https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>
 
 use std::io::Write;
@@ -19,13 +21,17 @@ use crate::metrics::{Counter, Histogram};
 /// A cumulative reading of one metric.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reading {
+    /// A counter: written as the change since the last line.
     Count(u64),
+    /// A level (a gauge): written as it is.
+    Level(i64),
     /// Seconds histogram: per-bucket counts (not cumulative) for `bounds`,
-    /// plus the observations above the last bound.
+    /// plus the observations above the last bound, and the sum of all.
     Seconds {
         bounds: &'static [f64],
         counts: Vec<u64>,
         overflow: u64,
+        sum: f64,
     },
 }
 
@@ -39,6 +45,7 @@ impl Reading {
             bounds: h.bounds(),
             counts,
             overflow,
+            sum: h.sum_secs(),
         }
     }
 }
@@ -61,39 +68,59 @@ pub fn line(
         let (unit, value) = match (reading, previous) {
             (Reading::Count(n), Some(Reading::Count(p))) => ("Count", json!(n.saturating_sub(*p))),
             (Reading::Count(n), _) => ("Count", json!(n)),
+            (Reading::Level(n), _) => ("None", json!(n)),
             (
                 Reading::Seconds {
                     bounds,
                     counts,
                     overflow,
+                    sum,
                 },
                 prev,
             ) => {
-                let (prev_counts, prev_overflow) = match prev {
+                let (prev_counts, prev_overflow, prev_sum) = match prev {
                     Some(Reading::Seconds {
-                        counts, overflow, ..
-                    }) => (counts.clone(), *overflow),
-                    _ => (vec![0; counts.len()], 0),
+                        counts,
+                        overflow,
+                        sum,
+                        ..
+                    }) => (counts.clone(), *overflow, *sum),
+                    _ => (vec![0; counts.len()], 0, 0.0),
                 };
                 let mut values = Vec::new();
                 let mut deltas = Vec::new();
-                for (i, (c, b)) in counts.iter().zip(bounds.iter()).enumerate() {
+                // The lower edge of the first bucket observed.
+                let mut min: Option<f64> = None;
+                let last = bounds.last().copied().unwrap_or(1.0);
+                let edges = std::iter::once(0.0).chain(bounds.iter().copied());
+                for (i, ((c, b), low)) in counts.iter().zip(bounds.iter()).zip(edges).enumerate() {
                     let d = c.saturating_sub(prev_counts.get(i).copied().unwrap_or(0));
                     if d > 0 {
-                        values.push(json!(b));
-                        deltas.push(json!(d));
+                        min.get_or_insert(low);
+                        values.push(*b);
+                        deltas.push(d);
                     }
                 }
                 let d = overflow.saturating_sub(prev_overflow);
                 if d > 0 {
-                    values.push(json!(bounds.last().copied().unwrap_or(1.0) * 2.0));
-                    deltas.push(json!(d));
+                    min.get_or_insert(last);
+                    values.push(last * 2.0);
+                    deltas.push(d);
                 }
-                if values.is_empty() {
+                let (Some(min), Some(max)) = (min, values.last().copied()) else {
                     // A distribution with no observation is left out.
                     continue;
-                }
-                ("Seconds", json!({"Values": values, "Counts": deltas}))
+                };
+                // The statistic set beside the distribution. Each value is
+                // its bucket's upper bound, so Min is the lower edge of the
+                // first bucket observed and Max the greatest value; the
+                // observed Sum lies between Min·Count and Max·Count.
+                let count: u64 = deltas.iter().sum();
+                let sum = (sum - prev_sum).clamp(min * count as f64, max * count as f64);
+                (
+                    "Seconds",
+                    json!({"Values": values, "Counts": deltas, "Max": max, "Min": min, "Count": count, "Sum": sum}),
+                )
             }
         };
         definitions.push(json!({"Name": name, "Unit": unit}));
@@ -172,6 +199,7 @@ mod tests {
                     bounds,
                     counts: vec![1, 0],
                     overflow: 0,
+                    sum: 0.05,
                 },
             ),
         ];
@@ -183,6 +211,7 @@ mod tests {
                     bounds,
                     counts: vec![1, 3],
                     overflow: 2,
+                    sum: 0.05 + 3.0 * 0.5 + 2.0 * 1.5,
                 },
             ),
         ];
@@ -191,6 +220,11 @@ mod tests {
         assert_eq!(v["Applied"], 3);
         assert_eq!(v["EventAge"]["Values"], json!([1.0, 2.0]));
         assert_eq!(v["EventAge"]["Counts"], json!([3, 2]));
+        // The statistic set CloudWatch reads beside the distribution.
+        assert_eq!(v["EventAge"]["Min"], 0.1, "the lower edge of the (0.1, 1] bucket");
+        assert_eq!(v["EventAge"]["Max"], 2.0);
+        assert_eq!(v["EventAge"]["Count"], 5);
+        assert_eq!(v["EventAge"]["Sum"], 4.5);
         assert_eq!(v["Service"], "worker");
         let m = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(m["Namespace"], "Hookline");
@@ -210,6 +244,7 @@ mod tests {
                 bounds: &[1.0],
                 counts: vec![0],
                 overflow: 0,
+                sum: 0.0,
             },
         )];
         let v: Value = serde_json::from_str(&line("N", "s", 0, &now, &[])).expect("json");

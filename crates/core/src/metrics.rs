@@ -78,6 +78,11 @@ impl Histogram {
         self.bounds
     }
 
+    /// The sum of every observation, seconds.
+    pub fn sum_secs(&self) -> f64 {
+        self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
     /// Observations per bucket (not cumulative) and above the last bound.
     pub fn bucket_counts(&self) -> (Vec<u64>, u64) {
         let counts: Vec<u64> = self
@@ -133,6 +138,21 @@ impl Exposition {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} counter");
         for (value, c) in series {
             let _ = writeln!(self.0, "{name}{{{label}=\"{value}\"}} {}", c.get());
+        }
+        self
+    }
+
+    /// A gauge family with one label.
+    pub fn gauges(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        series: &[(&str, &Gauge)],
+    ) -> &mut Self {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (value, g) in series {
+            let _ = writeln!(self.0, "{name}{{{label}=\"{value}\"}} {}", g.get());
         }
         self
     }

@@ -57,6 +57,16 @@ pub struct PortError {
     source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
 }
 
+/// Two errors are equal when they say the same (kind and message); the
+/// source is not compared.
+impl PartialEq for PortError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.message == other.message
+    }
+}
+
+impl Eq for PortError {}
+
 impl PortError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
@@ -165,6 +175,15 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     /// Sends a batch; returns one result per message, in order. A message is
     /// `Ok` only once the queue durably holds it.
     async fn send_batch(&self, batch: &[OutboundMessage]) -> Vec<Result<(), PortError>>;
+
+    /// Whether dropping a [`Queue::receive`] future under way leaves every
+    /// message where it was. Not so for SQS: a long poll its client gave up
+    /// on can still take messages out of sight until their visibility
+    /// timeout, so a worker stopping lets it return and hands back what it
+    /// brought.
+    fn receive_is_cancel_safe(&self) -> bool {
+        false
+    }
 
     /// Receives up to `max` messages, waiting up to `wait` for the first,
     /// hiding each for `visibility`.

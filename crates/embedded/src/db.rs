@@ -1,7 +1,7 @@
 //! Connection set-up, schema and error classification.
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use hookline_core::ports::PortError;
@@ -52,9 +52,18 @@ CREATE TABLE IF NOT EXISTS providers (
 );
 ";
 
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot start the database thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
 /// Opens the file, retrying set-up as below, and starts the thread that
 /// owns the connection from then on.
-pub(crate) fn connect(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Db> {
+pub(crate) fn connect(path: &Path, busy_timeout: Duration) -> Result<Db, ConnectError> {
     // Processes starting together (`make run`) race to switch a new file to
     // WAL and create the schema; SQLite answers some of those races with
     // "locked" without waiting, so the whole set-up is retried within the
@@ -62,7 +71,9 @@ pub(crate) fn connect(path: &Path, busy_timeout: Duration) -> rusqlite::Result<D
     let deadline = std::time::Instant::now() + busy_timeout;
     loop {
         match set_up(path, busy_timeout) {
-            Ok(conn) => return Ok(Db::start(conn)),
+            Ok(conn) => {
+                return Db::start(conn, Arc::new(exec), db_thread()).map_err(ConnectError::Thread)
+            }
             Err(e)
                 if matches!(
                     e.sqlite_error_code(),
@@ -71,9 +82,22 @@ pub(crate) fn connect(path: &Path, busy_timeout: Duration) -> rusqlite::Result<D
             {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
+}
+
+fn db_thread() -> std::thread::Builder {
+    std::thread::Builder::new().name("hookline-sqlite".to_owned())
+}
+
+/// Runs one statement that frames a group (`BEGIN IMMEDIATE`, `SAVEPOINT`,
+/// `ROLLBACK TO`, `RELEASE`, `COMMIT`, `ROLLBACK`). The writer takes it as
+/// a function so that the tests can make any of them fail.
+type Frame = Arc<dyn Fn(&Connection, &str) -> rusqlite::Result<()> + Send + Sync>;
+
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ())
 }
 
 fn set_up(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
@@ -157,6 +181,12 @@ where
         self.access
     }
     fn run(&mut self, conn: &Connection) -> bool {
+        // A caller that has gone (a receive dropped at shutdown) is not
+        // served: its call would take messages nobody handles.
+        if self.reply.is_closed() {
+            self.f = None;
+            return false;
+        }
         let Some(f) = self.f.take() else { return false };
         let out = f(conn);
         let ok = out.is_ok();
@@ -176,18 +206,14 @@ where
 }
 
 impl Db {
-    fn start(conn: Connection) -> Self {
+    /// Starts the thread that owns `conn`; an error when it cannot start.
+    fn start(conn: Connection, frame: Frame, thread: std::thread::Builder) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Box<dyn Call>>();
         // The thread ends when the last handle is dropped; at process exit
         // it is not waited for (a call blocked on another process's lock
         // never holds up shutdown).
-        let spawned = std::thread::Builder::new()
-            .name("hookline-sqlite".to_owned())
-            .spawn(move || serve(conn, rx));
-        if let Err(e) = spawned {
-            tracing::error!(message = "Cannot start the database thread.", error = %e);
-        }
-        Self { calls: tx }
+        thread.spawn(move || serve(conn, rx, frame))?;
+        Ok(Self { calls: tx })
     }
 
     /// Runs `f` on the database thread, in the next group transaction when
@@ -230,7 +256,7 @@ impl Db {
 }
 
 /// The database thread: takes what is queued, runs it as one group.
-fn serve(conn: Connection, calls: mpsc::Receiver<Box<dyn Call>>) {
+fn serve(conn: Connection, calls: mpsc::Receiver<Box<dyn Call>>, frame: Frame) {
     while let Ok(first) = calls.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -239,7 +265,7 @@ fn serve(conn: Connection, calls: mpsc::Receiver<Box<dyn Call>>) {
                 Err(_) => break,
             }
         }
-        let committed = run_group(&conn, &mut group);
+        let committed = run_group(&conn, &mut group, |sql| frame(&conn, sql));
         for call in group {
             call.finish(committed.clone());
         }
@@ -253,7 +279,11 @@ fn run_guarded(call: &mut dyn Call, conn: &Connection) -> bool {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call.run(conn))).unwrap_or(false)
 }
 
-fn run_group(conn: &Connection, group: &mut [Box<dyn Call>]) -> Result<(), PortError> {
+fn run_group(
+    conn: &Connection,
+    group: &mut [Box<dyn Call>],
+    exec: impl Fn(&str) -> rusqlite::Result<()>,
+) -> Result<(), PortError> {
     if group.iter().all(|c| c.access() == Access::Read) {
         // WAL readers never wait for a writer: no transaction needed.
         for call in group.iter_mut() {
@@ -261,10 +291,25 @@ fn run_group(conn: &Connection, group: &mut [Box<dyn Call>]) -> Result<(), PortE
         }
         return Ok(());
     }
-    let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    // A connection left inside a transaction (an earlier COMMIT and its
+    // ROLLBACK both failed) is rolled back before anything else runs on it.
+    if !conn.is_autocommit() {
+        exec("ROLLBACK").map_err(|e| {
+            PortError::transient(format!("sqlite: cannot end an earlier transaction: {e}"))
+                .with_source(e)
+        })?;
+    }
     exec("BEGIN IMMEDIATE").map_err(classify)?;
+    // Nothing of the group may commit: roll it all back, tell every caller.
+    let abandon = |what: &str, e: rusqlite::Error| {
+        let _ = exec("ROLLBACK");
+        PortError::transient(format!("sqlite: {what}: {e}")).with_source(e)
+    };
     for call in group.iter_mut() {
-        let ran = exec("SAVEPOINT call").is_ok() && run_guarded(call.as_mut(), conn);
+        if let Err(e) = exec("SAVEPOINT call") {
+            return Err(abandon("cannot open a savepoint", e));
+        }
+        let ran = run_guarded(call.as_mut(), conn);
         if conn.is_autocommit() {
             // SQLite rolled the whole transaction back (I/O error, disk
             // full): nothing of the group is committed, every caller hears so.
@@ -272,13 +317,19 @@ fn run_group(conn: &Connection, group: &mut [Box<dyn Call>]) -> Result<(), PortE
                 "sqlite rolled the transaction back".to_owned(),
             ));
         }
+        // A failed call must be undone before anything is released: if it
+        // cannot be, committing would keep writes its caller is told failed.
         if !ran {
-            let _ = exec("ROLLBACK TO call");
+            if let Err(e) = exec("ROLLBACK TO call") {
+                return Err(abandon("cannot undo a failed call", e));
+            }
         }
-        let _ = exec("RELEASE call");
+        if let Err(e) = exec("RELEASE call") {
+            return Err(abandon("cannot release a savepoint", e));
+        }
     }
     match exec("COMMIT") {
-        Ok(_) => Ok(()),
+        Ok(()) => Ok(()),
         Err(e) => {
             let _ = exec("ROLLBACK");
             Err(classify(e))
@@ -322,6 +373,149 @@ pub(crate) fn classify(e: rusqlite::Error) -> PortError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer whose frame statements fail while `fail` names them (each
+    /// name as many times as it is listed).
+    fn faulty(fail: &[&'static str]) -> (tempfile::TempDir, Db, Arc<std::sync::Mutex<Vec<&'static str>>>) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let conn = set_up(&dir.path().join("t.sqlite"), Duration::from_secs(5)).expect("open");
+        conn.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+            .expect("schema");
+        let faults = Arc::new(std::sync::Mutex::new(fail.to_vec()));
+        let armed = Arc::clone(&faults);
+        let frame: Frame = Arc::new(move |conn, sql| {
+            let mut f = armed.lock().expect("faults");
+            if let Some(i) = f.iter().position(|s| *s == sql) {
+                f.remove(i);
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                    Some(format!("injected failure of {sql}")),
+                ));
+            }
+            exec(conn, sql)
+        });
+        let db = Db::start(conn, frame, db_thread()).expect("thread");
+        (dir, db, faults)
+    }
+
+    fn rows(dir: &tempfile::TempDir) -> Vec<i64> {
+        let other = Connection::open(dir.path().join("t.sqlite")).expect("open");
+        let mut stmt = other.prepare("SELECT k FROM t ORDER BY k").expect("prepare");
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<rusqlite::Result<Vec<i64>>>()
+            .expect("rows");
+        rows
+    }
+
+    #[test]
+    fn a_thread_that_cannot_start_fails_the_open() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let conn = set_up(&dir.path().join("t.sqlite"), Duration::from_secs(5)).expect("open");
+        // No thread can have a stack this large.
+        let impossible = db_thread().stack_size(usize::MAX / 2);
+        assert!(Db::start(conn, Arc::new(exec), impossible).is_err());
+    }
+
+    /// A failed call whose `ROLLBACK TO` fails: the group fails as a whole,
+    /// nothing of it is committed (the failed call's own insert included).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_rollback_to_fails_the_group() {
+        let (dir, db, _) = faulty(&["ROLLBACK TO call"]);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        // Hold the thread so the next three calls share one group.
+        let hold = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write(move |_| {
+                    let _ = started_tx.send(());
+                    std::thread::sleep(Duration::from_millis(300));
+                    Ok(())
+                })
+                .await
+            }
+        });
+        let _ = started_rx.recv();
+        let ok1 = tokio::spawn({
+            let db = db.clone();
+            async move { db.write(|c| c.execute("INSERT INTO t (k) VALUES (1)", [])).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let bad = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write(|c| {
+                    c.execute("INSERT INTO t (k) VALUES (2)", [])?;
+                    c.execute("INSERT INTO missing_table VALUES (1)", [])
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let ok3 = tokio::spawn({
+            let db = db.clone();
+            async move { db.write(|c| c.execute("INSERT INTO t (k) VALUES (3)", [])).await }
+        });
+        hold.await.expect("task").expect("hold");
+        assert!(bad.await.expect("task").is_err());
+        assert!(ok1.await.expect("task").is_err(), "the group failed as a whole");
+        assert!(ok3.await.expect("task").is_err(), "the group failed as a whole");
+        assert_eq!(rows(&dir), Vec::<i64>::new(), "nothing of the group committed");
+        // The writer goes on.
+        db.write(|c| c.execute("INSERT INTO t (k) VALUES (4)", []))
+            .await
+            .expect("next group");
+        assert_eq!(rows(&dir), vec![4]);
+    }
+
+    /// COMMIT and then ROLLBACK fail: the connection is left inside the
+    /// transaction. The next group rolls it back first and succeeds.
+    #[tokio::test]
+    async fn a_connection_left_in_a_transaction_is_recovered() {
+        let (dir, db, _) = faulty(&["COMMIT", "ROLLBACK"]);
+        let first = db
+            .write(|c| c.execute("INSERT INTO t (k) VALUES (1)", []))
+            .await;
+        assert!(first.is_err(), "its commit failed");
+        let second = db
+            .write(|c| c.execute("INSERT INTO t (k) VALUES (2)", []))
+            .await;
+        assert!(second.is_ok(), "{second:?}");
+        assert_eq!(rows(&dir), vec![2], "the first was rolled back, never committed");
+    }
+
+    /// A call whose caller has gone (a receive dropped at shutdown) is not
+    /// run: it changes nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_call_is_not_run() {
+        let (dir, db, _) = faulty(&[]);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let hold = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write(move |_| {
+                    let _ = started_tx.send(());
+                    std::thread::sleep(Duration::from_millis(300));
+                    Ok(())
+                })
+                .await
+            }
+        });
+        let _ = started_rx.recv();
+        // Queued behind the held call, then given up on.
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(50),
+            db.write(|c| c.execute("INSERT INTO t (k) VALUES (1)", [])),
+        )
+        .await;
+        assert!(dropped.is_err(), "timed out while the thread was held");
+        hold.await.expect("task").expect("hold");
+        db.write(|c| c.execute("INSERT INTO t (k) VALUES (2)", []))
+            .await
+            .expect("later call");
+        assert_eq!(rows(&dir), vec![2], "the dropped call changed nothing");
+    }
 
     fn db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().expect("tmp");

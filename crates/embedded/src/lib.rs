@@ -18,6 +18,7 @@
 //! Architecture invariant: the only crate that imports `rusqlite`.
 
 mod db;
+pub use db::ConnectError;
 mod queue;
 mod store;
 
@@ -48,7 +49,7 @@ pub enum OpenError {
     Database {
         path: PathBuf,
         #[source]
-        source: rusqlite::Error,
+        source: db::ConnectError,
     },
 }
 

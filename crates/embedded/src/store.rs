@@ -350,9 +350,11 @@ impl Store for EmbeddedStore {
         }
     }
 
+    /// Takes the write lock (an empty write group): a reader is never
+    /// blocked in WAL mode, so only a write tells whether writes can run.
     async fn ping(&self) -> Result<(), PortError> {
         self.conn
-            .read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .write(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
             .await
     }
 

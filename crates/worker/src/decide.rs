@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use hookline_core::ports::PortError;
 use hookline_core::records::Outcome;
 
 /// SQS's largest visibility timeout (12 hours).
@@ -12,14 +13,15 @@ pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
 pub enum Decision {
     /// The event is `COMPLETED`: delete the message.
     Done(Done),
-    /// A transient or configuration failure: make the message visible
-    /// again after `delay`. `configuration` is set when an operator must
-    /// fix the setup (logged at error level, counted, shown by `/readyz`).
-    RetryLater {
-        delay: Duration,
-        error: String,
-        configuration: bool,
-    },
+    /// A dependency failed (a transient or configuration error of the store,
+    /// not the event's own): make the message visible again after `delay`.
+    /// The worker also stops receiving until the dependency answers again
+    /// (its circuit breaker), so an outage does not spend deliveries.
+    RetryLater { delay: Duration, error: PortError },
+    /// A dependency failed on the last delivery the queue allows: the event
+    /// is not at fault, so instead of letting the queue redrive it to the
+    /// DLQ, a fresh copy goes back on the queue and this message is deleted.
+    Requeue { error: PortError },
     /// Another worker holds a live lease: look again once it ends.
     Busy { delay: Duration },
     /// Cannot succeed: copy to the DLQ with `reason`, then delete.
@@ -69,27 +71,24 @@ impl Backoff {
     }
 }
 
-/// After a transient or configuration failure on delivery `receive_count`:
-/// retry later on the backoff schedule, or dead-letter once the deliveries
-/// are used up (the worker moves it itself, so the DLQ copy carries the
-/// reason).
-pub fn after_transient(
-    error: String,
-    configuration: bool,
+/// After a transient or configuration failure of a dependency on delivery
+/// `receive_count`: retry later on the backoff schedule. Such a failure is
+/// not the event's: it never dead-letters it. On the last delivery the
+/// queue allows, the event is requeued as a fresh copy instead, since the
+/// queue's redrive would otherwise move it to the DLQ on the next receive.
+pub fn after_dependency_failure(
+    error: PortError,
     receive_count: u32,
     max_receives: u32,
     backoff: Backoff,
     unit: f64,
 ) -> Decision {
     if receive_count >= max_receives {
-        Decision::DeadLetter {
-            reason: format!("gave up after {receive_count} deliveries: {error}"),
-        }
+        Decision::Requeue { error }
     } else {
         Decision::RetryLater {
             delay: backoff.delay(receive_count, unit),
             error,
-            configuration,
         }
     }
 }
@@ -152,25 +151,24 @@ mod tests {
     }
 
     #[test]
-    fn transient_failures_retry_until_the_last_delivery() {
-        match after_transient("timeout".into(), false, 2, 5, B, 1.0) {
-            Decision::RetryLater {
-                delay,
-                error,
-                configuration,
-            } => {
+    fn dependency_failures_retry_and_never_dead_letter() {
+        let timeout = || PortError::transient("timeout".to_owned());
+        match after_dependency_failure(timeout(), 2, 5, B, 1.0) {
+            Decision::RetryLater { delay, error } => {
                 assert_eq!(delay, Duration::from_secs(2));
-                assert_eq!(error, "timeout");
-                assert!(!configuration);
+                assert_eq!(error.message(), "timeout");
             }
             other => panic!("{other:?}"),
         }
-        match after_transient("timeout".into(), false, 5, 5, B, 1.0) {
-            Decision::DeadLetter { reason } => {
-                assert_eq!(reason, "gave up after 5 deliveries: timeout")
-            }
+        let missing = PortError::configuration("no such table".to_owned());
+        match after_dependency_failure(missing, 5, 5, B, 1.0) {
+            Decision::Requeue { error } => assert!(error.is_configuration()),
             other => panic!("{other:?}"),
         }
+        assert!(matches!(
+            after_dependency_failure(timeout(), 9, 5, B, 1.0),
+            Decision::Requeue { .. }
+        ));
     }
     #[test]
     fn busy_copies_come_back_soon_but_within_the_lease() {

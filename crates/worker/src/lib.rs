@@ -13,6 +13,7 @@
 //! `COMPLETED` in the store (applied, stale, ignored or a duplicate) or after
 //! its copy is in the dead-letter queue.
 
+pub mod breaker;
 pub mod decide;
 pub mod metrics;
 pub mod process;

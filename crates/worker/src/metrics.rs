@@ -12,6 +12,15 @@ pub enum Part {
     Store = 1,
 }
 
+impl Part {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queue => "queue",
+            Self::Store => "store",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct WorkerMetrics {
     pub applied: Counter,
@@ -23,6 +32,10 @@ pub struct WorkerMetrics {
     pub dead_lettered: Counter,
     pub receive_errors: Counter,
     pub configuration_errors: Counter,
+    /// Times the circuit breaker opened, and whether it is open now (1) for
+    /// the queue and for the store.
+    pub circuit_opened: Counter,
+    unavailable: [Gauge; 2],
     /// Unix ms of the last configuration error and of the last success,
     /// of the queue and of the store.
     last_configuration_error_ms: [Gauge; 2],
@@ -45,6 +58,8 @@ impl Default for WorkerMetrics {
             dead_lettered: Counter::default(),
             receive_errors: Counter::default(),
             configuration_errors: Counter::default(),
+            circuit_opened: Counter::default(),
+            unavailable: Default::default(),
             last_configuration_error_ms: Default::default(),
             last_success_ms: Default::default(),
             in_flight: Gauge::default(),
@@ -82,6 +97,21 @@ impl WorkerMetrics {
         })
     }
 
+    /// The circuit breaker's state: `part` unavailable, or every part
+    /// available again.
+    pub fn mark_unavailable(&self, part: Option<Part>) {
+        for p in [Part::Queue, Part::Store] {
+            self.unavailable[p as usize].set(i64::from(Some(p) == part));
+        }
+    }
+
+    /// The dependency the circuit breaker waits for, if any.
+    pub fn unavailable(&self) -> Option<Part> {
+        [Part::Queue, Part::Store]
+            .into_iter()
+            .find(|p| self.unavailable[*p as usize].get() > 0)
+    }
+
     /// Everything that completed, whatever the outcome.
     pub fn completed(&self) -> u64 {
         self.applied.get() + self.stale.get() + self.ignored.get() + self.duplicate.get()
@@ -103,6 +133,11 @@ impl WorkerMetrics {
                 Reading::counter(&self.configuration_errors),
             ),
             ("ReceiveErrors", Reading::counter(&self.receive_errors)),
+            ("CircuitOpened", Reading::counter(&self.circuit_opened)),
+            (
+                "DependencyUnavailable",
+                Reading::Level(self.unavailable.iter().map(Gauge::get).sum()),
+            ),
             ("EventAge", Reading::histogram(&self.event_age)),
             ("HandlerLatency", Reading::histogram(&self.handler_latency)),
         ]
@@ -145,6 +180,20 @@ impl WorkerMetrics {
             "hookline_receive_errors_total",
             "Failed receives from the queue.",
             &self.receive_errors,
+        )
+        .counter(
+            "hookline_circuit_opened_total",
+            "Times the worker stopped taking messages because the store or the queue failed.",
+            &self.circuit_opened,
+        )
+        .gauges(
+            "hookline_dependency_unavailable",
+            "1 while the worker takes no messages because this dependency fails (circuit open).",
+            "dependency",
+            &[
+                ("queue", &self.unavailable[Part::Queue as usize]),
+                ("store", &self.unavailable[Part::Store as usize]),
+            ],
         )
         .gauge(
             "hookline_events_in_flight",

@@ -12,7 +12,7 @@ use hookline_core::ports::{Claim, Delivery, ErrorKind, Lease, PortError, Store, 
 use hookline_core::records::Completion;
 use hookline_core::settings::{AppEnv, EventFilter};
 
-use crate::decide::{after_transient, busy_delay, Backoff, Decision, Done};
+use crate::decide::{after_dependency_failure, busy_delay, Backoff, Decision, Done};
 
 /// What the worker knows about the event behind a delivery, for logs and
 /// metrics.
@@ -237,9 +237,8 @@ impl Processor {
 
     /// The decision after a store call failed for a reason that may pass.
     fn after_transient(&self, error: &PortError, delivery: &Delivery, unit: f64) -> Decision {
-        after_transient(
-            error.to_string(),
-            error.is_configuration(),
+        after_dependency_failure(
+            error.clone(),
             delivery.receive_count,
             self.max_receives,
             self.backoff,

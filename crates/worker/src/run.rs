@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::breaker::Breaker;
 use crate::decide::{Backoff, Decision, Done};
 use crate::metrics::{Part, WorkerMetrics};
 use crate::process::{EventInfo, Processor};
@@ -121,7 +122,10 @@ impl Worker {
             listener,
             concurrency: usize::try_from(args.worker_concurrency).unwrap_or(16),
             visibility,
-            receive_wait: Duration::from_secs(args.receive_wait_secs),
+            // A long poll under way at SIGTERM is let return: its wait never
+            // exceeds the grace.
+            receive_wait: Duration::from_secs(args.receive_wait_secs)
+                .min(Duration::from_secs(args.shutdown_grace_secs)),
             grace: Duration::from_secs(args.shutdown_grace_secs),
             housekeeping: (args.housekeeping_interval_secs > 0)
                 .then(|| Duration::from_secs(args.housekeeping_interval_secs)),
@@ -171,6 +175,7 @@ impl Worker {
             ack_rx,
             stop_acks.clone(),
         ));
+        let breaker = Arc::new(Breaker::default());
         let ctx = Arc::new(Context {
             queue: Arc::clone(&self.queue),
             dlq: self.dlq,
@@ -178,7 +183,9 @@ impl Worker {
             metrics: Arc::clone(&self.metrics),
             visibility: self.visibility,
             acks: ack_tx,
+            breaker: Arc::clone(&breaker),
         });
+        let prober = tokio::spawn(probe_while_open(Arc::clone(&ctx), shutdown.clone()));
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let tasks = TaskTracker::new();
         // One poller per ten slots (a receive returns at most ten messages),
@@ -205,11 +212,13 @@ impl Worker {
             ));
         }
 
-        // Shutdown is bounded: receiving stops at once (a long poll is
-        // cancelled), in-flight events get the grace period, and whatever
-        // still runs then is abandoned (its message comes back after its
-        // visibility timeout), even if a store or queue call never answers.
+        // Shutdown is bounded: no new receive starts, a long poll under way
+        // returns within the grace (what it brought is handed back at once),
+        // in-flight events get the grace period, and whatever still runs then
+        // is abandoned (its message comes back after its visibility timeout),
+        // even if a store or queue call never answers.
         shutdown.cancelled().await;
+        prober.abort();
         let deadline = tokio::time::Instant::now() + self.grace;
         let pollers_done = async {
             for h in poller_handles {
@@ -290,6 +299,12 @@ struct Poll {
 impl Poll {
     async fn run(self) {
         while !self.shutdown.is_cancelled() {
+            // While a dependency fails, take nothing: the events wait on the
+            // queue instead of spending their deliveries.
+            tokio::select! {
+                () = self.ctx.breaker.closed() => {}
+                _ = self.shutdown.cancelled() => break,
+            }
             // Wait until this poller's share of slots (at most ten, what one
             // receive can return) is free, so that receives come back full
             // instead of one message per freed slot.
@@ -316,11 +331,15 @@ impl Poll {
             tokio::pin!(receive);
             let received = tokio::select! {
                 r = &mut receive => r,
-                // Shutdown cancels a long poll: a receive about to return
-                // gets a moment (what it took is handed back below); one
-                // still waiting is dropped.
+                // At shutdown a long poll is let return (its wait is within
+                // the grace): an abandoned SQS poll can still take messages
+                // out of sight. What it brought is handed back below. A
+                // receive that takes nothing when dropped is dropped.
                 _ = self.shutdown.cancelled() => {
-                    match tokio::time::timeout(Duration::from_millis(200), &mut receive).await {
+                    if self.ctx.queue.receive_is_cancel_safe() {
+                        break;
+                    }
+                    match tokio::time::timeout(self.receive_wait + Duration::from_secs(1), &mut receive).await {
                         Ok(r) => r,
                         Err(_) => break,
                     }
@@ -337,14 +356,16 @@ impl Poll {
                         tracing::warn!(message = "Receive failed.", %error);
                     }
                     drop(permits);
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = self.shutdown.cancelled() => {}
-                    }
+                    self.ctx.trip(Part::Queue, &error);
                     continue;
                 }
             };
             self.ctx.metrics.mark_success(Part::Queue);
+            if self.shutdown.is_cancelled() && !deliveries.is_empty() {
+                // Handed back together, at once.
+                hand_back_all(&self.ctx.queue, deliveries).await;
+                break;
+            }
             for delivery in deliveries {
                 let permit = match permits.pop() {
                     Some(p) if !self.shutdown.is_cancelled() => p,
@@ -368,14 +389,24 @@ impl Poll {
     }
 }
 
-/// Ready unless the last store or queue failure was a configuration error
-/// that no success has followed. The detail (with the AWS error text) is
-/// in the error log, never in this answer.
+/// Ready unless the circuit breaker is open (a dependency fails and no
+/// message is taken), or the last store or queue failure was a
+/// configuration error that no success has followed. The detail (with the
+/// AWS error text) is in the error log, never in this answer.
 async fn readyz(State(m): State<Arc<WorkerMetrics>>) -> impl IntoResponse {
+    let unavailable = axum::http::StatusCode::SERVICE_UNAVAILABLE;
     if m.configuration_broken() {
         (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            unavailable,
             "not ready: configuration error (a missing table or queue, access denied, a KMS key or credentials); the worker's error log names the resource and action",
+        )
+    } else if let Some(part) = m.unavailable() {
+        (
+            unavailable,
+            match part {
+                Part::Store => "not ready: the store fails; no message is taken until it answers (events wait on the queue); the worker's error log says what fails",
+                Part::Queue => "not ready: the queue fails; the worker's error log says what fails",
+            },
         )
     } else {
         (axum::http::StatusCode::OK, "ready")
@@ -387,6 +418,61 @@ async fn render_metrics(State(m): State<Arc<WorkerMetrics>>) -> impl IntoRespons
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         m.render(),
     )
+}
+
+/// Hands messages back concurrently, within a second in all.
+async fn hand_back_all(queue: &Arc<dyn Queue>, deliveries: Vec<Delivery>) {
+    let mut all = tokio::task::JoinSet::new();
+    for delivery in deliveries {
+        let queue = Arc::clone(queue);
+        all.spawn(async move { hand_back(queue.as_ref(), &delivery).await });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), all.join_all()).await;
+}
+
+/// While the circuit breaker is open, probes the failing dependency on its
+/// backoff and closes the breaker at the first answer.
+async fn probe_while_open(ctx: Arc<Context>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = ctx.breaker.opened() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        while let Some((part, delay)) = ctx.breaker.state().next_probe() {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let answered = match part {
+                Part::Store => ctx.processor.store.ping().await,
+                Part::Queue => ctx.queue.counts().await.map(|_| ()),
+            };
+            match answered {
+                Ok(()) => {
+                    ctx.metrics.mark_success(part);
+                    if ctx.breaker.probe_succeeded() {
+                        ctx.metrics.mark_unavailable(None);
+                        tracing::info!(
+                            message = "Dependency answers again: taking messages again.",
+                            dependency = part.as_str()
+                        );
+                    }
+                }
+                Err(error) => {
+                    if error.is_configuration() {
+                        ctx.metrics.mark_configuration_error(part);
+                    }
+                    ctx.breaker.probe_failed(&error);
+                    tracing::error!(
+                        message = "Dependency still fails: no message is taken; events wait on the queue.",
+                        dependency = part.as_str(),
+                        error_kind = error.kind().as_str(),
+                        %error
+                    );
+                }
+            }
+        }
+    }
 }
 
 async fn hand_back(queue: &dyn Queue, delivery: &Delivery) {
@@ -470,9 +556,25 @@ struct Context {
     metrics: Arc<WorkerMetrics>,
     visibility: Duration,
     acks: mpsc::Sender<String>,
+    breaker: Arc<Breaker>,
 }
 
 impl Context {
+    /// A dependency failed for a reason that is not the event's: open the
+    /// circuit breaker (no new message is taken until a probe succeeds).
+    fn trip(&self, part: Part, error: &hookline_core::ports::PortError) {
+        if self.breaker.trip(part, error) {
+            self.metrics.circuit_opened.inc();
+            self.metrics.mark_unavailable(Some(part));
+            tracing::error!(
+                message = "Circuit open: a dependency fails; no new message is taken until it answers. Events wait on the queue and are not dead-lettered for it.",
+                dependency = part.as_str(),
+                error_kind = error.kind().as_str(),
+                %error
+            );
+        }
+    }
+
     async fn handle(&self, delivery: Delivery) {
         use tracing::Instrument;
         // One span from receive to delete; the processor fills in the
@@ -544,14 +646,10 @@ impl Context {
                     );
                 }
             }
-            Decision::RetryLater {
-                delay,
-                error,
-                configuration,
-            } => {
+            Decision::RetryLater { delay, error } => {
                 self.metrics.retries.inc();
                 let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-                if configuration {
+                if error.is_configuration() {
                     self.metrics.mark_configuration_error(Part::Store);
                     tracing::error!(
                         message = "Configuration error: the event waits in the queue until an operator fixes it.",
@@ -571,8 +669,35 @@ impl Context {
                         %error,
                     );
                 }
+                self.trip(Part::Store, &error);
                 // If this fails too, the visibility timeout brings it back.
                 let _ = self.queue.set_visibility(&delivery.receipt, delay).await;
+            }
+            Decision::Requeue { error } => {
+                self.metrics.retries.inc();
+                self.trip(Part::Store, &error);
+                // A fresh copy (its own deduplication id, the same group):
+                // its deliveries start again; then this message goes.
+                let copy = delivery.to_outbound().as_copy();
+                match self.queue.send_batch(std::slice::from_ref(&copy)).await.pop() {
+                    Some(Ok(())) => {
+                        tracing::warn!(
+                            message = "Dependency failure on the last allowed delivery: the event is requeued, not dead-lettered.",
+                            event_id,
+                            event_type,
+                            receive_count = delivery.receive_count,
+                            %error,
+                        );
+                        let _ = self.acks.send(delivery.receipt.clone()).await;
+                    }
+                    other => {
+                        tracing::error!(message = "Cannot requeue; the message stays in the queue.", event_id, error = ?other);
+                        let _ = self
+                            .queue
+                            .set_visibility(&delivery.receipt, self.processor.backoff.max.min(self.visibility))
+                            .await;
+                    }
+                }
             }
             Decision::Busy { delay } => {
                 self.metrics.busy.inc();
