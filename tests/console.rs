@@ -79,7 +79,7 @@ async fn without_the_token_every_page_and_action_answers_401() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("CONSOLE_TOKEN"));
 
-    let token = "console-test-token-0123456789";
+    let token = "console-test-token-0123456789-abcdef";
     let console = start_console(dir.path(), &format!("0.0.0.0:{port}"), Some(token)).await;
     let client = reqwest::Client::new();
     let base = &console.base;
@@ -142,6 +142,10 @@ async fn without_the_token_every_page_and_action_answers_401() {
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
+    // A session, not the token: it expires, and says Secure only over TLS.
+    assert!(!cookie.contains(token), "{cookie}");
+    assert!(cookie.contains("Max-Age=43200"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "{cookie}");
     let with_cookie = client
         .get(format!("{base}/api/summary"))
         .header("cookie", cookie.split(';').next().expect("pair"))
@@ -200,6 +204,301 @@ async fn a_post_without_the_csrf_token_is_refused_and_nothing_moves() {
         .expect("text");
     assert!(page.contains("evt_test_csrf"));
     assert!(!page.contains("\"object\""), "no raw body on the page");
+}
+
+/// The console's binary with `CONSOLE_TOKEN` set to `token`: its exit code
+/// and what it printed.
+fn console_refuses(token: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = Command::new(bin("hookline"))
+        .env_clear()
+        .env("DATA_DIR", dir.path())
+        .env("CONSOLE_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("CONSOLE_TOKEN", token)
+        .arg("console")
+        .output()
+        .expect("runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An empty, blank or short `CONSOLE_TOKEN` (a compose file's unset
+/// `${CONSOLE_TOKEN}`) is refused at start with exit 1 naming the rule,
+/// and the value is never printed.
+#[test]
+fn a_weak_console_token_is_refused_at_start() {
+    for weak in ["", "   ", "short-token-0123456789"] {
+        let (code, stderr) = console_refuses(weak);
+        assert_eq!(code, Some(1), "{weak:?}: {stderr}");
+        assert!(stderr.contains("CONSOLE_TOKEN"), "{stderr}");
+        assert!(
+            stderr.contains("empty") || stderr.contains("at least 32"),
+            "{stderr}"
+        );
+        if !weak.trim().is_empty() {
+            assert!(!stderr.contains(weak), "the token is not printed");
+        }
+    }
+}
+
+/// Any printable token works, `;` and spaces included; the session cookie
+/// is marked Secure behind a proxy that says the request came over TLS; an
+/// empty or forged cookie does not sign in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_with_any_printable_characters_signs_in() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let token = "a token; with = spaces, and ;; semicolons 0123456789";
+    let console = start_console(
+        dir.path(),
+        &format!("127.0.0.1:{}", free_port()),
+        Some(token),
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let base = &console.base;
+    for forged in ["hookline_console=", "hookline_console=9999999999.00"] {
+        let r = client
+            .get(format!("{base}/api/summary"))
+            .header("cookie", forged)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status().as_u16(), 401, "{forged}");
+    }
+    let login = client
+        .post(format!("{base}/login"))
+        .header("x-forwarded-proto", "https")
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status().as_u16(), 303, "signed in");
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    let r = client
+        .get(format!("{base}/api/summary"))
+        .header("cookie", cookie.split(';').next().expect("pair"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+/// Five failed sign-ins a minute per client: the sixth try is refused
+/// (429, Retry-After) even with the right token, and every failure is
+/// logged without the attempted value.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_sign_ins_are_limited_and_logged() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let token = "console-test-token-0123456789-abcdef";
+    let addr = format!("127.0.0.1:{}", free_port());
+    let console = start_console(dir.path(), &addr, Some(token)).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    for i in 0..5 {
+        let r = client
+            .post(format!("{}/login", console.base))
+            .form(&[("token", format!("wrong-guess-{i}"))])
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status().as_u16(), 401);
+    }
+    let r = client
+        .post(format!("{}/login", console.base))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let log = std::fs::read_to_string(log_path(&format!(
+        "console-{}",
+        addr.replace([':', '.'], "-")
+    )))
+    .expect("log");
+    assert_eq!(log.matches("failed sign-in").count(), 5, "{log}");
+    assert!(
+        !log.contains("wrong-guess"),
+        "no attempted value in the log"
+    );
+}
+
+/// DNS rebinding: a page whose name now resolves to 127.0.0.1 is not the
+/// console. A request naming another host gets 421 with no data; a POST
+/// from another origin gets 403, even with the page's CSRF token; nothing
+/// moves.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_for_another_host_or_from_another_origin_are_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e =
+        hookline_embedded::open(dir.path(), hookline_embedded::Options::default()).expect("open");
+    assert!(e
+        .dlq
+        .send_batch(&[dead("payout.updated", "evt_test_rebind", "po_rebind", "x")])
+        .await[0]
+        .is_ok());
+    let port = free_port();
+    let console = start_console(dir.path(), &format!("127.0.0.1:{port}"), None).await;
+    let client = reqwest::Client::new();
+    for path in ["/", "/api/summary", "/export", "/static/console.js"] {
+        let r = client
+            .get(format!("{}{path}", console.base))
+            .header("host", format!("rebound.attacker.example:{port}"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status().as_u16(), 421, "{path}");
+        assert!(r.text().await.expect("body").is_empty(), "no data: {path}");
+    }
+    // The console's own name works; its CSRF token is in the page.
+    let page = client
+        .get(format!("http://localhost:{port}/"))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("page");
+    let csrf = page
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf token in the page")
+        .to_owned();
+    for (origin, site) in [
+        (Some("http://rebound.attacker.example"), None),
+        (None, Some("cross-site")),
+    ] {
+        let mut r = client
+            .post(format!("{}/replay", console.base))
+            .header("x-csrf-token", &csrf)
+            .form(&[("event_type", "payout.updated")]);
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        if let Some(s) = site {
+            r = r.header("sec-fetch-site", s);
+        }
+        let r = r.send().await.expect("post");
+        assert_eq!(r.status().as_u16(), 403, "{origin:?} {site:?}");
+        assert!(r.text().await.expect("body").is_empty());
+    }
+    let d = e.dlq.counts().await.expect("counts");
+    assert_eq!(d.waiting + d.in_flight, 1, "nothing moved");
+    // From the console's own page it works.
+    let r = client
+        .post(format!("{}/replay", console.base))
+        .header("x-csrf-token", &csrf)
+        .header("origin", console.base.as_str())
+        .form(&[("event_type", "payout.updated")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 202);
+}
+
+/// A replay whose request is dropped (a closed tab) does not leave the job
+/// running: it runs to its end on its own and the next replay starts.
+/// While a replay runs, export and opening a message do not touch the DLQ
+/// (409): they would hide messages the replay then takes for gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_replay_request_leaves_no_stuck_job() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e =
+        hookline_embedded::open(dir.path(), hookline_embedded::Options::default()).expect("open");
+    assert!(e
+        .dlq
+        .send_batch(&[dead("payout.updated", "evt_test_tab", "po_tab", "x")])
+        .await[0]
+        .is_ok());
+    let console = start_console(dir.path(), &format!("127.0.0.1:{}", free_port()), None).await;
+    let client = reqwest::Client::new();
+    let page = client
+        .get(format!("{}/", console.base))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("page");
+    let csrf = page
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf")
+        .to_owned();
+    // Another process holds the database: the dry run cannot finish yet.
+    let locker = rusqlite::Connection::open(hookline_embedded::db_path(dir.path())).expect("open");
+    locker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let dropped = client
+        .post(format!("{}/replay", console.base))
+        .header("x-csrf-token", &csrf)
+        .timeout(Duration::from_millis(500))
+        .form(&[("event_type", "payout.updated")])
+        .send()
+        .await;
+    // A job under way: the DLQ is not read for export or a message.
+    let status: serde_json::Value = client
+        .get(format!("{}/replay/status", console.base))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["running"], true, "{status} (request: {dropped:?})");
+    for path in ["/export", "/message?id=x"] {
+        let r = client
+            .get(format!("{}{path}", console.base))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status().as_u16(), 409, "{path}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    locker.execute_batch("ROLLBACK").expect("unlock");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            let s: serde_json::Value = client
+                .get(format!("{}/replay/status", console.base))
+                .send()
+                .await
+                .expect("status")
+                .json()
+                .await
+                .expect("json");
+            s["running"] == false
+        })
+        .await,
+        "the job ended on its own"
+    );
+    let next = client
+        .post(format!("{}/replay", console.base))
+        .header("x-csrf-token", &csrf)
+        .form(&[("event_type", "payout.updated")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(next.status().as_u16(), 202, "the next replay starts");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            let q = e.queue.counts().await.expect("counts");
+            q.waiting + q.in_flight == 1
+        })
+        .await,
+        "the dead letter is back on the queue, not lost"
+    );
 }
 
 /// ChromeDriver and a headless Chromium session, through the W3C WebDriver

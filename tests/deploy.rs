@@ -266,14 +266,27 @@ fn emf_metrics(line: &str, namespace: &str, service: &str) -> Vec<String> {
             let values = value["Values"].as_array().expect("Values");
             let counts = value["Counts"].as_array().expect("Counts");
             assert_eq!(values.len(), counts.len(), "{name}: {line}");
-            let f = |k: &str| value[k].as_f64().unwrap_or_else(|| panic!("{name}.{k}: {line}"));
+            let f = |k: &str| {
+                value[k]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{name}.{k}: {line}"))
+            };
             let (min, max, count, sum) = (f("Min"), f("Max"), f("Count"), f("Sum"));
             let total: u64 = counts.iter().filter_map(serde_json::Value::as_u64).sum();
-            assert_eq!(count, total as f64, "{name}: Count is the sum of Counts: {line}");
+            assert_eq!(
+                count, total as f64,
+                "{name}: Count is the sum of Counts: {line}"
+            );
             for x in values.iter().filter_map(serde_json::Value::as_f64) {
-                assert!(min <= x && x <= max, "{name}: {x} within [Min, Max]: {line}");
+                assert!(
+                    min <= x && x <= max,
+                    "{name}: {x} within [Min, Max]: {line}"
+                );
             }
-            assert!(min * count <= sum && sum <= max * count, "{name}: Sum: {line}");
+            assert!(
+                min * count <= sum && sum <= max * count,
+                "{name}: Sum: {line}"
+            );
         } else {
             assert!(value.is_number(), "{name} has a value: {line}");
         }

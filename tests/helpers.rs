@@ -190,10 +190,20 @@ where
 
 /// A log file for a spawned process under `target/test-logs/` (kept for
 /// reading after a failure; CI prints nothing of it unless asked).
+/// Where [`log_file`] writes the log called `name`.
+pub fn log_path(name: &str) -> PathBuf {
+    repo_root()
+        .join("target")
+        .join("test-logs")
+        .join(format!("{name}.log"))
+}
+
 pub fn log_file(name: &str) -> std::process::Stdio {
-    let dir = repo_root().join("target").join("test-logs");
-    let _ = std::fs::create_dir_all(&dir);
-    match std::fs::File::create(dir.join(format!("{name}.log"))) {
+    let path = log_path(name);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::File::create(path) {
         Ok(f) => f.into(),
         Err(_) => std::process::Stdio::null(),
     }
@@ -326,12 +336,13 @@ pub fn aws_env_vars() -> Vec<(String, String)> {
     .collect()
 }
 
+/// The backend settings a test parses, as the binaries do.
 #[derive(Debug, clap::Parser)]
-struct BackendArgs {
+pub struct BackendArgs {
     #[command(flatten)]
-    common: hookline_settings::CommonSettings,
+    pub common: hookline_settings::CommonSettings,
     #[command(flatten)]
-    tables: hookline_settings::TableSettings,
+    pub tables: hookline_settings::TableSettings,
 }
 
 /// A fresh queue pair and tables on moto, unique to one test.

@@ -44,6 +44,10 @@ mod reality;
 /// `/readyz` without AWS error text, SQS message sizes, EMF metrics.
 mod deploy;
 
+/// The worker under outages and at SIGTERM: the circuit breaker, a
+/// misconfigured table, a long poll under way at shutdown.
+mod outages;
+
 /// Stripe events through Amazon EventBridge, on both backends.
 mod eventbridge;
 

@@ -221,7 +221,10 @@ mod tests {
         assert_eq!(v["EventAge"]["Values"], json!([1.0, 2.0]));
         assert_eq!(v["EventAge"]["Counts"], json!([3, 2]));
         // The statistic set CloudWatch reads beside the distribution.
-        assert_eq!(v["EventAge"]["Min"], 0.1, "the lower edge of the (0.1, 1] bucket");
+        assert_eq!(
+            v["EventAge"]["Min"], 0.1,
+            "the lower edge of the (0.1, 1] bucket"
+        );
         assert_eq!(v["EventAge"]["Max"], 2.0);
         assert_eq!(v["EventAge"]["Count"], 5);
         assert_eq!(v["EventAge"]["Sum"], 4.5);

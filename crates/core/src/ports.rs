@@ -202,6 +202,12 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
 
     /// Approximate counts; also the readiness probe.
     async fn counts(&self) -> Result<QueueCounts, PortError>;
+
+    /// Whether a receive could run now (the worker's circuit breaker
+    /// probes with it): by default, whether the counts can be read.
+    async fn ping(&self) -> Result<(), PortError> {
+        self.counts().await.map(|_| ())
+    }
 }
 
 /// The state of a native redrive task.

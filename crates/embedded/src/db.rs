@@ -97,7 +97,9 @@ fn db_thread() -> std::thread::Builder {
 type Frame = Arc<dyn Fn(&Connection, &str) -> rusqlite::Result<()> + Send + Sync>;
 
 fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ())
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
 }
 
 fn set_up(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
@@ -207,7 +209,11 @@ where
 
 impl Db {
     /// Starts the thread that owns `conn`; an error when it cannot start.
-    fn start(conn: Connection, frame: Frame, thread: std::thread::Builder) -> std::io::Result<Self> {
+    fn start(
+        conn: Connection,
+        frame: Frame,
+        thread: std::thread::Builder,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Box<dyn Call>>();
         // The thread ends when the last handle is dropped; at process exit
         // it is not waited for (a call blocked on another process's lock
@@ -376,7 +382,13 @@ mod tests {
 
     /// A writer whose frame statements fail while `fail` names them (each
     /// name as many times as it is listed).
-    fn faulty(fail: &[&'static str]) -> (tempfile::TempDir, Db, Arc<std::sync::Mutex<Vec<&'static str>>>) {
+    fn faulty(
+        fail: &[&'static str],
+    ) -> (
+        tempfile::TempDir,
+        Db,
+        Arc<std::sync::Mutex<Vec<&'static str>>>,
+    ) {
         let dir = tempfile::tempdir().expect("tmp");
         let conn = set_up(&dir.path().join("t.sqlite"), Duration::from_secs(5)).expect("open");
         conn.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)")
@@ -400,7 +412,9 @@ mod tests {
 
     fn rows(dir: &tempfile::TempDir) -> Vec<i64> {
         let other = Connection::open(dir.path().join("t.sqlite")).expect("open");
-        let mut stmt = other.prepare("SELECT k FROM t ORDER BY k").expect("prepare");
+        let mut stmt = other
+            .prepare("SELECT k FROM t ORDER BY k")
+            .expect("prepare");
         let rows = stmt
             .query_map([], |r| r.get(0))
             .expect("query")
@@ -439,7 +453,10 @@ mod tests {
         let _ = started_rx.recv();
         let ok1 = tokio::spawn({
             let db = db.clone();
-            async move { db.write(|c| c.execute("INSERT INTO t (k) VALUES (1)", [])).await }
+            async move {
+                db.write(|c| c.execute("INSERT INTO t (k) VALUES (1)", []))
+                    .await
+            }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         let bad = tokio::spawn({
@@ -455,13 +472,26 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let ok3 = tokio::spawn({
             let db = db.clone();
-            async move { db.write(|c| c.execute("INSERT INTO t (k) VALUES (3)", [])).await }
+            async move {
+                db.write(|c| c.execute("INSERT INTO t (k) VALUES (3)", []))
+                    .await
+            }
         });
         hold.await.expect("task").expect("hold");
         assert!(bad.await.expect("task").is_err());
-        assert!(ok1.await.expect("task").is_err(), "the group failed as a whole");
-        assert!(ok3.await.expect("task").is_err(), "the group failed as a whole");
-        assert_eq!(rows(&dir), Vec::<i64>::new(), "nothing of the group committed");
+        assert!(
+            ok1.await.expect("task").is_err(),
+            "the group failed as a whole"
+        );
+        assert!(
+            ok3.await.expect("task").is_err(),
+            "the group failed as a whole"
+        );
+        assert_eq!(
+            rows(&dir),
+            Vec::<i64>::new(),
+            "nothing of the group committed"
+        );
         // The writer goes on.
         db.write(|c| c.execute("INSERT INTO t (k) VALUES (4)", []))
             .await
@@ -482,7 +512,11 @@ mod tests {
             .write(|c| c.execute("INSERT INTO t (k) VALUES (2)", []))
             .await;
         assert!(second.is_ok(), "{second:?}");
-        assert_eq!(rows(&dir), vec![2], "the first was rolled back, never committed");
+        assert_eq!(
+            rows(&dir),
+            vec![2],
+            "the first was rolled back, never committed"
+        );
     }
 
     /// A call whose caller has gone (a receive dropped at shutdown) is not

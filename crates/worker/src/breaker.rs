@@ -212,10 +212,7 @@ mod tests {
         }
         // A new failure of another part keeps the probe schedule.
         c.trip(Part::Store, &down());
-        assert_eq!(
-            c.next_probe(),
-            Some((Part::Store, Duration::from_secs(2)))
-        );
+        assert_eq!(c.next_probe(), Some((Part::Store, Duration::from_secs(2))));
     }
 
     #[tokio::test]

@@ -445,7 +445,7 @@ async fn probe_while_open(ctx: Arc<Context>, shutdown: CancellationToken) {
             }
             let answered = match part {
                 Part::Store => ctx.processor.store.ping().await,
-                Part::Queue => ctx.queue.counts().await.map(|_| ()),
+                Part::Queue => ctx.queue.ping().await,
             };
             match answered {
                 Ok(()) => {
@@ -679,7 +679,12 @@ impl Context {
                 // A fresh copy (its own deduplication id, the same group):
                 // its deliveries start again; then this message goes.
                 let copy = delivery.to_outbound().as_copy();
-                match self.queue.send_batch(std::slice::from_ref(&copy)).await.pop() {
+                match self
+                    .queue
+                    .send_batch(std::slice::from_ref(&copy))
+                    .await
+                    .pop()
+                {
                     Some(Ok(())) => {
                         tracing::warn!(
                             message = "Dependency failure on the last allowed delivery: the event is requeued, not dead-lettered.",
@@ -694,7 +699,10 @@ impl Context {
                         tracing::error!(message = "Cannot requeue; the message stays in the queue.", event_id, error = ?other);
                         let _ = self
                             .queue
-                            .set_visibility(&delivery.receipt, self.processor.backoff.max.min(self.visibility))
+                            .set_visibility(
+                                &delivery.receipt,
+                                self.processor.backoff.max.min(self.visibility),
+                            )
                             .await;
                     }
                 }

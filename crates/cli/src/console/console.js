@@ -24,14 +24,6 @@ function set(id, text) {
   if (el) el.textContent = text;
 }
 
-function age(secs) {
-  if (secs == null) return "-";
-  if (secs < 120) return secs + "s";
-  if (secs < 7200) return Math.floor(secs / 60) + "m";
-  if (secs < 172800) return Math.floor(secs / 3600) + "h";
-  return Math.floor(secs / 86400) + "d";
-}
-
 async function refresh() {
   try {
     const r = await fetch("/api/summary", { credentials: "same-origin" });
@@ -40,7 +32,7 @@ async function refresh() {
     set("waiting", o.waiting);
     set("in-flight", o.in_flight);
     set("dead-lettered", o.dead_lettered);
-    set("oldest", age(o.oldest_dead_secs));
+    set("oldest", o.oldest_dead_age);
     // Groups that emptied disappear; new ones show on the next reload.
     // While a replay runs the groups are not read (counts only).
     if (!o.groups_current) return;

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(300);
 
 /// `dlq stats --json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
     pub waiting: u64,
     pub in_flight: u64,
