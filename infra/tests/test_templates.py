@@ -374,3 +374,49 @@ def test_the_ingress_keeps_idle_connections_longer_than_the_alb(template):
     header_read = re.search(r'env = "HEADER_READ_TIMEOUT_SECS", default_value_t = (\d+)',
                             (ROOT / "crates/ingress/src/settings.rs").read_text())
     assert header_read and int(header_read.group(1)) < alb_idle, "the header timer is the shorter one"
+
+
+def test_only_hookline_principals_may_send_to_the_queue(template):
+    """The worker trusts what is on the queue: a principal of the account
+    with sqs:* in its own policy must still not be able to put an unsigned
+    event there. The queue's policy denies SendMessage to everyone but the
+    ingress, worker and operator roles and the Stripe rule."""
+    policy = resources(template, "AWS::SQS::QueueInlinePolicy")["QueueTlsOnly"]["Properties"]["PolicyDocument"]
+    (deny,) = [st for st in policy["Statement"] if st.get("Sid") == "OnlyHooklineSends"]
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*"
+    assert deny["Action"] == "sqs:SendMessage"
+    assert deny["Resource"] == {"Fn::GetAtt": ["Queue", "Arn"]}
+    cond = deny["Condition"]["ArnNotEquals"]
+    allowed = [b for v in cond["aws:PrincipalArn"] for b in branches(v)]
+    assert allowed == [{"Fn::GetAtt": [r, "Arn"]} for r in ("IngressTaskRole", "WorkerTaskRole", "OperatorRole")]
+    # Both keys in one block: denied only when the caller is none of the
+    # roles AND the request is not from the rule.
+    assert {"Fn::GetAtt": ["StripeEventsRule", "Arn"]} in branches(cond["aws:SourceArn"])
+    # Every role that sends to the queue is one of those allowed.
+    senders = {r for r, st in role_statements(template)
+               if "sqs:SendMessage" in as_list(st["Action"])
+               and {"Fn::GetAtt": ["Queue", "Arn"]} in as_list(st["Resource"])}
+    assert senders == {"IngressTaskRole", "WorkerTaskRole", "OperatorRole"}
+
+
+def test_the_eventbridge_key_grant_is_scoped_to_the_rule(template):
+    key = resources(template, "AWS::KMS::Key")["Key"]["Properties"]["KeyPolicy"]
+    grants = [b for st in key["Statement"] for b in branches(st)
+              if b.get("Sid") == "EventBridgeSendsToEncryptedQueue"]
+    (grant,) = grants
+    arn = grant["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
+    rule = resources(template, "AWS::Events::Rule")["StripeEventsRule"]["Properties"]
+    assert rule["Name"] == {"Fn::Sub": "${AWS::StackName}-stripe-events"}
+    assert arn.endswith(":rule/${StripeEventSourceName}/${AWS::StackName}-stripe-events"), arn
+    assert arn.startswith("arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:"), arn
+
+
+def test_the_operator_cannot_read_the_webhook_secret(template):
+    """With the webhook secret an operator could sign events of their own;
+    replay does not need it (backfill reads the API key)."""
+    reads = [r for role, st in role_statements(template)
+             if role == "OperatorRole" and "secretsmanager:GetSecretValue" in as_list(st["Action"])
+             for r in as_list(st["Resource"])]
+    flat = str(reads)
+    assert "WebhookSecret" not in flat, reads
+    assert "StripeApiKeySecret" in flat
