@@ -1,6 +1,8 @@
 //! The send coalescer: many concurrent sends, few batched queue calls.
 //!
-//! Every backend sits behind one. Requests wait in a channel; a collector
+//! The ingress and `backfill` send through one (the worker's dead-letter
+//! and requeue sends and replay's batches do not). Requests wait in a
+//! channel; a collector
 //! takes the first, gathers more until the batch is full (entries or bytes
 //! of the backend's [`BatchLimits`]) or `linger` has passed, and hands the
 //! batch to a flush task. At most `max_in_flight` flushes run at once, so

@@ -21,8 +21,9 @@ pub enum ErrorKind {
     Transient,
     /// An operator must fix the setup (a missing table or queue, access
     /// denied, a KMS key the role cannot use, missing or expired
-    /// credentials). The event is fine: it waits on the normal backoff
-    /// schedule until the setup is fixed, it is never dead-lettered for it.
+    /// credentials). The event is fine: the worker stops receiving until
+    /// the setup is fixed (its circuit breaker), and never dead-letters an
+    /// event for it.
     Configuration,
     /// Retrying cannot help: this very request or item is invalid.
     Permanent,

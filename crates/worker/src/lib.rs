@@ -3,15 +3,18 @@
 //!
 //! - [`decide`] holds the pure rules: which [`decide::Decision`] follows a
 //!   processing result, and the backoff delay after the n-th failure.
-//! - [`process`] turns one delivery into a decision (parse, claim, handle,
-//!   commit) through the store port.
+//! - [`process`] turns one delivery into a decision (parse, admit, handle,
+//!   write by the handler's effect) through the store port.
+//! - [`breaker`] stops receiving while the store or the queue fails, and
+//!   probes it until it answers.
 //! - [`run`] is the loop: receive up to `WORKER_CONCURRENCY` events at once,
 //!   heartbeat long ones, act on decisions, batch deletes, shut down on
-//!   SIGTERM within `SHUTDOWN_GRACE_SECS`.
+//!   SIGTERM within `SHUTDOWN_GRACE_SECS` (a long poll under way is let
+//!   return and what it brought handed back).
 //!
 //! Architecture invariant: a message is deleted only after its event is
 //! `COMPLETED` in the store (applied, stale, ignored or a duplicate) or after
-//! its copy is in the dead-letter queue.
+//! its copy is in the dead-letter queue (or, requeued, on the queue).
 
 pub mod breaker;
 pub mod decide;

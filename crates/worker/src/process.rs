@@ -1,4 +1,6 @@
-//! One delivery in, one [`Decision`] out: parse, claim, handle, commit.
+//! One delivery in, one [`Decision`] out: parse, admit, handle, then write
+//! by the handler's effect: `Replace` applies without a claim (two
+//! conditional writes), `Once` claims, then commits in one transaction.
 
 use std::sync::Arc;
 use std::time::Duration;
