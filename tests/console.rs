@@ -210,18 +210,30 @@ async fn a_post_without_the_csrf_token_is_refused_and_nothing_moves() {
 /// and what it printed.
 fn console_refuses(token: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("tmp");
-    let out = Command::new(bin("hookline"))
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(bin("hookline"))
         .env_clear()
         .env("DATA_DIR", dir.path())
         .env("CONSOLE_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("CONSOLE_TOKEN", token)
         .arg("console")
-        .output()
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
         .expect("runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    // A console that starts instead of refusing is stopped, and fails here.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (code, std::fs::read_to_string(&log).unwrap_or_default())
 }
 
 /// An empty, blank or short `CONSOLE_TOKEN` (a compose file's unset
