@@ -161,11 +161,11 @@ impl Bed {
         match &self.outage {
             Outage::Embedded(dir) => {
                 self.enqueue(bodies).await;
-                let locker = rusqlite::Connection::open(hookline_embedded::db_path(dir.path()))
-                    .expect("open");
-                locker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+                let lock =
+                    hookline_embedded::testing::WriteLock::hold(dir.path(), Duration::from_secs(5))
+                        .expect("lock");
                 tokio::time::sleep(d).await;
-                locker.execute_batch("ROLLBACK").expect("unlock");
+                lock.release().expect("unlock");
             }
             Outage::Aws { switch, .. } => {
                 switch.set(false);

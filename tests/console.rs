@@ -451,8 +451,8 @@ async fn a_dropped_replay_request_leaves_no_stuck_job() {
         .expect("csrf")
         .to_owned();
     // Another process holds the database: the dry run cannot finish yet.
-    let locker = rusqlite::Connection::open(hookline_embedded::db_path(dir.path())).expect("open");
-    locker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let lock = hookline_embedded::testing::WriteLock::hold(dir.path(), Duration::from_secs(5))
+        .expect("lock");
     let dropped = client
         .post(format!("{}/replay", console.base))
         .header("x-csrf-token", &csrf)
@@ -479,7 +479,7 @@ async fn a_dropped_replay_request_leaves_no_stuck_job() {
         assert_eq!(r.status().as_u16(), 409, "{path}");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    locker.execute_batch("ROLLBACK").expect("unlock");
+    lock.release().expect("unlock");
     assert!(
         eventually(Duration::from_secs(20), || async {
             let s: serde_json::Value = client

@@ -230,14 +230,14 @@ async fn queue_unavailable_gives_503_and_only_accepted_events_are_queued() {
     assert_eq!(app.post_signed(&before).await.0, 200);
 
     // Another process holds the database's write lock: the queue cannot accept.
-    let db = hookline_embedded::db_path(app.data_dir.path());
-    let locker = rusqlite::Connection::open(&db).expect("open");
-    locker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let lock =
+        hookline_embedded::testing::WriteLock::hold(app.data_dir.path(), Duration::from_secs(5))
+            .expect("lock");
     let during = event_with("payout.created", "evt_test_during_outage", now());
     let (status, answer) = app.post_signed(&during).await;
     assert_eq!((status, answer.as_str()), (503, QUEUE_UNAVAILABLE));
     assert_eq!(app.state.metrics.enqueue_failures.get(), 1);
-    locker.execute_batch("ROLLBACK").expect("unlock");
+    lock.release().expect("unlock");
 
     let after = event_with("payout.created", "evt_test_after_outage", now());
     assert_eq!(app.post_signed(&after).await.0, 200);

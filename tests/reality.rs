@@ -504,17 +504,19 @@ async fn a_locked_embedded_store_does_not_hold_up_sigterm() {
         ("EMBEDDED_BUSY_TIMEOUT_MS", "120000"),
     ]);
     assert!(eventually(Duration::from_secs(10), || ready(&worker)).await);
-    let locker = rusqlite::Connection::open(hookline_embedded::db_path(std::path::Path::new(&dir)))
-        .expect("open");
     // Enqueue, then hold the write lock before the worker can commit.
     bed.enqueue(&bodies).await;
-    locker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let lock = hookline_embedded::testing::WriteLock::hold(
+        std::path::Path::new(&dir),
+        Duration::from_secs(5),
+    )
+    .expect("lock");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = std::time::Instant::now();
     signal(&worker.child, "TERM");
     let code = wait_exit(&mut worker.child, Duration::from_secs(8));
     let took = sent.elapsed();
-    locker.execute_batch("ROLLBACK").expect("unlock");
+    lock.release().expect("unlock");
     assert_eq!(code, Some(0));
     assert!(
         took <= Duration::from_millis(3000),
@@ -749,15 +751,13 @@ async fn the_worker_purges_expired_records_on_the_embedded_backend() {
         .find(|(k, _)| k == "DATA_DIR")
         .map(|(_, v)| v.clone())
         .expect("dir");
-    let conn = rusqlite::Connection::open(hookline_embedded::db_path(std::path::Path::new(&dir)))
-        .expect("open");
-    conn.execute(
-        "UPDATE messages SET sent_at = ?1 WHERE message_id IN
-           (SELECT message_id FROM messages WHERE queue = 'dlq' AND attributes LIKE '%evt_test_dlq_old%')",
-        [(now() - 20 * day) * 1000],
+    let aged = hookline_embedded::testing::backdate_dead_letters(
+        std::path::Path::new(&dir),
+        "evt_test_dlq_old",
+        (now() - 20 * day) * 1000,
     )
     .expect("age the message");
-    drop(conn);
+    assert_eq!(aged, 1);
 
     let _worker = bed.worker(&[("HOUSEKEEPING_INTERVAL_SECS", "1")]);
     assert!(

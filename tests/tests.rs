@@ -58,3 +58,7 @@ mod worker_steps;
 /// `hookline console`: safety over HTTP, the operator's path in headless
 /// Chromium.
 mod console;
+
+/// The architecture's rules, checked against `cargo metadata` and the
+/// sources.
+mod tidy;

@@ -202,8 +202,8 @@ async fn a_store_outage_is_transient_and_requeued_on_the_last_delivery() {
         store: e.store,
         ..s.processor.clone()
     };
-    let locker = rusqlite::Connection::open(hookline_embedded::db_path(dir.path())).expect("open");
-    locker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let lock = hookline_embedded::testing::WriteLock::hold(dir.path(), Duration::from_secs(5))
+        .expect("lock");
     let (d, _) = locked.process(&delivery(&body, "m1", 2), NOW, 1.0).await;
     match d {
         Decision::RetryLater { delay, error } => {
@@ -225,7 +225,7 @@ async fn a_store_outage_is_transient_and_requeued_on_the_last_delivery() {
         }
         other => panic!("expected a requeue, got {other:?}"),
     }
-    locker.execute_batch("ROLLBACK").expect("unlock");
+    lock.release().expect("unlock");
     // Once the lock is gone, the same event applies.
     let (d, _) = locked.process(&delivery(&body, "m1", 3), NOW, 1.0).await;
     assert_eq!(d, Decision::Done(Done::Completed(Outcome::Applied)));

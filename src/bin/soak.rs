@@ -299,11 +299,10 @@ impl Outage {
             Self::Embedded(db) => {
                 let db = db.clone();
                 tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                    let conn = rusqlite::Connection::open(&db)?;
-                    conn.busy_timeout(Duration::from_secs(30))?;
-                    conn.execute_batch("BEGIN EXCLUSIVE")?;
+                    let lock =
+                        hookline_embedded::testing::WriteLock::hold(&db, Duration::from_secs(30))?;
                     std::thread::sleep(d);
-                    conn.execute_batch("ROLLBACK")?;
+                    lock.release()?;
                     Ok(())
                 })
                 .await??;
@@ -540,7 +539,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             check_flags.extend(["--data-dir".into(), data.display().to_string()]);
             // Created before the services start, so the outage can lock it.
             let _ = hookline_embedded::open(&data, hookline_embedded::Options::default())?;
-            outage = Outage::Embedded(hookline_embedded::db_path(&data));
+            outage = Outage::Embedded(data.clone());
         }
         BackendKind::Aws => {
             let endpoint = std::env::var("AWS_ENDPOINT_URL").context(

@@ -3,7 +3,7 @@
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use hookline_core::ports::PortError;
@@ -129,6 +129,23 @@ pub async fn create_tables(
             Err(e) => return Err(classify("CreateTable", e)),
         }
     }
+    // Already enabled (or being enabled) is fine: asked, not read from an
+    // error's text.
+    let ttl = ddb
+        .describe_time_to_live()
+        .table_name(&tables.events)
+        .send()
+        .await
+        .map_err(|e| classify("DescribeTimeToLive", e))?;
+    let status = ttl
+        .time_to_live_description()
+        .and_then(|d| d.time_to_live_status());
+    if matches!(
+        status,
+        Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+    ) {
+        return Ok(());
+    }
     ddb.update_time_to_live()
         .table_name(&tables.events)
         .time_to_live_specification(
@@ -141,18 +158,7 @@ pub async fn create_tables(
         .send()
         .await
         .map(|_| ())
-        .or_else(|e| {
-            // Already enabled is fine.
-            if e.as_service_error()
-                .map(|s| s.to_string())
-                .unwrap_or_default()
-                .contains("already enabled")
-            {
-                Ok(())
-            } else {
-                Err(classify("UpdateTimeToLive", e))
-            }
-        })
+        .map_err(|e| classify("UpdateTimeToLive", e))
 }
 
 /// Creates a queue pair and the three tables with the shared clients.

@@ -115,16 +115,19 @@ fn set_up(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
 
 /// Brings a database written by an earlier version up to this schema.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let present = |column: &str| -> rusqlite::Result<bool> {
+        conn.prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = ?1")?
+            .exists([column])
+    };
     for column in ["lease_owner", "source", "object_id"] {
-        let present: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = ?1")?
-            .exists([column])?;
-        if !present {
-            // Another process may have added it first; that is fine.
-            match conn.execute_batch(&format!("ALTER TABLE events ADD COLUMN {column} TEXT")) {
-                Ok(()) => {}
-                Err(e) if e.to_string().contains("duplicate column") => {}
-                Err(e) => return Err(e),
+        if !present(column)? {
+            if let Err(e) =
+                conn.execute_batch(&format!("ALTER TABLE events ADD COLUMN {column} TEXT"))
+            {
+                // Another process may have added it first: the schema says.
+                if !present(column)? {
+                    return Err(e);
+                }
             }
         }
     }

@@ -18,6 +18,8 @@
 //! Architecture invariant: the only crate that imports `rusqlite`.
 
 mod db;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub use db::ConnectError;
 mod queue;
 mod store;
