@@ -56,7 +56,7 @@ impl Bed {
         let fixture = aws_fixture(max_receives).await;
         let endpoint = aws_endpoint();
         let target = endpoint.trim_start_matches("http://").to_owned();
-        let switch = Switch::start(target).await;
+        let switch = Switch::start(target).await.expect("switch");
         let mut env = fixture.env();
         env.push(("MAX_RECEIVES".to_owned(), max_receives.to_string()));
         env.push((

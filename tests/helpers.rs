@@ -464,52 +464,7 @@ pub async fn receive_n(
     got
 }
 
-/// A TCP forwarder that can be switched off, to make a service unreachable
-/// (connections refused by closing them at once, open ones cut) and
-/// reachable again.
-pub struct Switch {
-    pub port: u16,
-    on: Arc<std::sync::atomic::AtomicBool>,
-    open: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl Switch {
-    pub async fn start(target: String) -> Switch {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let on = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let open = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (on2, open2) = (Arc::clone(&on), Arc::clone(&open));
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !on2.load(std::sync::atomic::Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let target = target.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                open2.lock().expect("lock").push(task.abort_handle());
-            }
-        });
-        Switch { port, on, open }
-    }
-
-    pub fn set(&self, reachable: bool) {
-        self.on
-            .store(reachable, std::sync::atomic::Ordering::SeqCst);
-        if !reachable {
-            for t in self.open.lock().expect("lock").drain(..) {
-                t.abort();
-            }
-        }
-    }
-}
+pub use hookline_suite::Switch;
 
 /// Runs the built `hookline` with exactly `env` (plus `extra`); returns the
 /// exit code, stdout and stderr.

@@ -35,7 +35,9 @@ async fn secrets_load_refresh_and_survive_a_failing_refresh() {
 
     // Secrets Manager is reached through a switch the test turns off.
     let endpoint = aws_endpoint();
-    let switch = Switch::start(endpoint.trim_start_matches("http://").to_owned()).await;
+    let switch = Switch::start(endpoint.trim_start_matches("http://").to_owned())
+        .await
+        .expect("switch");
     let dir = tempfile::tempdir().expect("tmp");
     let port = free_port();
     let mut child = Command::new(bin("hookline-ingress"))

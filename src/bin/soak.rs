@@ -243,50 +243,7 @@ impl Drop for Procs {
     }
 }
 
-/// A TCP forwarder that can be switched off (the AWS store outage).
-struct Switch {
-    port: u16,
-    on: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl Switch {
-    async fn start(target: String) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let on = Arc::new(AtomicBool::new(true));
-        let open: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::new(Mutex::new(Vec::new()));
-        let (on2, open2) = (Arc::clone(&on), Arc::clone(&open));
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !on2.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let target = target.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-                if let Ok(mut o) = open2.lock() {
-                    o.push(task.abort_handle());
-                }
-            }
-        });
-        Ok(Self { port, on, open })
-    }
-
-    fn set(&self, reachable: bool) {
-        self.on.store(reachable, Ordering::SeqCst);
-        if !reachable {
-            if let Ok(mut o) = self.open.lock() {
-                for t in o.drain(..) {
-                    t.abort();
-                }
-            }
-        }
-    }
-}
+use hookline_suite::Switch;
 
 enum Outage {
     Embedded(PathBuf),
