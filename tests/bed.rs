@@ -75,6 +75,15 @@ impl Bed {
         }
     }
 
+    /// One of the settings a worker on this bed gets (empty when unset).
+    pub fn setting(&self, name: &str) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
     pub fn worker(&self, extra: &[(&str, &str)]) -> WorkerProc {
         let mut env = self.env.clone();
         env.extend(

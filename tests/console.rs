@@ -64,6 +64,30 @@ fn dead(event_type: &str, id: &str, object: &str, reason: &str) -> OutboundMessa
     m
 }
 
+/// An embedded backend in a new directory with one dead letter of `id`
+/// (a `payout.updated`).
+async fn one_dead_letter(id: &str) -> (tempfile::TempDir, hookline_embedded::Embedded) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e =
+        hookline_embedded::open(dir.path(), hookline_embedded::Options::default()).expect("open");
+    let object = id.replace("evt_test_", "po_");
+    assert!(e
+        .dlq
+        .send_batch(&[dead("payout.updated", id, &object, "x")])
+        .await[0]
+        .is_ok());
+    (dir, e)
+}
+
+/// The CSRF token a console page carries.
+fn csrf_of(page: &str) -> String {
+    page.split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf token in the page")
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn without_the_token_every_page_and_action_answers_401() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -166,14 +190,7 @@ async fn without_the_token_every_page_and_action_answers_401() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_post_without_the_csrf_token_is_refused_and_nothing_moves() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e =
-        hookline_embedded::open(dir.path(), hookline_embedded::Options::default()).expect("open");
-    assert!(e
-        .dlq
-        .send_batch(&[dead("payout.updated", "evt_test_csrf", "po_csrf", "x")])
-        .await[0]
-        .is_ok());
+    let (dir, e) = one_dead_letter("evt_test_csrf").await;
     let console = start_console(dir.path(), &format!("127.0.0.1:{}", free_port()), None).await;
     let client = reqwest::Client::new();
     let r = client
@@ -352,14 +369,7 @@ async fn failed_sign_ins_are_limited_and_logged() {
 /// moves.
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_for_another_host_or_from_another_origin_are_refused() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e =
-        hookline_embedded::open(dir.path(), hookline_embedded::Options::default()).expect("open");
-    assert!(e
-        .dlq
-        .send_batch(&[dead("payout.updated", "evt_test_rebind", "po_rebind", "x")])
-        .await[0]
-        .is_ok());
+    let (dir, e) = one_dead_letter("evt_test_rebind").await;
     let port = free_port();
     let console = start_console(dir.path(), &format!("127.0.0.1:{port}"), None).await;
     let client = reqwest::Client::new();
@@ -382,12 +392,7 @@ async fn requests_for_another_host_or_from_another_origin_are_refused() {
         .text()
         .await
         .expect("page");
-    let csrf = page
-        .split("name=\"csrf-token\" content=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("csrf token in the page")
-        .to_owned();
+    let csrf = csrf_of(&page);
     for (origin, site) in [
         (Some("http://rebound.attacker.example"), None),
         (None, Some("cross-site")),
@@ -426,14 +431,7 @@ async fn requests_for_another_host_or_from_another_origin_are_refused() {
 /// (409): they would hide messages the replay then takes for gone.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_replay_request_leaves_no_stuck_job() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e =
-        hookline_embedded::open(dir.path(), hookline_embedded::Options::default()).expect("open");
-    assert!(e
-        .dlq
-        .send_batch(&[dead("payout.updated", "evt_test_tab", "po_tab", "x")])
-        .await[0]
-        .is_ok());
+    let (dir, e) = one_dead_letter("evt_test_tab").await;
     let console = start_console(dir.path(), &format!("127.0.0.1:{}", free_port()), None).await;
     let client = reqwest::Client::new();
     let page = client
@@ -444,12 +442,7 @@ async fn a_dropped_replay_request_leaves_no_stuck_job() {
         .text()
         .await
         .expect("page");
-    let csrf = page
-        .split("name=\"csrf-token\" content=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("csrf")
-        .to_owned();
+    let csrf = csrf_of(&page);
     // Another process holds the database: the dry run cannot finish yet.
     let lock = hookline_embedded::testing::WriteLock::hold(dir.path(), Duration::from_secs(5))
         .expect("lock");

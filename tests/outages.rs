@@ -168,18 +168,14 @@ async fn a_missing_table_for_two_minutes_dead_letters_nothing() {
 
     // The operator creates the table the worker names.
     let clients = hookline_aws::AwsClients::load().await;
-    let tables = hookline_aws::Tables {
-        events: missing.clone(),
-        objects: format!("objects-late-{missing}"),
-        provider: format!("provider-late-{missing}"),
-    };
-    hookline_aws::provision::create_tables(&clients.dynamodb, &tables)
-        .await
-        .expect("create the table");
     let late = hookline_aws::Tables {
         events: missing.clone(),
-        ..bed_tables(&bed)
+        objects: bed.setting("OBJECTS_TABLE_NAME"),
+        provider: bed.setting("PROVIDER_TABLE_NAME"),
     };
+    hookline_aws::provision::create_tables(&clients.dynamodb, &late)
+        .await
+        .expect("create the table");
     let store = late_store(&bed, &late).await;
     assert!(
         eventually(Duration::from_secs(60), || async {
@@ -209,40 +205,17 @@ async fn a_missing_table_for_two_minutes_dead_letters_nothing() {
     only_the_poison_is_dead_lettered(&bed, "evt_test_late_table_poison").await;
 }
 
-/// The bed's table names, from its worker settings.
-fn bed_tables(bed: &Bed) -> hookline_aws::Tables {
-    let get = |k: &str| {
-        bed.env
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    hookline_aws::Tables {
-        events: get("EVENTS_TABLE_NAME"),
-        objects: get("OBJECTS_TABLE_NAME"),
-        provider: get("PROVIDER_TABLE_NAME"),
-    }
-}
-
 /// A store on `tables`, through the same backend settings as the bed.
 async fn late_store(
     bed: &Bed,
     tables: &hookline_aws::Tables,
 ) -> std::sync::Arc<dyn hookline_core::ports::Store> {
-    let get = |k: &str| {
-        bed.env
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
     let args = <BackendArgs as clap::Parser>::try_parse_from([
         "test",
         "--queue-url",
-        &get("QUEUE_URL"),
+        &bed.setting("QUEUE_URL"),
         "--dlq-url",
-        &get("DLQ_URL"),
+        &bed.setting("DLQ_URL"),
         "--events-table-name",
         &tables.events,
         "--objects-table-name",

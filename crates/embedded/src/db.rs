@@ -413,6 +413,22 @@ mod tests {
         (dir, db, faults)
     }
 
+    /// Keeps the database thread busy for `d`; returns once it is.
+    fn hold_thread(db: &Db, d: Duration) -> tokio::task::JoinHandle<Result<(), PortError>> {
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let db = db.clone();
+        let hold = tokio::spawn(async move {
+            db.write(move |_| {
+                let _ = started_tx.send(());
+                std::thread::sleep(d);
+                Ok(())
+            })
+            .await
+        });
+        let _ = started_rx.recv();
+        hold
+    }
+
     fn rows(dir: &tempfile::TempDir) -> Vec<i64> {
         let other = Connection::open(dir.path().join("t.sqlite")).expect("open");
         let mut stmt = other
@@ -440,20 +456,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_rollback_to_fails_the_group() {
         let (dir, db, _) = faulty(&["ROLLBACK TO call"]);
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
         // Hold the thread so the next three calls share one group.
-        let hold = tokio::spawn({
-            let db = db.clone();
-            async move {
-                db.write(move |_| {
-                    let _ = started_tx.send(());
-                    std::thread::sleep(Duration::from_millis(300));
-                    Ok(())
-                })
-                .await
-            }
-        });
-        let _ = started_rx.recv();
+        let hold = hold_thread(&db, Duration::from_millis(300));
         let ok1 = tokio::spawn({
             let db = db.clone();
             async move {
@@ -527,19 +531,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dropped_call_is_not_run() {
         let (dir, db, _) = faulty(&[]);
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let hold = tokio::spawn({
-            let db = db.clone();
-            async move {
-                db.write(move |_| {
-                    let _ = started_tx.send(());
-                    std::thread::sleep(Duration::from_millis(300));
-                    Ok(())
-                })
-                .await
-            }
-        });
-        let _ = started_rx.recv();
+        let hold = hold_thread(&db, Duration::from_millis(300));
         // Queued behind the held call, then given up on.
         let dropped = tokio::time::timeout(
             Duration::from_millis(50),

@@ -43,6 +43,31 @@ fn replay_running() -> Response {
         .into_response()
 }
 
+/// Why a request that reads the DLQ is refused.
+enum Refused {
+    BadForm(String),
+    ReplayRunning,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Self::BadForm(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+            Self::ReplayRunning => replay_running(),
+        }
+    }
+}
+
+/// The options of a request that reads the DLQ without moving anything
+/// (dry run, export): refused while a replay runs or when the form is bad.
+fn reading_options(c: &Console, form: &FilterForm) -> Result<ReplayOptions, Refused> {
+    let options = form.options(true).map_err(Refused::BadForm)?;
+    if c.job().running() {
+        return Err(Refused::ReplayRunning);
+    }
+    Ok(options)
+}
+
 /// Reads the DLQ (held briefly, then released) and groups it; only the
 /// counts while a replay runs.
 async fn overview(c: &Console) -> anyhow::Result<view::Overview> {
@@ -279,13 +304,10 @@ pub(super) async fn preview(
     State(c): State<Arc<Console>>,
     Form(form): Form<FilterForm>,
 ) -> Response {
-    let options = match form.options(true) {
+    let options = match reading_options(&c, &form) {
         Ok(o) => o,
-        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+        Err(refused) => return refused.into_response(),
     };
-    if c.job().running() {
-        return replay_running();
-    }
     let cancel = CancellationToken::new();
     match dlq::replay(
         c.backend.queue.as_ref(),
@@ -391,13 +413,10 @@ pub(super) async fn export(
     State(c): State<Arc<Console>>,
     Query(form): Query<FilterForm>,
 ) -> Response {
-    let options = match form.options(true) {
+    let options = match reading_options(&c, &form) {
         Ok(o) => o,
-        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+        Err(refused) => return refused.into_response(),
     };
-    if c.job().running() {
-        return replay_running();
-    }
     let cancel = CancellationToken::new();
     let mut peek = dlq::Peek::new(c.dlq.as_ref(), None, LOOK_HOLD);
     let now = hookline_core::clock::unix_millis();
