@@ -16,11 +16,17 @@
 //! `COMPLETED` in the store (applied, stale, ignored or a duplicate) or after
 //! its copy is in the dead-letter queue (or, requeued, on the queue).
 
+mod acks;
 pub mod breaker;
+mod context;
 pub mod decide;
+mod housekeeping;
 pub mod metrics;
+pub mod outcome;
+mod poll;
 pub mod process;
 pub mod run;
+mod serve;
 mod settings;
 
 pub use run::Worker;

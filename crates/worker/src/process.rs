@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use hookline_core::envelope::{Envelope, EventId};
-use hookline_core::handlers::{Effect, Registry};
+use hookline_core::handlers::{Effect, Handler, Registry};
 use hookline_core::inbound::{admit, unwrap, Source};
 use hookline_core::message::attr;
 use hookline_core::ports::{Claim, Delivery, ErrorKind, Lease, PortError, Store, Tried};
-use hookline_core::records::Completion;
+use hookline_core::records::{Completion, Projection};
 use hookline_core::settings::{AppEnv, EventFilter};
 
 use crate::decide::{after_dependency_failure, busy_delay, Backoff, Decision, Done};
@@ -42,6 +42,16 @@ pub struct Processor {
     /// Event type to handler and its effect
     /// ([`hookline_core::handlers::registered`] unless a deployment adds its own).
     pub registry: Registry,
+}
+
+/// One processing try of one event: what the steps share.
+struct Try<'a> {
+    id: &'a EventId,
+    event_type: &'a str,
+    delivery: &'a Delivery,
+    now: i64,
+    unit: f64,
+    source: &'a str,
 }
 
 /// In-process retries of one store call: a few quick tries smooth over a
@@ -80,17 +90,26 @@ impl Processor {
         };
         info.event_id = Some(envelope.id.to_string());
         info.event_type = Some(envelope.event_type.clone());
-        let span = tracing::Span::current();
-        span.record("event_id", envelope.id.as_str());
-        span.record("event_type", envelope.event_type.as_str());
         info.created = envelope.created;
         info.source = Some(inbound.source);
-        let decision = self
-            .process_event(&envelope, inbound.event, delivery, now, unit, &mut info)
+        let (decision, attempts) = self
+            .process_event(
+                &envelope,
+                inbound.event,
+                delivery,
+                now,
+                unit,
+                inbound.source,
+            )
             .await;
+        info.attempts = attempts;
         (decision, info)
     }
 
+    /// The decision for a parsed event, and the processing tries the
+    /// ledger counts (when the store said): begin (claim, for an
+    /// `Effect::Once` handler), project (admission, required fields, the
+    /// handler), commit.
     async fn process_event(
         &self,
         envelope: &Envelope,
@@ -98,77 +117,94 @@ impl Processor {
         delivery: &Delivery,
         now: i64,
         unit: f64,
-        info: &mut EventInfo,
-    ) -> Decision {
-        let id = &envelope.id;
-        let event_type = envelope.event_type.as_str();
-
-        let registered = (self.registry)(event_type);
-        let source = info.source.unwrap_or(Source::Webhook).as_str();
-        // An effect that replaces state needs no claim (see `Effect`).
-        let tried = match registered.map_or(Effect::Replace, |(_, effect)| effect) {
-            Effect::Replace => Tried::Unclaimed,
-            Effect::Once => {
-                match self
-                    .claim(id, event_type, delivery, now, unit, source, info)
-                    .await
-                {
-                    Ok(()) => Tried::Claimed,
-                    Err(decision) => return decision,
-                }
-            }
+        source: Source,
+    ) -> (Decision, Option<u32>) {
+        let registered = (self.registry)(&envelope.event_type);
+        let try_ = Try {
+            id: &envelope.id,
+            event_type: &envelope.event_type,
+            delivery,
+            now,
+            unit,
+            source: source.as_str(),
         };
+        // An effect that replaces state needs no claim (see `Effect`).
+        let (tried, claimed_attempts) = match registered.map_or(Effect::Replace, |(_, e)| e) {
+            Effect::Replace => (Tried::Unclaimed, None),
+            Effect::Once => match self.claim(&try_).await {
+                Ok(attempts) => (Tried::Claimed, Some(attempts)),
+                Err(decision) => return (decision, None),
+            },
+        };
+        let projection = match self
+            .project(envelope, event, registered.map(|(h, _)| h), tried, now)
+            .await
+        {
+            Ok(p) => p,
+            Err(decision) => return (decision, claimed_attempts),
+        };
+        let (decision, applied_attempts) = self.commit(&try_, projection.as_ref(), tried).await;
+        (decision, claimed_attempts.or(applied_attempts))
+    }
 
-        // Admission (as the ingress applies it; no ingress saw an
-        // EventBridge event), required fields, then the handler (pure).
+    /// Admission (as the ingress applies it; no ingress saw an EventBridge
+    /// event), required fields, then the handler (pure). `None`: nothing to
+    /// project (ignored); `Err`: the event cannot succeed.
+    async fn project(
+        &self,
+        envelope: &Envelope,
+        event: &[u8],
+        handler: Option<Handler>,
+        tried: Tried,
+        now: i64,
+    ) -> Result<Option<Projection>, Decision> {
+        let (id, event_type) = (&envelope.id, envelope.event_type.as_str());
         let handler = match admit(envelope, self.app_env, &self.enabled) {
-            Ok(()) => registered.map(|(handle, _)| handle),
+            Ok(()) => handler,
             Err(ignored) => {
                 tracing::debug!(message = "Event not admitted; completing as ignored.", event_id = %id, reason = ignored.reason());
                 None
             }
         };
-        let projection = match (envelope.created, handler) {
-            (None, _) => {
-                let reason = "event has no created timestamp".to_owned();
-                return self
-                    .fail_permanently(id, event_type, reason, now, tried)
-                    .await;
-            }
-            (Some(_), None) => None,
+        let failure = match (envelope.created, handler) {
+            (None, _) => "event has no created timestamp".to_owned(),
+            (Some(_), None) => return Ok(None),
             (Some(_), Some(handle)) => match handle(event) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    return self
-                        .fail_permanently(id, event_type, e.to_string(), now, tried)
-                        .await
-                }
+                Ok(p) => return Ok(Some(p)),
+                Err(e) => e.to_string(),
             },
         };
+        Err(self
+            .fail_permanently(id, event_type, failure, now, tried)
+            .await)
+    }
 
+    /// Writes the effect by the path `tried` says, with quick retries.
+    async fn commit(
+        &self,
+        t: &Try<'_>,
+        projection: Option<&Projection>,
+        tried: Tried,
+    ) -> (Decision, Option<u32>) {
+        let (id, event_type, now) = (t.id, t.event_type, t.now);
+        let mut attempts = None;
         let committed = match tried {
-            Tried::Unclaimed => (|| {
-                self.store
-                    .apply(id, event_type, projection.as_ref(), source, now)
-            })
-            .retry(quick_retries())
-            .when(PortError::is_retryable)
-            .await
-            .map(|applied| {
-                info.attempts = applied.attempts;
-                applied.completion
-            }),
-            Tried::Claimed => {
-                (|| {
-                    self.store
-                        .complete(id, event_type, projection.as_ref(), now)
-                })
+            Tried::Unclaimed => (|| self.store.apply(id, event_type, projection, t.source, now))
                 .retry(quick_retries())
                 .when(PortError::is_retryable)
                 .await
+                .map(|applied| {
+                    attempts = applied.attempts;
+                    applied.completion
+                }),
+            Tried::Claimed => {
+                (|| self.store.complete(id, event_type, projection, now))
+                    .retry(quick_retries())
+                    .when(PortError::is_retryable)
+                    .await
             }
         };
-        match committed {
+        let decision = match committed {
             Ok(Completion::Completed(outcome)) => Decision::Done(Done::Completed(outcome)),
             Ok(Completion::Duplicate) => Decision::Done(Done::Duplicate),
             Err(error) if error.kind() == ErrorKind::Permanent => {
@@ -177,63 +213,53 @@ impl Processor {
                     .await
             }
             Err(error) => {
-                let decision = self.after_transient(&error, delivery, unit);
+                let decision = self.after_transient(&error, t.delivery, t.unit);
                 self.record_failure(id.as_str(), event_type, &error.to_string(), now, tried)
                     .await;
                 decision
             }
-        }
+        };
+        (decision, attempts)
     }
 
-    /// The claim of the transactional path: `Err` with the decision when
-    /// this delivery must not go on.
-    #[allow(clippy::too_many_arguments)]
-    async fn claim(
-        &self,
-        id: &EventId,
-        event_type: &str,
-        delivery: &Delivery,
-        now: i64,
-        unit: f64,
-        source: &str,
-        info: &mut EventInfo,
-    ) -> Result<(), Decision> {
+    /// The claim of the transactional path: the ledger's attempts, or `Err`
+    /// with the decision when this delivery must not go on.
+    async fn claim(&self, t: &Try<'_>) -> Result<u32, Decision> {
         // Unique per delivery: our own retried claim gets the lease back,
         // a redelivery (crash, expired visibility) is a new owner.
-        let owner = format!("{}/{}", delivery.message_id, delivery.receive_count);
+        let owner = format!("{}/{}", t.delivery.message_id, t.delivery.receive_count);
         let lease = Lease {
             owner: &owner,
-            now,
+            now: t.now,
             secs: self.lease.as_secs(),
-            source,
+            source: t.source,
         };
-        let claim = (|| self.store.claim(id, event_type, lease))
+        let claim = (|| self.store.claim(t.id, t.event_type, lease))
             .retry(quick_retries())
             .when(PortError::is_retryable)
             .await;
         match claim {
             Ok(Claim::Completed) => Err(Decision::Done(Done::Duplicate)),
             Ok(Claim::Busy { lease_until }) => {
-                let remaining = u64::try_from(lease_until.saturating_sub(now)).unwrap_or(0);
+                let remaining = u64::try_from(lease_until.saturating_sub(t.now)).unwrap_or(0);
                 Err(Decision::Busy {
                     delay: busy_delay(
                         self.backoff,
-                        delivery.receive_count,
+                        t.delivery.receive_count,
                         self.max_receives,
-                        unit,
+                        t.unit,
                         remaining,
                     ),
                 })
             }
             Ok(Claim::Started { attempts }) => {
-                tracing::debug!(message = "Event claimed.", event_id = %id, attempts);
-                info.attempts = Some(attempts);
-                Ok(())
+                tracing::debug!(message = "Event claimed.", event_id = %t.id, attempts);
+                Ok(attempts)
             }
             Err(error) if error.kind() == ErrorKind::Permanent => Err(Decision::DeadLetter {
                 reason: format!("store refused the claim: {}", error.message()),
             }),
-            Err(error) => Err(self.after_transient(&error, delivery, unit)),
+            Err(error) => Err(self.after_transient(&error, t.delivery, t.unit)),
         }
     }
 

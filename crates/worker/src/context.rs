@@ -1,0 +1,244 @@
+//! One delivery's life in the worker: process it (with a visibility
+//! heartbeat), act on the decision (the queue calls), record the outcome;
+//! and the circuit breaker's trip and prober.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hookline_core::clock::unix_secs;
+use hookline_core::message::attr;
+use hookline_core::ports::{Delivery, PortError, Queue};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::breaker::Breaker;
+use crate::decide::Decision;
+use crate::metrics::{Part, WorkerMetrics};
+use crate::outcome::Handled;
+use crate::process::{EventInfo, Processor};
+
+pub(crate) struct Context {
+    pub(crate) queue: Arc<dyn Queue>,
+    pub(crate) dlq: Arc<dyn Queue>,
+    pub(crate) processor: Processor,
+    pub(crate) metrics: Arc<WorkerMetrics>,
+    pub(crate) visibility: Duration,
+    pub(crate) acks: mpsc::Sender<String>,
+    pub(crate) breaker: Arc<Breaker>,
+}
+
+impl Context {
+    /// A dependency failed for a reason that is not the event's: open the
+    /// circuit breaker (no new message is taken until a probe succeeds).
+    pub(crate) fn trip(&self, part: Part, error: &hookline_core::ports::PortError) {
+        if self.breaker.trip(part, error) {
+            self.metrics.circuit_opened.inc();
+            self.metrics.mark_unavailable(Some(part));
+            tracing::error!(
+                message = "Circuit open: a dependency fails; no new message is taken until it answers. Events wait on the queue and are not dead-lettered for it.",
+                dependency = part.as_str(),
+                error_kind = error.kind().as_str(),
+                %error
+            );
+        }
+    }
+
+    pub(crate) async fn handle(&self, delivery: Delivery) {
+        use tracing::Instrument;
+        // One span from receive to delete, opened and filled in here.
+        let span = tracing::info_span!(
+            "delivery",
+            message_id = %delivery.message_id,
+            receive_count = delivery.receive_count,
+            event_id = tracing::field::Empty,
+            event_type = tracing::field::Empty,
+        );
+        async {
+            self.metrics.in_flight.add(1);
+            let start = Instant::now();
+            let (decision, info) = self.process_with_heartbeat(&delivery).await;
+            let current = tracing::Span::current();
+            if let Some(id) = &info.event_id {
+                current.record("event_id", id.as_str());
+            }
+            if let Some(t) = &info.event_type {
+                current.record("event_type", t.as_str());
+            }
+            self.metrics.handler_latency.observe(start.elapsed());
+            let handled = self.act(&delivery, decision).await;
+            handled.record(&delivery, &info, &self.metrics);
+            self.metrics.in_flight.add(-1);
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Processes while extending the message's visibility every half
+    /// timeout, so a slow event is not delivered to another worker meanwhile.
+    async fn process_with_heartbeat(&self, delivery: &Delivery) -> (Decision, EventInfo) {
+        let work = self
+            .processor
+            .process(delivery, unix_secs(), fastrand::f64());
+        tokio::pin!(work);
+        let period = (self.visibility / 2).max(Duration::from_millis(500));
+        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = beat.tick() => {
+                    if let Err(error) = self.queue.set_visibility(&delivery.receipt, self.visibility).await {
+                        tracing::warn!(message = "Visibility heartbeat failed.", message_id = %delivery.message_id, %error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The queue calls a decision needs; what became of the delivery.
+    async fn act(&self, delivery: &Delivery, decision: Decision) -> Handled {
+        match decision {
+            Decision::Done(done) => {
+                self.delete(delivery).await;
+                Handled::Completed(done)
+            }
+            Decision::RetryLater { delay, error } => {
+                self.trip(Part::Store, &error);
+                // If this fails too, the visibility timeout brings it back.
+                let _ = self.queue.set_visibility(&delivery.receipt, delay).await;
+                Handled::RetryLater { delay, error }
+            }
+            Decision::Requeue { error } => {
+                self.trip(Part::Store, &error);
+                self.requeue(delivery, error).await
+            }
+            Decision::Busy { delay } => {
+                let _ = self.queue.set_visibility(&delivery.receipt, delay).await;
+                Handled::Postponed { delay }
+            }
+            Decision::DeadLetter { reason } => self.dead_letter(delivery, reason).await,
+        }
+    }
+
+    /// Queues the message's delete (batched by the ack loop).
+    async fn delete(&self, delivery: &Delivery) {
+        if self.acks.send(delivery.receipt.clone()).await.is_err() {
+            tracing::warn!(
+                message = "Delete queue closed; the message will come back as a duplicate.",
+                message_id = %delivery.message_id
+            );
+        }
+    }
+
+    /// A fresh copy (its own deduplication id, the same group) goes on the
+    /// queue, whose deliveries start again; then this message goes.
+    async fn requeue(&self, delivery: &Delivery, error: PortError) -> Handled {
+        let copy = delivery.to_outbound().as_copy();
+        match self
+            .queue
+            .send_batch(std::slice::from_ref(&copy))
+            .await
+            .pop()
+        {
+            Some(Ok(())) => {
+                self.delete(delivery).await;
+                Handled::Requeued { error }
+            }
+            other => {
+                let later = self.processor.backoff.max.min(self.visibility);
+                let _ = self.queue.set_visibility(&delivery.receipt, later).await;
+                Handled::RequeueFailed {
+                    error,
+                    send: send_error(other),
+                }
+            }
+        }
+    }
+
+    /// A copy with the reason goes to the DLQ; then this message goes. If
+    /// the DLQ does not take it, the message comes back on the backoff.
+    async fn dead_letter(&self, delivery: &Delivery, reason: String) -> Handled {
+        let mut copy = delivery.to_outbound();
+        copy.attributes
+            .insert(attr::ERROR.to_owned(), truncate(&reason, 1024));
+        match self.dlq.send_batch(std::slice::from_ref(&copy)).await.pop() {
+            Some(Ok(())) => {
+                self.delete(delivery).await;
+                Handled::DeadLettered { reason }
+            }
+            other => {
+                let delay = self
+                    .processor
+                    .backoff
+                    .delay(delivery.receive_count, fastrand::f64());
+                let _ = self.queue.set_visibility(&delivery.receipt, delay).await;
+                Handled::DeadLetterFailed {
+                    reason,
+                    send: send_error(other),
+                }
+            }
+        }
+    }
+}
+
+fn send_error(result: Option<Result<(), PortError>>) -> String {
+    match result {
+        Some(Err(e)) => e.to_string(),
+        _ => "no result".to_owned(),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// While the circuit breaker is open, probes the failing dependency on its
+/// backoff and closes the breaker at the first answer.
+pub(crate) async fn probe_while_open(ctx: Arc<Context>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = ctx.breaker.opened() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        while let Some((part, delay)) = ctx.breaker.state().next_probe() {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let answered = match part {
+                Part::Store => ctx.processor.store.ping().await,
+                Part::Queue => ctx.queue.ping().await,
+            };
+            match answered {
+                Ok(()) => {
+                    ctx.metrics.mark_success(part);
+                    if ctx.breaker.probe_succeeded() {
+                        ctx.metrics.mark_unavailable(None);
+                        tracing::info!(
+                            message = "Dependency answers again: taking messages again.",
+                            dependency = part.as_str()
+                        );
+                    }
+                }
+                Err(error) => {
+                    if error.is_configuration() {
+                        ctx.metrics.mark_configuration_error(part);
+                    }
+                    ctx.breaker.probe_failed(&error);
+                    tracing::error!(
+                        message = "Dependency still fails: no message is taken; events wait on the queue.",
+                        dependency = part.as_str(),
+                        error_kind = error.kind().as_str(),
+                        %error
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! What became of one delivery, as values. The worker acts on a
+//! [`Decision`](crate::decide::Decision) (the queue calls), and the result is
+//! one [`Handled`], which records itself once: one log line and its metrics,
+//! in one place per outcome.
+
+use std::time::Duration;
+
+use hookline_core::clock::unix_secs;
+use hookline_core::ports::{Delivery, PortError};
+
+use crate::decide::Done;
+use crate::metrics::{Part, WorkerMetrics};
+use crate::process::EventInfo;
+
+/// One delivery's end.
+#[derive(Debug)]
+pub enum Handled {
+    /// Completed (or a duplicate of a completed event); its delete is queued.
+    Completed(Done),
+    /// A dependency failed: visible again after `delay`.
+    RetryLater { delay: Duration, error: PortError },
+    /// A dependency failed on the last allowed delivery: a fresh copy is on
+    /// the queue, this message's delete is queued.
+    Requeued { error: PortError },
+    /// The requeue's send failed: the message stays, visible again later.
+    RequeueFailed { error: PortError, send: String },
+    /// Another worker holds the event's lease: visible again after `delay`.
+    Postponed { delay: Duration },
+    /// Copied to the DLQ with `reason`; its delete is queued.
+    DeadLettered { reason: String },
+    /// The DLQ did not take the copy: the message stays, visible again later.
+    DeadLetterFailed { reason: String, send: String },
+}
+
+/// What a log line says of the delivery and its event.
+struct Fields<'a> {
+    event_id: &'a str,
+    event_type: &'a str,
+    receive_count: u32,
+}
+
+impl Handled {
+    /// The one log line and the metrics of this outcome.
+    pub fn record(&self, delivery: &Delivery, info: &EventInfo, metrics: &WorkerMetrics) {
+        let f = Fields {
+            event_id: info.event_id.as_deref().unwrap_or("?"),
+            event_type: info.event_type.as_deref().unwrap_or("?"),
+            receive_count: delivery.receive_count,
+        };
+        match self {
+            Self::Completed(done) => completed(*done, info, &f, metrics),
+            Self::RetryLater { delay, error } => retry_later(*delay, error, &f, metrics),
+            Self::Requeued { error } => {
+                metrics.retries.inc();
+                tracing::warn!(
+                    message = "Dependency failure on the last allowed delivery: the event is requeued, not dead-lettered.",
+                    event_id = f.event_id,
+                    event_type = f.event_type,
+                    receive_count = f.receive_count,
+                    %error,
+                );
+            }
+            Self::RequeueFailed { error, send } => {
+                metrics.retries.inc();
+                tracing::error!(message = "Cannot requeue; the message stays in the queue.", event_id = f.event_id, %error, send_error = %send);
+            }
+            Self::Postponed { .. } => {
+                metrics.busy.inc();
+                tracing::debug!(
+                    message = "Event leased by another worker.",
+                    event_id = f.event_id
+                );
+            }
+            Self::DeadLettered { reason } => {
+                metrics.dead_lettered.inc();
+                tracing::error!(
+                    message = "Event dead-lettered.",
+                    event_id = f.event_id,
+                    event_type = f.event_type,
+                    receive_count = f.receive_count,
+                    reason = %reason,
+                );
+            }
+            Self::DeadLetterFailed { reason, send } => {
+                tracing::error!(message = "Cannot dead-letter; the message stays in the queue.", event_id = f.event_id, reason = %reason, error = %send);
+            }
+        }
+    }
+}
+
+fn completed(done: Done, info: &EventInfo, f: &Fields<'_>, metrics: &WorkerMetrics) {
+    metrics.done(done);
+    metrics.mark_success(Part::Store);
+    if let (Done::Completed(_), Some(created)) = (done, info.created) {
+        let age = unix_secs().saturating_sub(created);
+        metrics.event_age.observe_secs(age as f64);
+    }
+    tracing::info!(
+        message = "Event completed.",
+        event_id = f.event_id,
+        event_type = f.event_type,
+        source = info.source.map(|s| s.as_str()),
+        outcome = done.label(),
+        attempts = info.attempts,
+        receive_count = f.receive_count,
+    );
+}
+
+fn retry_later(delay: Duration, error: &PortError, f: &Fields<'_>, metrics: &WorkerMetrics) {
+    metrics.retries.inc();
+    let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    if error.is_configuration() {
+        metrics.mark_configuration_error(Part::Store);
+        tracing::error!(
+            message = "Configuration error: the event waits in the queue until an operator fixes it.",
+            event_id = f.event_id,
+            event_type = f.event_type,
+            receive_count = f.receive_count,
+            delay_ms,
+            %error,
+        );
+    } else {
+        tracing::warn!(
+            message = "Transient failure; retrying later.",
+            event_id = f.event_id,
+            event_type = f.event_type,
+            receive_count = f.receive_count,
+            delay_ms,
+            %error,
+        );
+    }
+}
