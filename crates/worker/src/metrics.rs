@@ -180,8 +180,14 @@ impl WorkerMetrics {
             "hookline_receive_errors_total",
             "Failed receives from the queue.",
             &self.receive_errors,
-        )
-        .counter(
+        );
+        self.render_health(&mut e);
+        e.finish()
+    }
+
+    /// The circuit breaker's state, work in flight and the histograms.
+    fn render_health(&self, e: &mut Exposition) {
+        e.counter(
             "hookline_circuit_opened_total",
             "Times the worker stopped taking messages because the store or the queue failed.",
             &self.circuit_opened,
@@ -210,6 +216,5 @@ impl WorkerMetrics {
             "Age of an event (now - created) when it was applied.",
             &self.event_age,
         );
-        e.finish()
     }
 }

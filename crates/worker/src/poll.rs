@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hookline_core::ports::{Delivery, Queue};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -52,96 +52,148 @@ impl Poll {
             .collect()
     }
 
+    /// Loops over [`Poll::once`] until shutdown.
     pub(crate) async fn run(self) {
         while !self.shutdown.is_cancelled() {
-            // While a dependency fails, take nothing: the events wait on the
-            // queue instead of spending their deliveries.
-            tokio::select! {
-                () = self.ctx.breaker.closed() => {}
-                _ = self.shutdown.cancelled() => break,
-            }
-            // Wait until this poller's share of slots (at most ten, what one
-            // receive can return) is free, so that receives come back full
-            // instead of one message per freed slot.
-            let Ok(share) = u32::try_from(self.batch) else {
+            if self.once().await == Step::Stop {
                 break;
-            };
-            let mut share = tokio::select! {
-                p = Arc::clone(&self.slots).acquire_many_owned(share) => match p { Ok(p) => p, Err(_) => break },
-                _ = self.shutdown.cancelled() => break,
-            };
-            // One permit per message, each released when its event is done.
-            let mut permits = Vec::with_capacity(self.batch);
-            while share.num_permits() > 1 {
-                match share.split(1) {
-                    Some(one) => permits.push(one),
-                    None => break,
-                }
-            }
-            permits.push(share);
-            let receive = self
-                .ctx
-                .queue
-                .receive(permits.len(), self.receive_wait, self.visibility);
-            tokio::pin!(receive);
-            let received = tokio::select! {
-                r = &mut receive => r,
-                // At shutdown a long poll is let return (its wait is within
-                // the grace): an abandoned SQS poll can still take messages
-                // out of sight. What it brought is handed back below. A
-                // receive that takes nothing when dropped is dropped.
-                _ = self.shutdown.cancelled() => {
-                    if self.ctx.queue.receive_is_cancel_safe() {
-                        break;
-                    }
-                    match tokio::time::timeout(self.receive_wait + Duration::from_secs(1), &mut receive).await {
-                        Ok(r) => r,
-                        Err(_) => break,
-                    }
-                }
-            };
-            let deliveries = match received {
-                Ok(d) => d,
-                Err(error) => {
-                    self.ctx.metrics.receive_errors.inc();
-                    if error.is_configuration() {
-                        self.ctx.metrics.mark_configuration_error(Part::Queue);
-                        tracing::error!(message = "Receive failed: configuration error.", %error);
-                    } else {
-                        tracing::warn!(message = "Receive failed.", %error);
-                    }
-                    drop(permits);
-                    self.ctx.trip(Part::Queue, &error);
-                    continue;
-                }
-            };
-            self.ctx.metrics.mark_success(Part::Queue);
-            if self.shutdown.is_cancelled() && !deliveries.is_empty() {
-                // Handed back together, at once.
-                hand_back_all(&self.ctx.queue, deliveries).await;
-                break;
-            }
-            for delivery in deliveries {
-                let permit = match permits.pop() {
-                    Some(p) if !self.shutdown.is_cancelled() => p,
-                    // Shutting down (or more than asked for): not started, handed back.
-                    _ => {
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(1),
-                            hand_back(self.ctx.queue.as_ref(), &delivery),
-                        )
-                        .await;
-                        continue;
-                    }
-                };
-                let ctx = Arc::clone(&self.ctx);
-                self.tasks.spawn(async move {
-                    ctx.handle(delivery).await;
-                    drop(permit);
-                });
             }
         }
     }
+
+    /// One turn: wait for the breaker and for free slots, receive, start a
+    /// task per message (or, shutting down, hand them back).
+    pub(crate) async fn once(&self) -> Step {
+        if self.shutdown.is_cancelled() {
+            return Step::Stop;
+        }
+        // While a dependency fails, take nothing: the events wait on the
+        // queue instead of spending their deliveries.
+        tokio::select! {
+            biased;
+            () = self.ctx.breaker.closed() => {}
+            _ = self.shutdown.cancelled() => return Step::Stop,
+        }
+        let Some(permits) = self.free_slots().await else {
+            return Step::Stop;
+        };
+        let deliveries = match self.receive(permits.len()).await {
+            Received::Messages(d) => d,
+            Received::Failed => return Step::Again,
+            Received::Abandoned => return Step::Stop,
+        };
+        if self.shutdown.is_cancelled() && !deliveries.is_empty() {
+            // Handed back together, at once.
+            hand_back_all(&self.ctx.queue, deliveries).await;
+            return Step::Stop;
+        }
+        self.start(deliveries, permits).await;
+        Step::Again
+    }
+
+    /// Waits until this poller's share of slots (at most ten, what one
+    /// receive can return) is free, so that receives come back full instead
+    /// of one message per freed slot; one permit per message, each released
+    /// when its event is done. `None` at shutdown.
+    async fn free_slots(&self) -> Option<Vec<OwnedSemaphorePermit>> {
+        let share = u32::try_from(self.batch).ok()?;
+        let mut share = tokio::select! {
+            p = Arc::clone(&self.slots).acquire_many_owned(share) => p.ok()?,
+            _ = self.shutdown.cancelled() => return None,
+        };
+        let mut permits = Vec::with_capacity(self.batch);
+        while share.num_permits() > 1 {
+            match share.split(1) {
+                Some(one) => permits.push(one),
+                None => break,
+            }
+        }
+        permits.push(share);
+        Some(permits)
+    }
+
+    /// One receive. At shutdown a long poll is let return (its wait is
+    /// within the grace): an abandoned SQS poll can still take messages out
+    /// of sight; what it brought is handed back by the caller. A receive
+    /// that takes nothing when dropped gets a moment (a call already under
+    /// way finishes, and what it took is handed back), then is dropped.
+    async fn receive(&self, max: usize) -> Received {
+        let receive = self
+            .ctx
+            .queue
+            .receive(max, self.receive_wait, self.visibility);
+        tokio::pin!(receive);
+        let received = tokio::select! {
+            r = &mut receive => r,
+            _ = self.shutdown.cancelled() => {
+                let wait = if self.ctx.queue.receive_is_cancel_safe() {
+                    Duration::from_millis(200)
+                } else {
+                    self.receive_wait + Duration::from_secs(1)
+                };
+                match tokio::time::timeout(wait, &mut receive).await {
+                    Ok(r) => r,
+                    Err(_) => return Received::Abandoned,
+                }
+            }
+        };
+        match received {
+            Ok(d) => {
+                self.ctx.metrics.mark_success(Part::Queue);
+                Received::Messages(d)
+            }
+            Err(error) => {
+                self.ctx.metrics.receive_errors.inc();
+                if error.is_configuration() {
+                    self.ctx.metrics.mark_configuration_error(Part::Queue);
+                    tracing::error!(message = "Receive failed: configuration error.", %error);
+                } else {
+                    tracing::warn!(message = "Receive failed.", %error);
+                }
+                self.ctx.trip(Part::Queue, &error);
+                Received::Failed
+            }
+        }
+    }
+
+    /// A task per message, each holding one permit; a message without a
+    /// permit (more than asked for, or shutting down) is handed back.
+    async fn start(&self, deliveries: Vec<Delivery>, mut permits: Vec<OwnedSemaphorePermit>) {
+        for delivery in deliveries {
+            let permit = match permits.pop() {
+                Some(p) if !self.shutdown.is_cancelled() => p,
+                _ => {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        hand_back(self.ctx.queue.as_ref(), &delivery),
+                    )
+                    .await;
+                    continue;
+                }
+            };
+            let ctx = Arc::clone(&self.ctx);
+            self.tasks.spawn(async move {
+                ctx.handle(delivery).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Whether a poller goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Again,
+    Stop,
+}
+
+/// What one receive gave.
+enum Received {
+    Messages(Vec<Delivery>),
+    /// Failed (the breaker is tripped): try again once it closes.
+    Failed,
+    /// Given up on at shutdown.
+    Abandoned,
 }
 
 /// Hands messages back concurrently, within a second in all.
@@ -160,5 +212,135 @@ pub(crate) async fn hand_back(queue: &dyn Queue, delivery: &Delivery) {
         .await
     {
         tracing::warn!(message = "Cannot hand a message back.", message_id = %delivery.message_id, %error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hookline_core::message::OutboundMessage;
+    use hookline_core::ports::{PortError, Store};
+    use hookline_core::settings::{AppEnv, EventFilter};
+
+    use super::*;
+    use crate::breaker::Breaker;
+    use crate::decide::Backoff;
+    use crate::metrics::WorkerMetrics;
+    use crate::process::Processor;
+
+    struct Bench {
+        _dir: tempfile::TempDir,
+        queue: Arc<dyn Queue>,
+        store: Arc<dyn Store>,
+        poll: Poll,
+        acks: tokio::sync::mpsc::Receiver<String>,
+    }
+
+    /// A poller on a fresh embedded backend holding `n` payout events.
+    async fn bench(n: usize) -> Bench {
+        let dir = tempfile::tempdir().expect("tmp");
+        let e = hookline_embedded::open(dir.path(), hookline_embedded::Options::default())
+            .expect("open");
+        let (queue, store): (Arc<dyn Queue>, Arc<dyn Store>) = (e.queue, e.store);
+        let fixture = include_str!("../../../testdata/stripe-events/payout.created.json");
+        let messages: Vec<OutboundMessage> = (0..n)
+            .map(|i| {
+                let mut v: serde_json::Value = serde_json::from_str(fixture).expect("json");
+                v["id"] = format!("evt_test_poll_{i}").into();
+                v["data"]["object"]["id"] = format!("po_test_poll_{i}").into();
+                let body = v.to_string();
+                let env = hookline_core::envelope::Envelope::parse(body.as_bytes()).expect("event");
+                OutboundMessage::for_event(&env, bytes::Bytes::from(body), 1_700_000_000)
+            })
+            .collect();
+        assert!(queue.send_batch(&messages).await.iter().all(Result::is_ok));
+        let (tx, acks) = tokio::sync::mpsc::channel(64);
+        let ctx = Arc::new(Context {
+            queue: Arc::clone(&queue),
+            dlq: Arc::clone(&queue),
+            processor: Processor {
+                store: Arc::clone(&store),
+                app_env: AppEnv::Development,
+                enabled: EventFilter::default(),
+                backoff: Backoff {
+                    base: Duration::from_secs(1),
+                    max: Duration::from_secs(300),
+                },
+                max_receives: 5,
+                lease: Duration::from_secs(30),
+                registry: hookline_core::handlers::registered,
+            },
+            metrics: Arc::new(WorkerMetrics::default()),
+            visibility: Duration::from_secs(30),
+            acks: tx,
+            breaker: Arc::new(Breaker::default()),
+        });
+        let poll = Poll {
+            ctx,
+            batch: 10,
+            slots: Arc::new(Semaphore::new(10)),
+            tasks: TaskTracker::new(),
+            receive_wait: Duration::from_millis(100),
+            visibility: Duration::from_secs(30),
+            shutdown: CancellationToken::new(),
+        };
+        Bench {
+            _dir: dir,
+            queue,
+            store,
+            poll,
+            acks,
+        }
+    }
+
+    async fn waiting(q: &dyn Queue) -> u64 {
+        q.counts().await.expect("counts").waiting
+    }
+
+    /// A turn takes up to its share, processes each in a task, and queues
+    /// each one's delete once it is completed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_turn_takes_its_share_and_acks_what_completed() {
+        let mut b = bench(12).await;
+        assert_eq!(b.poll.once().await, Step::Again);
+        b.poll.tasks.close();
+        b.poll.tasks.wait().await;
+        assert_eq!(waiting(b.queue.as_ref()).await, 2, "ten taken, two left");
+        let mut acked = 0;
+        while b.acks.try_recv().is_ok() {
+            acked += 1;
+        }
+        assert_eq!(acked, 10, "a delete queued for each completed event");
+        let rec = b.store.event("evt_test_poll_0").await.expect("read");
+        assert!(rec.is_some_and(|r| r.status == hookline_core::records::EventStatus::Completed));
+    }
+
+    /// While the breaker is open, a turn takes nothing; it goes on once a
+    /// probe closes it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_open_breaker_takes_nothing_until_it_closes() {
+        let b = bench(3).await;
+        let down = PortError::transient("connection refused".to_owned());
+        b.poll.ctx.breaker.trip(crate::metrics::Part::Store, &down);
+        let waited = tokio::time::timeout(Duration::from_millis(300), b.poll.once()).await;
+        assert!(waited.is_err(), "the turn waits for the breaker");
+        assert_eq!(waiting(b.queue.as_ref()).await, 3, "nothing taken");
+        b.poll.ctx.breaker.probe_succeeded();
+        assert_eq!(b.poll.once().await, Step::Again);
+        b.poll.tasks.close();
+        b.poll.tasks.wait().await;
+        assert_eq!(waiting(b.queue.as_ref()).await, 0);
+    }
+
+    /// Once shutdown fires, a turn stops without taking anything.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_shutdown_a_turn_stops_and_takes_nothing() {
+        let b = bench(3).await;
+        b.poll.shutdown.cancel();
+        assert_eq!(b.poll.once().await, Step::Stop);
+        assert_eq!(waiting(b.queue.as_ref()).await, 3);
+        let c = b.queue.counts().await.expect("counts");
+        assert_eq!(c.in_flight, 0, "nothing hidden");
     }
 }

@@ -144,16 +144,7 @@ impl Worker {
     pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let metrics_server =
             crate::serve::spawn(self.listener, Arc::clone(&self.metrics), shutdown.clone());
-        let emf = {
-            let metrics = Arc::clone(&self.metrics);
-            hookline_core::emf::spawn(
-                self.emf.emf_namespace.clone(),
-                Duration::from_secs(self.emf.emf_interval_secs),
-                "worker",
-                move || metrics.emf_samples(),
-                shutdown.clone(),
-            )
-        };
+        let emf = spawn_emf(&self.emf, Arc::clone(&self.metrics), &shutdown);
         let (ack_tx, ack_rx) = mpsc::channel::<String>(self.concurrency * 4 + 16);
         let stop_acks = CancellationToken::new();
         let acker = tokio::spawn(delete_in_batches(
@@ -205,6 +196,21 @@ impl Worker {
         tracing::info!(message = "Worker stopped.");
         Ok(())
     }
+}
+
+/// The EMF lines, when `EMF_NAMESPACE` is set.
+fn spawn_emf(
+    emf: &hookline_settings::EmfSettings,
+    metrics: Arc<WorkerMetrics>,
+    shutdown: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    hookline_core::emf::spawn(
+        emf.emf_namespace.clone(),
+        Duration::from_secs(emf.emf_interval_secs),
+        "worker",
+        move || metrics.emf_samples(),
+        shutdown.clone(),
+    )
 }
 
 /// Shutdown, bounded: no new receive starts, a long poll under way returns
