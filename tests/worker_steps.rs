@@ -10,9 +10,9 @@ use bytes::Bytes;
 use hookline_core::envelope::EventId;
 use hookline_core::handlers::{Effect, Handler};
 use hookline_core::ports::{Claim, Delivery, Lease, Store};
-use hookline_core::records::{EventStatus, Outcome};
+use hookline_core::records::{Completion, EventStatus, Outcome};
 use hookline_core::settings::{AppEnv, EventFilter};
-use hookline_worker::decide::{Backoff, Decision, Done};
+use hookline_worker::decide::{Backoff, Decision};
 use hookline_worker::process::Processor;
 
 use crate::helpers::*;
@@ -81,13 +81,13 @@ async fn a_first_delivery_applies_and_a_second_is_a_duplicate() {
         .processor
         .process(&delivery(&body, "m1", 1), NOW, 0.5)
         .await;
-    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Applied)));
+    assert_eq!(d, Decision::Done(Completion::Completed(Outcome::Applied)));
     assert_eq!(info.attempts, Some(1));
     let (d, _) = s
         .processor
         .process(&delivery(&body, "m2", 1), NOW, 0.5)
         .await;
-    assert_eq!(d, Decision::Done(Done::Duplicate));
+    assert_eq!(d, Decision::Done(Completion::Duplicate));
 }
 
 #[tokio::test]
@@ -99,12 +99,12 @@ async fn an_older_event_of_the_same_object_is_stale() {
         .processor
         .process(&delivery(&newer, "m1", 1), NOW, 0.5)
         .await;
-    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Applied)));
+    assert_eq!(d, Decision::Done(Completion::Completed(Outcome::Applied)));
     let (d, _) = s
         .processor
         .process(&delivery(&older, "m2", 1), NOW, 0.5)
         .await;
-    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Stale)));
+    assert_eq!(d, Decision::Done(Completion::Completed(Outcome::Stale)));
     let item = s
         .store
         .item("po_1QhLsCExamplePayout1")
@@ -154,7 +154,7 @@ async fn an_event_leased_by_another_delivery_is_busy_then_taken_over_when_the_le
         .processor
         .process(&delivery(&body, "m2", 2), NOW + 31, 1.0)
         .await;
-    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Applied)));
+    assert_eq!(d, Decision::Done(Completion::Completed(Outcome::Applied)));
     assert_eq!(info.attempts, Some(2));
 }
 
@@ -228,7 +228,7 @@ async fn a_store_outage_is_transient_and_requeued_on_the_last_delivery() {
     lock.release().expect("unlock");
     // Once the lock is gone, the same event applies.
     let (d, _) = locked.process(&delivery(&body, "m1", 3), NOW, 1.0).await;
-    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Applied)));
+    assert_eq!(d, Decision::Done(Completion::Completed(Outcome::Applied)));
 }
 
 #[tokio::test]
@@ -241,7 +241,7 @@ async fn events_outside_the_admission_rules_complete_ignored() {
         .processor
         .process(&delivery(&live.to_string(), "m1", 1), NOW, 0.5)
         .await;
-    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Ignored)));
+    assert_eq!(d, Decision::Done(Completion::Completed(Outcome::Ignored)));
     let mut other: serde_json::Value =
         serde_json::from_str(&payout("evt_test_step_other", 100)).expect("json");
     other["type"] = "customer.created".into();
@@ -250,7 +250,7 @@ async fn events_outside_the_admission_rules_complete_ignored() {
         .processor
         .process(&delivery(&other, "m2", 1), NOW, 0.5)
         .await;
-    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Ignored)));
+    assert_eq!(d, Decision::Done(Completion::Completed(Outcome::Ignored)));
 }
 
 /// The built-in handlers replace state: no claim, so another delivery's
@@ -278,7 +278,7 @@ async fn an_effect_that_replaces_state_takes_no_claim() {
         .processor
         .process(&delivery(&body, "m2", 1), NOW + 5, 1.0)
         .await;
-    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Applied)));
+    assert_eq!(d, Decision::Done(Completion::Completed(Outcome::Applied)));
     assert_eq!(info.attempts, Some(2), "the other claim's try and this one");
     let rec = s
         .store
@@ -310,13 +310,13 @@ async fn an_effect_that_must_happen_once_is_claimed_then_committed() {
         .processor
         .process(&delivery(&body, "m1", 1), NOW, 0.5)
         .await;
-    assert_eq!(d, Decision::Done(Done::Completed(Outcome::Applied)));
+    assert_eq!(d, Decision::Done(Completion::Completed(Outcome::Applied)));
     assert_eq!(info.attempts, Some(1));
     let (d, _) = s
         .processor
         .process(&delivery(&body, "m2", 1), NOW, 0.5)
         .await;
-    assert_eq!(d, Decision::Done(Done::Duplicate));
+    assert_eq!(d, Decision::Done(Completion::Duplicate));
     let rec = s
         .store
         .event("evt_test_step_once")

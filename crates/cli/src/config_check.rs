@@ -125,7 +125,7 @@ pub async fn run(args: &CheckArgs) -> Vec<Line> {
         None => report.push(line(
             false,
             "dead-letter queue",
-            "DLQ_URL is required when QUEUE_URL is set",
+            hookline_settings::MissingDlq.to_string(),
         )),
         Some(dlq) => match tokio::time::timeout(timeout, dlq.counts()).await {
             Ok(Ok(q)) => report.push(line(

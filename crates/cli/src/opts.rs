@@ -27,14 +27,9 @@ impl BackendOpts {
 
     /// The backend plus its dead-letter queue, which `dlq` commands need.
     pub async fn open_with_dlq(&self) -> anyhow::Result<(Backend, Arc<dyn Queue>)> {
-        if self.common.queue_url.is_some() && self.common.dlq_url.is_none() {
-            anyhow::bail!("DLQ_URL is required when QUEUE_URL is set");
-        }
+        self.common.check_dlq()?;
         let backend = self.open().await?;
-        let dlq = backend
-            .dlq
-            .clone()
-            .context("DLQ_URL is required when QUEUE_URL is set")?;
+        let dlq = backend.dlq.clone().ok_or(hookline_settings::MissingDlq)?;
         Ok((backend, dlq))
     }
 }

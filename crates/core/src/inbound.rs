@@ -57,11 +57,11 @@ struct EventBridgeShape<'a> {
     detail: Option<&'a RawValue>,
 }
 
-/// Unwraps a queue message body. A JSON object with `detail-type`,
+/// The Stripe event inside a queue message body. A JSON object with `detail-type`,
 /// `source` and `detail` is an EventBridge envelope: its `source` must be
 /// Stripe's and its `detail` an object (the Stripe event). Anything else is
 /// taken as a webhook body, to be parsed as a Stripe event.
-pub fn unwrap(body: &[u8]) -> Result<Inbound<'_>, EnvelopeError> {
+pub fn event_in(body: &[u8]) -> Result<Inbound<'_>, EnvelopeError> {
     // Most bodies are webhooks: only a body that names `detail-type` is
     // parsed as an envelope (the event is parsed once more by the caller).
     let maybe_envelope = body.windows(13).any(|w| w == b"\"detail-type\"");
@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn a_webhook_body_is_the_event() {
-        let i = unwrap(EVENT.as_bytes()).expect("unwraps");
+        let i = event_in(EVENT.as_bytes()).expect("an event inside");
         assert_eq!(i.source, Source::Webhook);
         assert_eq!(i.event, EVENT.as_bytes());
     }
@@ -168,7 +168,7 @@ mod tests {
     #[test]
     fn a_webhook_that_mentions_detail_type_is_still_a_webhook() {
         let body = r#"{"id":"evt_1","type":"payout.paid","created":1,"data":{"object":{"id":"po_1","metadata":{"detail-type":"x"}}}}"#;
-        let i = unwrap(body.as_bytes()).expect("unwraps");
+        let i = event_in(body.as_bytes()).expect("an event inside");
         assert_eq!(i.source, Source::Webhook);
         assert_eq!(i.event, body.as_bytes());
     }
@@ -178,11 +178,11 @@ mod tests {
         let body = format!(
             r#"{{"version":"0","id":"e1","detail-type":"payout.paid","source":"aws.partner/stripe.com/ed_61abc","account":"123456789012","time":"2026-11-30T10:00:00Z","region":"us-east-1","resources":[],"detail":{EVENT}}}"#
         );
-        let i = unwrap(body.as_bytes()).expect("unwraps");
+        let i = event_in(body.as_bytes()).expect("an event inside");
         assert_eq!(i.source, Source::EventBridge);
         assert_eq!(i.event, EVENT.as_bytes());
         let wrapped = eventbridge_envelope(EVENT, "123456789012", "us-east-1").expect("wraps");
-        let again = unwrap(wrapped.as_bytes()).expect("unwraps");
+        let again = event_in(wrapped.as_bytes()).expect("an event inside");
         assert_eq!(again.source, Source::EventBridge);
         assert_eq!(
             Envelope::parse(again.event).expect("event").id.as_str(),
@@ -194,12 +194,12 @@ mod tests {
     fn an_envelope_from_elsewhere_or_without_an_event_is_refused() {
         let other = r#"{"detail-type":"x","source":"aws.ec2","detail":{"id":"i-1"}}"#;
         assert!(matches!(
-            unwrap(other.as_bytes()),
+            event_in(other.as_bytes()),
             Err(EnvelopeError::NotStripe(_))
         ));
         let no_event =
             r#"{"detail-type":"x","source":"aws.partner/stripe.com/ed","detail":"text"}"#;
-        assert!(unwrap(no_event.as_bytes()).is_err());
+        assert!(event_in(no_event.as_bytes()).is_err());
     }
 
     #[test]

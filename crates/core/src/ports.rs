@@ -136,7 +136,7 @@ impl Delivery {
     /// takes the copy for the original it saw within its 5-minute window.
     pub fn to_outbound(&self) -> OutboundMessage {
         // EventBridge messages carry no attributes: the event says.
-        let envelope = crate::inbound::unwrap(&self.body)
+        let envelope = crate::inbound::event_in(&self.body)
             .and_then(|i| crate::envelope::Envelope::parse(i.event))
             .ok();
         let event_id = self

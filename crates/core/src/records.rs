@@ -68,13 +68,24 @@ impl Outcome {
     }
 }
 
-/// What [`crate::ports::Store::complete`] did.
+/// How a delivery completed: what [`crate::ports::Store::complete`] and
+/// `apply` did, and the worker's `Decision::Done`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Completion {
     /// This call completed the event with this outcome.
     Completed(Outcome),
     /// The event was already `COMPLETED`: nothing changed.
     Duplicate,
+}
+
+impl Completion {
+    /// The log and metric label: the outcome, or `duplicate`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Completed(o) => o.as_str(),
+            Self::Duplicate => "duplicate",
+        }
+    }
 }
 
 /// A ledger item (events table).

@@ -170,14 +170,14 @@ trait Call: Send {
     fn finish(self: Box<Self>, committed: Result<(), PortError>);
 }
 
-struct Pending<T, F> {
+struct QueuedCall<T, F> {
     access: Access,
     f: Option<F>,
     out: Option<rusqlite::Result<T>>,
     reply: oneshot::Sender<Result<T, PortError>>,
 }
 
-impl<T, F> Call for Pending<T, F>
+impl<T, F> Call for QueuedCall<T, F>
 where
     T: Send,
     F: FnOnce(&Connection) -> rusqlite::Result<T> + Send,
@@ -233,7 +233,7 @@ impl Db {
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let call = Box::new(Pending {
+        let call = Box::new(QueuedCall {
             access,
             f: Some(f),
             out: None,

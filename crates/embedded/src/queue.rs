@@ -14,7 +14,7 @@ use crate::db::Db;
 
 /// One named queue in the database file, with an optional redrive target.
 pub struct EmbeddedQueue {
-    conn: Db,
+    db: Db,
     name: String,
     /// (dead-letter queue name, max receives)
     redrive: Option<(String, u32)>,
@@ -32,13 +32,13 @@ impl std::fmt::Debug for EmbeddedQueue {
 
 impl EmbeddedQueue {
     pub(crate) fn new(
-        conn: Db,
+        db: Db,
         name: &str,
         redrive: Option<(&str, u32)>,
         poll_interval: Duration,
     ) -> Self {
         Self {
-            conn,
+            db,
             name: name.to_owned(),
             redrive: redrive.map(|(q, n)| (q.to_owned(), n)),
             poll_interval,
@@ -147,7 +147,7 @@ impl Queue for EmbeddedQueue {
     /// A receive writes: only taking the write lock (an empty write group)
     /// tells whether one could run; a read never waits for the lock.
     async fn ping(&self) -> Result<(), PortError> {
-        self.conn
+        self.db
             .write(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
             .await
     }
@@ -167,7 +167,7 @@ impl Queue for EmbeddedQueue {
         let n = rows.len();
         let queue = self.name.clone();
         let result = self
-            .conn
+            .db
             .write(move |conn| {
                 let now = unix_millis();
                 {
@@ -210,7 +210,7 @@ impl Queue for EmbeddedQueue {
             let queue = self.name.clone();
             let redrive = self.redrive.clone();
             let got = self
-                .conn
+                .db
                 .write(move |conn| {
                     Self::try_receive(conn, &queue, redrive.as_ref(), max, visibility)
                 })
@@ -231,7 +231,7 @@ impl Queue for EmbeddedQueue {
             .filter_map(|p| p.as_ref().ok().cloned())
             .collect();
         let result = self
-            .conn
+            .db
             .write(move |conn| {
                 let mut stmt =
                     conn.prepare_cached("DELETE FROM messages WHERE seq = ?1 AND receipt = ?2")?;
@@ -254,7 +254,7 @@ impl Queue for EmbeddedQueue {
     async fn set_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), PortError> {
         let (seq, token) = parse_receipt(receipt)?;
         let changed = self
-            .conn
+            .db
             .write(move |conn| {
                 let until = unix_millis()
                     .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
@@ -275,7 +275,7 @@ impl Queue for EmbeddedQueue {
 
     async fn counts(&self) -> Result<QueueCounts, PortError> {
         let queue = self.name.clone();
-        self.conn
+        self.db
             .read(move |conn| {
                 let now = unix_millis();
                 conn.query_row(
@@ -309,7 +309,7 @@ impl EmbeddedQueue {
     /// Every message of this queue in send order, without changing anything.
     pub async fn snapshot(&self) -> Result<Vec<StoredMessage>, PortError> {
         let queue = self.name.clone();
-        self.conn
+        self.db
             .read(move |conn| {
                 let mut stmt = conn.prepare(
                     "SELECT queue, body, attributes, receive_count FROM messages

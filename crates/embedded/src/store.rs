@@ -14,7 +14,7 @@ use crate::db::Db;
 
 /// The idempotency ledger and the projections.
 pub struct EmbeddedStore {
-    conn: Db,
+    db: Db,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -24,19 +24,44 @@ impl std::fmt::Debug for EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    pub(crate) fn new(conn: Db) -> Self {
-        Self { conn }
+    pub(crate) fn new(db: Db) -> Self {
+        Self { db }
     }
 }
 
-type LedgerState = (String, u32, Option<i64>, Option<String>);
+/// What a claim needs to know of a ledger item.
+struct LedgerState {
+    /// `None` for a status this version does not know.
+    status: Option<EventStatus>,
+    attempts: u32,
+    lease_until: Option<i64>,
+    lease_owner: Option<String>,
+}
+
+impl LedgerState {
+    fn is(&self, status: EventStatus) -> bool {
+        self.status == Some(status)
+    }
+
+    /// The end of a live lease another delivery holds on this event.
+    fn leased_by_another(&self, owner: &str, now: i64) -> Option<i64> {
+        let until = self.lease_until.filter(|until| *until > now)?;
+        (self.is(EventStatus::Processing) && self.lease_owner.as_deref() != Some(owner))
+            .then_some(until)
+    }
+}
 
 fn status_of(conn: &Connection, event_id: &str) -> rusqlite::Result<Option<LedgerState>> {
     conn.prepare_cached(
         "SELECT status, attempts, lease_until, lease_owner FROM events WHERE event_id = ?1",
     )?
     .query_row(params![event_id], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        Ok(LedgerState {
+            status: EventStatus::parse(&r.get::<_, String>(0)?),
+            attempts: r.get(1)?,
+            lease_until: r.get(2)?,
+            lease_owner: r.get(3)?,
+        })
     })
     .optional()
 }
@@ -128,7 +153,10 @@ struct Completing {
 impl Completing {
     fn run(&self, conn: &Connection) -> rusqlite::Result<Applied> {
         let existing = status_of(conn, &self.id)?;
-        if matches!(&existing, Some((s, _, _, _)) if s == EventStatus::Completed.as_str()) {
+        if existing
+            .as_ref()
+            .is_some_and(|e| e.is(EventStatus::Completed))
+        {
             return Ok(Applied {
                 completion: Completion::Duplicate,
                 attempts: None,
@@ -139,7 +167,7 @@ impl Completing {
         let object = self.write.as_ref().map(|w| w.key.clone());
         let expires = self.now + LEDGER_TTL_SECS;
         let attempts = match &existing {
-            Some((_, attempts, _, _)) => {
+            Some(LedgerState { attempts, .. }) => {
                 let attempts = attempts + u32::from(self.count_try);
                 conn.prepare_cached(
                     "UPDATE events SET status = 'COMPLETED', outcome = ?2, completed_at = ?3,
@@ -195,17 +223,13 @@ impl Store for EmbeddedStore {
         let owner = lease.owner.to_owned();
         let source = lease.source.to_owned();
         let (now, lease_until) = (lease.now, lease.until());
-        self.conn.write(move |conn| {
+        self.db.write(move |conn| {
             let claim = match status_of(conn, &id)? {
-                Some((status, _, _, _)) if status == EventStatus::Completed.as_str() => Claim::Completed,
-                Some((status, _, Some(until), holder))
-                    if status == EventStatus::Processing.as_str()
-                        && until > now
-                        && holder.as_deref() != Some(owner.as_str()) =>
-                {
-                    Claim::Busy { lease_until: until }
-                }
-                Some((_, attempts, _, _)) => {
+                Some(e) if e.is(EventStatus::Completed) => Claim::Completed,
+                Some(e) if e.leased_by_another(&owner, now).is_some() => Claim::Busy {
+                    lease_until: e.lease_until.unwrap_or(now),
+                },
+                Some(LedgerState { attempts, .. }) => {
                     conn.prepare_cached(
                         "UPDATE events SET status = 'PROCESSING', attempts = attempts + 1,
                          lease_until = ?2, lease_owner = ?3, source = ?4 WHERE event_id = ?1",
@@ -242,7 +266,7 @@ impl Store for EmbeddedStore {
             now,
             count_try: false,
         };
-        let applied = self.conn.write(move |conn| completing.run(conn)).await?;
+        let applied = self.db.write(move |conn| completing.run(conn)).await?;
         Ok(applied.completion)
     }
 
@@ -264,7 +288,7 @@ impl Store for EmbeddedStore {
             now,
             count_try: true,
         };
-        self.conn.write(move |conn| completing.run(conn)).await
+        self.db.write(move |conn| completing.run(conn)).await
     }
 
     async fn fail(
@@ -279,7 +303,7 @@ impl Store for EmbeddedStore {
         let event_type = event_type.to_owned();
         let error = error.to_owned();
         let count = i64::from(tried == Tried::Unclaimed);
-        self.conn.write(move |conn| {
+        self.db.write(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO events (event_id, status, event_type, attempts, last_error, expires_at)
                  VALUES (?1, 'FAILED', ?2, 1, ?3, ?4)
@@ -295,7 +319,7 @@ impl Store for EmbeddedStore {
 
     async fn event(&self, event_id: &str) -> Result<Option<EventRecord>, PortError> {
         let id = event_id.to_owned();
-        self.conn
+        self.db
             .read(move |conn| {
                 conn.query_row(
                 "SELECT event_id, status, event_type, attempts, outcome, last_error, completed_at,
@@ -329,7 +353,7 @@ impl Store for EmbeddedStore {
         let key = id.to_owned();
         let (table, key_col) = sql_table(ItemTable::for_id(id));
         let raw: Option<String> = self
-            .conn
+            .db
             .read(move |conn| {
                 conn.query_row(
                     &format!("SELECT item FROM {table} WHERE {key_col} = ?1"),
@@ -353,14 +377,14 @@ impl Store for EmbeddedStore {
     /// Takes the write lock (an empty write group): a reader is never
     /// blocked in WAL mode, so only a write tells whether writes can run.
     async fn ping(&self) -> Result<(), PortError> {
-        self.conn
+        self.db
             .write(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
             .await
     }
 
     async fn recent(&self, since: i64) -> Result<Option<RecentActivity>, PortError> {
         let since = rfc3339(since);
-        self.conn
+        self.db
             .read(move |conn| {
                 let mut recent = RecentActivity::default();
                 let mut stmt = conn.prepare_cached(
@@ -397,7 +421,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn housekeep(&self, now: i64) -> Result<u64, PortError> {
-        self.conn
+        self.db
             .write(move |conn| {
                 let ledger = conn.execute(
                     "DELETE FROM events WHERE rowid IN

@@ -15,9 +15,7 @@ use hookline_core::envelope::Envelope;
 use hookline_core::inbound::{admit, Ignored};
 use hookline_core::message::OutboundMessage;
 use hookline_core::ports::Queue;
-use hookline_core::secrets::{
-    check_key_mode, parse_webhook_secrets, SecretRuleError, SecretSetting, SecretSource,
-};
+use hookline_core::secrets::{parse_webhook_secrets, SecretRuleError, SecretSetting, SecretSource};
 use hookline_core::settings::{AppEnv, EventFilter};
 use hookline_signature::Verifier;
 use secrecy::ExposeSecret;
@@ -160,13 +158,7 @@ impl Application {
         if !args.webhook_path.starts_with('/') {
             return Err(BuildError::WebhookPath);
         }
-        let key = SecretSetting::of(
-            &args.common.stripe_secret_key_id,
-            &args.common.stripe_secret_key,
-        );
-        if let SecretSetting::Plain(key) = key {
-            check_key_mode(args.common.app_env, key)?;
-        }
+        args.common.check_plain_key()?;
         let webhook = &args.webhook;
         match SecretSetting::of(
             &webhook.stripe_webhook_secret_id,
@@ -365,9 +357,7 @@ fn json(status: StatusCode, body: &'static str) -> Response {
 async fn webhook(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let start = Instant::now();
     app.metrics.received.inc();
-    let outcome = match handle_webhook(&app, &headers, body).await {
-        Ok(outcome) | Err(outcome) => outcome,
-    };
+    let outcome = handle_webhook(&app, &headers, body).await;
     outcome.record(&app.metrics);
     app.metrics.latency.observe(start.elapsed());
     outcome.into_response()
@@ -390,7 +380,18 @@ enum WebhookOutcome {
 }
 
 impl WebhookOutcome {
+    /// Whether the request got as far as a verified signature.
+    fn verified(&self) -> bool {
+        !matches!(
+            self,
+            Self::TooLarge | Self::Busy | Self::BodyUnreadable(_) | Self::BadSignature(_)
+        )
+    }
+
     fn record(&self, metrics: &IngressMetrics) {
+        if self.verified() {
+            metrics.verified.inc();
+        }
         match self {
             Self::TooLarge => metrics.too_large.inc(),
             Self::Busy => {
@@ -407,12 +408,10 @@ impl WebhookOutcome {
                 tracing::warn!(message = "Webhook signature verification failed.", %reason);
             }
             Self::InvalidPayload(error) => {
-                metrics.verified.inc();
                 metrics.invalid_payload.inc();
                 tracing::warn!(message = "Signed body is not a Stripe event.", %error);
             }
             Self::Ignored(envelope, Ignored::Livemode { livemode, app_env }) => {
-                metrics.verified.inc();
                 metrics.ignored_livemode.inc();
                 tracing::info!(
                     message = "Event ignored: livemode does not match APP_ENV.",
@@ -423,7 +422,6 @@ impl WebhookOutcome {
                 );
             }
             Self::Ignored(envelope, Ignored::TypeNotEnabled) => {
-                metrics.verified.inc();
                 metrics.ignored_event_type.inc();
                 tracing::info!(
                     message = "Event ignored: type not enabled.",
@@ -432,7 +430,6 @@ impl WebhookOutcome {
                 );
             }
             Self::Enqueued(envelope) => {
-                metrics.verified.inc();
                 metrics.enqueued.inc();
                 tracing::debug!(
                     message = "Event enqueued.",
@@ -441,12 +438,10 @@ impl WebhookOutcome {
                 );
             }
             Self::QueueUnavailable(envelope, Some(error)) => {
-                metrics.verified.inc();
                 metrics.enqueue_failures.inc();
                 tracing::error!(message = "Enqueue failed.", event_id = %envelope.id, %error);
             }
             Self::QueueUnavailable(envelope, None) => {
-                metrics.verified.inc();
                 metrics.enqueue_failures.inc();
                 tracing::error!(message = "Enqueue timed out.", event_id = %envelope.id);
             }
@@ -472,32 +467,36 @@ impl IntoResponse for WebhookOutcome {
 }
 
 /// The SPEC's order: body size, signature, payload, livemode and type,
-/// enqueue. `Err` ends the request early; both sides are answered the same
-/// way.
-async fn handle_webhook(
-    app: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<WebhookOutcome, WebhookOutcome> {
-    let raw = read_body(app, headers, body).await?;
+/// enqueue; the first step that ends the request gives its outcome.
+async fn handle_webhook(app: &AppState, headers: &HeaderMap, body: Body) -> WebhookOutcome {
+    let raw = match read_body(app, headers, body).await {
+        Ok(raw) => raw,
+        Err(outcome) => return outcome,
+    };
     let now = unix_secs();
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    app.verifier()
+    if let Err(reason) = app
+        .verifier()
         .verify(signature, &raw, now, app.tolerance_secs)
-        .map_err(WebhookOutcome::BadSignature)?;
-    let envelope = Envelope::parse(&raw).map_err(WebhookOutcome::InvalidPayload)?;
+    {
+        return WebhookOutcome::BadSignature(reason);
+    }
+    let envelope = match Envelope::parse(&raw) {
+        Ok(envelope) => envelope,
+        Err(error) => return WebhookOutcome::InvalidPayload(error),
+    };
     if let Err(ignored) = admit(&envelope, app.app_env, &app.enabled) {
-        return Ok(WebhookOutcome::Ignored(envelope, ignored));
+        return WebhookOutcome::Ignored(envelope, ignored);
     }
     // Answer 200 only once the queue holds the message.
     let message = OutboundMessage::for_event(&envelope, raw, now);
     match tokio::time::timeout(app.enqueue_timeout, app.coalescer.send(message)).await {
-        Ok(Ok(())) => Ok(WebhookOutcome::Enqueued(envelope)),
-        Ok(Err(error)) => Err(WebhookOutcome::QueueUnavailable(envelope, Some(error))),
-        Err(_) => Err(WebhookOutcome::QueueUnavailable(envelope, None)),
+        Ok(Ok(())) => WebhookOutcome::Enqueued(envelope),
+        Ok(Err(error)) => WebhookOutcome::QueueUnavailable(envelope, Some(error)),
+        Err(_) => WebhookOutcome::QueueUnavailable(envelope, None),
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use hookline_core::secrets::{check_key_mode, SecretRuleError, SecretSetting};
 use hookline_core::settings::{AppEnv, EventFilter};
 use secrecy::SecretString;
 use tracing_subscriber::EnvFilter;
@@ -97,7 +98,31 @@ impl CommonSettings {
     pub fn uses_aws(&self) -> bool {
         self.queue_url.is_some()
     }
+
+    /// The key-mode rule for a plain `STRIPE_SECRET_KEY`, checked at start
+    /// by every binary. A Secrets Manager id wins over the plain value, and
+    /// is checked once the backend has read it.
+    pub fn check_plain_key(&self) -> Result<(), SecretRuleError> {
+        match SecretSetting::of(&self.stripe_secret_key_id, &self.stripe_secret_key) {
+            SecretSetting::Plain(key) => check_key_mode(self.app_env, key),
+            SecretSetting::Stored(_) | SecretSetting::Unset => Ok(()),
+        }
+    }
+
+    /// `DLQ_URL` goes with `QUEUE_URL`: the worker and the `dlq` commands
+    /// need it.
+    pub fn check_dlq(&self) -> Result<(), MissingDlq> {
+        if self.queue_url.is_some() && self.dlq_url.is_none() {
+            return Err(MissingDlq);
+        }
+        Ok(())
+    }
 }
+
+/// `QUEUE_URL` is set and `DLQ_URL` is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("DLQ_URL is required when QUEUE_URL is set")]
+pub struct MissingDlq;
 
 /// Table names of the store.
 #[derive(Debug, Clone, clap::Args)]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use hookline_core::ports::PortError;
-use hookline_core::records::Outcome;
+use hookline_core::records::Completion;
 
 /// SQS's largest visibility timeout (12 hours).
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
@@ -12,7 +12,7 @@ pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// The event is `COMPLETED`: delete the message.
-    Done(Done),
+    Done(Completion),
     /// A dependency failed (a transient or configuration error of the store,
     /// not the event's own): make the message visible again after `delay`.
     /// The worker also stops receiving until the dependency answers again
@@ -26,24 +26,6 @@ pub enum Decision {
     Busy { delay: Duration },
     /// Cannot succeed: copy to the DLQ with `reason`, then delete.
     DeadLetter { reason: String },
-}
-
-/// How a delivery completed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Done {
-    /// This delivery completed the event.
-    Completed(Outcome),
-    /// The event was already `COMPLETED` (redelivery, replay, race).
-    Duplicate,
-}
-
-impl Done {
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Completed(o) => o.as_str(),
-            Self::Duplicate => "duplicate",
-        }
-    }
 }
 
 /// Backoff policy: full jitter over an exponential ceiling.

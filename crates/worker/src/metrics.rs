@@ -2,7 +2,7 @@
 
 use hookline_core::metrics::{Counter, Exposition, Gauge, Histogram, AGE_BUCKETS, LATENCY_BUCKETS};
 
-use crate::decide::Done;
+use hookline_core::records::Completion;
 use hookline_core::records::Outcome;
 
 /// What a readiness mark is about.
@@ -70,12 +70,12 @@ impl Default for WorkerMetrics {
 }
 
 impl WorkerMetrics {
-    pub fn done(&self, done: Done) {
+    pub fn done(&self, done: Completion) {
         match done {
-            Done::Completed(Outcome::Applied) => self.applied.inc(),
-            Done::Completed(Outcome::Stale) => self.stale.inc(),
-            Done::Completed(Outcome::Ignored) => self.ignored.inc(),
-            Done::Duplicate => self.duplicate.inc(),
+            Completion::Completed(Outcome::Applied) => self.applied.inc(),
+            Completion::Completed(Outcome::Stale) => self.stale.inc(),
+            Completion::Completed(Outcome::Ignored) => self.ignored.inc(),
+            Completion::Duplicate => self.duplicate.inc(),
         }
     }
 

@@ -8,15 +8,15 @@ use std::time::Duration;
 use hookline_core::clock::unix_secs;
 use hookline_core::ports::{Delivery, PortError};
 
-use crate::decide::Done;
 use crate::metrics::{Part, WorkerMetrics};
 use crate::process::EventInfo;
+use hookline_core::records::Completion;
 
 /// One delivery's end.
 #[derive(Debug)]
 pub enum Handled {
     /// Completed (or a duplicate of a completed event); its delete is queued.
-    Completed(Done),
+    Completed(Completion),
     /// A dependency failed: visible again after `delay`.
     RetryLater { delay: Duration, error: PortError },
     /// A dependency failed on the last allowed delivery: a fresh copy is on
@@ -88,10 +88,10 @@ impl Handled {
     }
 }
 
-fn completed(done: Done, info: &EventInfo, f: &Fields<'_>, metrics: &WorkerMetrics) {
+fn completed(done: Completion, info: &EventInfo, f: &Fields<'_>, metrics: &WorkerMetrics) {
     metrics.done(done);
     metrics.mark_success(Part::Store);
-    if let (Done::Completed(_), Some(created)) = (done, info.created) {
+    if let (Completion::Completed(_), Some(created)) = (done, info.created) {
         let age = unix_secs().saturating_sub(created);
         metrics.event_age.observe_secs(age as f64);
     }

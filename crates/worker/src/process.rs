@@ -8,13 +8,13 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use hookline_core::envelope::{Envelope, EventId};
 use hookline_core::handlers::{Effect, Handler, Registry};
-use hookline_core::inbound::{admit, unwrap, Source};
+use hookline_core::inbound::{admit, event_in, Source};
 use hookline_core::message::attr;
 use hookline_core::ports::{Claim, Delivery, ErrorKind, Lease, PortError, Store, Tried};
 use hookline_core::records::{Completion, Projection};
 use hookline_core::settings::{AppEnv, EventFilter};
 
-use crate::decide::{after_dependency_failure, busy_delay, Backoff, Decision, Done};
+use crate::decide::{after_dependency_failure, busy_delay, Backoff, Decision};
 
 /// What the worker knows about the event behind a delivery, for logs and
 /// metrics.
@@ -75,7 +75,7 @@ impl Processor {
             ..Default::default()
         };
         // A webhook body, or an EventBridge envelope around the event.
-        let parsed = unwrap(&delivery.body)
+        let parsed = event_in(&delivery.body)
             .and_then(|inbound| Envelope::parse(inbound.event).map(|envelope| (inbound, envelope)));
         let (inbound, envelope) = match parsed {
             Ok(p) => p,
@@ -205,8 +205,8 @@ impl Processor {
             }
         };
         let decision = match committed {
-            Ok(Completion::Completed(outcome)) => Decision::Done(Done::Completed(outcome)),
-            Ok(Completion::Duplicate) => Decision::Done(Done::Duplicate),
+            Ok(Completion::Completed(outcome)) => Decision::Done(Completion::Completed(outcome)),
+            Ok(Completion::Duplicate) => Decision::Done(Completion::Duplicate),
             Err(error) if error.kind() == ErrorKind::Permanent => {
                 let reason = format!("store refused the write: {}", error.message());
                 self.fail_permanently(id, event_type, reason, now, tried)
@@ -239,7 +239,7 @@ impl Processor {
             .when(PortError::is_retryable)
             .await;
         match claim {
-            Ok(Claim::Completed) => Err(Decision::Done(Done::Duplicate)),
+            Ok(Claim::Completed) => Err(Decision::Done(Completion::Duplicate)),
             Ok(Claim::Busy { lease_until }) => {
                 let remaining = u64::try_from(lease_until.saturating_sub(t.now)).unwrap_or(0);
                 Err(Decision::Busy {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hookline_backend::{Backend, Tuning};
 use hookline_core::ports::Queue;
-use hookline_core::secrets::{check_key_mode, SecretRuleError, SecretSetting};
+use hookline_core::secrets::SecretRuleError;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -33,8 +33,8 @@ pub enum WorkerError {
     Rule(#[from] SecretRuleError),
     #[error(transparent)]
     Backend(#[from] hookline_backend::BackendError),
-    #[error("DLQ_URL is required when QUEUE_URL is set")]
-    MissingDlq,
+    #[error(transparent)]
+    MissingDlq(#[from] hookline_settings::MissingDlq),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -64,16 +64,8 @@ impl Worker {
     pub async fn build(args: WorkerArgs) -> Result<Self, WorkerError> {
         // The key-mode rule applies to the key that wins: a Secrets Manager
         // id (checked once the backend can read it) over the plain value.
-        let key = SecretSetting::of(
-            &args.common.stripe_secret_key_id,
-            &args.common.stripe_secret_key,
-        );
-        if let SecretSetting::Plain(key) = key {
-            check_key_mode(args.common.app_env, key)?;
-        }
-        if args.common.queue_url.is_some() && args.common.dlq_url.is_none() {
-            return Err(WorkerError::MissingDlq);
-        }
+        args.common.check_plain_key()?;
+        args.common.check_dlq()?;
         let backend: Backend =
             hookline_backend::open(&args.common, &args.tables, Tuning::default()).await?;
         Self::build_with_backend(args, backend).await
@@ -86,9 +78,7 @@ impl Worker {
         backend: Backend,
     ) -> Result<Self, WorkerError> {
         backend.api_key(&args.common).await?;
-        let Some(dlq) = backend.dlq.clone() else {
-            return Err(WorkerError::MissingDlq);
-        };
+        let dlq = backend.dlq.clone().ok_or(hookline_settings::MissingDlq)?;
         let listener = TcpListener::bind(&args.metrics_addr)
             .await
             .map_err(|source| WorkerError::Bind {

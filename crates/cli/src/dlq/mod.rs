@@ -86,7 +86,7 @@ pub struct About {
 }
 
 pub fn about(d: &Delivery) -> About {
-    let inbound = hookline_core::inbound::unwrap(&d.body).ok();
+    let inbound = hookline_core::inbound::event_in(&d.body).ok();
     let envelope = inbound.and_then(|i| hookline_core::envelope::Envelope::parse(i.event).ok());
     About {
         event_id: d
