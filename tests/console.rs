@@ -777,7 +777,7 @@ impl Browser {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_browser_test_leaves_no_browser_running() {
     let Some(browser) = Browser::start().await else {
-        eprintln!("skipped: no headless Chromium and ChromeDriver");
+        record_skip("no headless Chromium and ChromeDriver");
         return;
     };
     let profile = browser.profile.clone();
@@ -799,8 +799,8 @@ async fn a_failing_browser_test_leaves_no_browser_running() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operators_path_in_a_real_browser() {
     let Some(browser) = Browser::start().await else {
-        eprintln!(
-            "skipped: no headless Chromium and ChromeDriver (/usr/bin/chromium, /usr/bin/chromedriver); `make test` installs Debian's chromium and chromium-driver where it can"
+        record_skip(
+            "no headless Chromium and ChromeDriver (/usr/bin/chromium, /usr/bin/chromedriver); `make test` installs Debian's chromium and chromium-driver where it can",
         );
         return;
     };

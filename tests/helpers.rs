@@ -296,15 +296,32 @@ pub async fn metric(worker: &WorkerProc, series: &str) -> u64 {
 // ---------------------------------------------------------------------------
 // The AWS backend on the local AWS-compatible server (moto).
 
+/// Records that a test skipped itself (it passes, but did not run):
+/// `target/test-skips.log` gets a line, which `make test` counts and prints
+/// beside the total.
+pub fn record_skip(why: &str) {
+    use std::io::Write;
+    eprintln!("skipped: {why}");
+    let path = repo_root().join("target").join("test-skips.log");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let test = std::thread::current().name().unwrap_or("?").to_owned();
+        let _ = writeln!(f, "{test}: {why}");
+    }
+}
+
 /// Returns from a test that needs the local AWS-compatible server when
-/// none is configured, saying so (plain `cargo test`; `make test` starts
-/// moto and sets `AWS_ENDPOINT_URL`).
+/// none is configured, recording the skip (plain `cargo test`; `make test`
+/// starts moto and sets `AWS_ENDPOINT_URL`).
 #[macro_export]
 macro_rules! skip_without_aws {
     () => {
         if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
-            eprintln!(
-                "skipped: no local AWS server (AWS_ENDPOINT_URL is unset; `make test` starts moto and sets it)"
+            $crate::helpers::record_skip(
+                "no local AWS server (AWS_ENDPOINT_URL is unset; `make test` starts moto and sets it)",
             );
             return;
         }

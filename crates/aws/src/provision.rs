@@ -175,8 +175,9 @@ pub async fn provision(
 }
 
 /// Creates (or updates) a Secrets Manager secret holding `value`; returns
-/// its ARN. For local development and tests; production secrets come from
-/// `infra/` and `aws secretsmanager put-secret-value`.
+/// its ARN. For tests (feature `test-support`); production secrets come
+/// from `infra/` and `aws secretsmanager put-secret-value`.
+#[cfg(feature = "test-support")]
 pub async fn put_secret(
     clients: &crate::AwsClients,
     name: &str,

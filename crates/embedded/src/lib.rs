@@ -28,7 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use queue::{EmbeddedQueue, StoredMessage};
+pub use queue::EmbeddedQueue;
+#[cfg(feature = "test-support")]
+pub use queue::StoredMessage;
 pub use store::EmbeddedStore;
 
 /// Queue names inside the database file.

@@ -1,6 +1,5 @@
 //! The embedded queue: SQS semantics on a SQLite table.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -296,15 +295,17 @@ impl Queue for EmbeddedQueue {
     }
 }
 
-/// A message as stored, for tests and inspection tools.
+/// A message as stored, for tests (feature `test-support`).
+#[cfg(feature = "test-support")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
     pub queue: String,
     pub body: Vec<u8>,
-    pub attributes: BTreeMap<String, String>,
+    pub attributes: std::collections::BTreeMap<String, String>,
     pub receive_count: u32,
 }
 
+#[cfg(feature = "test-support")]
 impl EmbeddedQueue {
     /// Every message of this queue in send order, without changing anything.
     pub async fn snapshot(&self) -> Result<Vec<StoredMessage>, PortError> {
