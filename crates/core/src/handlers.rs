@@ -50,8 +50,9 @@ pub const HANDLERS: &[(&str, Handler, Effect)] = &[
     ("account.updated", account, Effect::Replace),
 ];
 
-/// Looks a handler up by event type (the worker holds one, so that a
-/// deployment can register its own).
+/// Looks a handler up by event type. The worker's `Processor` holds one
+/// (today always [`registered`]); it is the seam where a deployment's own
+/// handlers will plug in.
 pub type Registry = fn(&str) -> Option<(Handler, Effect)>;
 
 /// The built-in registry: [`HANDLERS`].

@@ -2,8 +2,8 @@
 //!
 //! It holds what the ingress, the worker and the CLI agree on: the parsed
 //! [`envelope::Envelope`] of a Stripe event, the queue message built from it,
-//! the [`ports`] (one trait for the queue, one for the store) that the
-//! embedded and AWS adapters implement, the typed [`settings`], the
+//! the [`ports`] (`Queue`, `Store`, the optional `NativeRedrive`; and
+//! `SecretSource` in [`secrets`]) that the embedded and AWS adapters implement, the typed [`settings`], the
 //! [`coalescer::SendCoalescer`] that turns concurrent sends into batches, the
 //! pure event [`handlers`], and small [`metrics`] helpers.
 //!

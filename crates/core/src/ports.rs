@@ -1,8 +1,11 @@
-//! The two ports: one trait for the queue, one for the store.
+//! The ports of the queue and the store: [`Queue`], [`Store`], and the
+//! optional capability [`NativeRedrive`] (SQS's own DLQ redrive); the
+//! fourth port, `SecretSource`, lives in [`crate::secrets`].
 //!
 //! Adapters (embedded SQLite, AWS) implement them; the ingress, the worker
 //! and the CLI hold them as `Arc<dyn Queue>` / `Arc<dyn Store>` and never
-//! know which backend is behind. Every error says whether it is retryable.
+//! know which backend is behind. Every error says what it means for the
+//! event ([`ErrorKind`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
