@@ -451,230 +451,354 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<bool> {
     let started = Instant::now();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out_dir = root.join(&args.out_dir).join(format!(
-        "{}-{}-{}",
-        match args.backend {
-            BackendKind::Embedded => "embedded",
-            BackendKind::Aws => "aws",
-        },
-        args.n,
-        args.seed
-    ));
-    let _ = std::fs::remove_dir_all(&out_dir);
-    std::fs::create_dir_all(&out_dir)?;
-    let bin_dir = root.join(&args.bin_dir);
-    for b in ["hookline-ingress", "hookline-worker", "hookline"] {
-        if !bin_dir.join(b).exists() {
-            bail!(
-                "{} is not built (cargo build --release --bins)",
-                bin_dir.join(b).display()
-            );
-        }
-    }
-
-    // The backend, reached through the ports for the final check.
-    let mut env: Vec<(String, String)> = vec![
-        ("APP_ENV".into(), "development".into()),
-        ("MAX_RECEIVES".into(), "10".into()),
-        ("RUST_LOG".into(), "info".into()),
-    ];
-    let mut worker_env: Vec<(String, String)> = vec![
-        ("WORKER_CONCURRENCY".into(), "16".into()),
-        ("VISIBILITY_TIMEOUT_SECS".into(), "5".into()),
-        ("RETRY_BASE_SECS".into(), "1".into()),
-        ("RETRY_MAX_SECS".into(), "4".into()),
-        ("RECEIVE_WAIT_SECS".into(), "1".into()),
-        ("SHUTDOWN_GRACE_SECS".into(), "5".into()),
-    ];
-    let outage;
-    let mut check_flags: Vec<String> = vec!["soak".into(), "--max-receives".into(), "10".into()];
-    match args.backend {
-        BackendKind::Embedded => {
-            let data = out_dir.join("data");
-            env.push(("DATA_DIR".into(), data.display().to_string()));
-            check_flags.extend(["--data-dir".into(), data.display().to_string()]);
-            // Created before the services start, so the outage can lock it.
-            let _ = hookline_embedded::open(&data, hookline_embedded::Options::default())?;
-            outage = Outage::Embedded(data.clone());
-        }
-        BackendKind::Aws => {
-            let endpoint = std::env::var("AWS_ENDPOINT_URL").context(
-                "BACKEND=aws needs AWS_ENDPOINT_URL (make soak BACKEND=aws starts moto)",
-            )?;
-            for k in [
-                "AWS_ENDPOINT_URL",
-                "AWS_REGION",
-                "AWS_ACCESS_KEY_ID",
-                "AWS_SECRET_ACCESS_KEY",
-            ] {
-                if let Ok(v) = std::env::var(k) {
-                    env.push((k.into(), v));
-                }
-            }
-            let short = &uuid::Uuid::new_v4().simple().to_string()[..10];
-            let tables = hookline_aws::Tables {
-                events: format!("soak-events-{short}"),
-                objects: format!("soak-objects-{short}"),
-                provider: format!("soak-provider-{short}"),
-            };
-            let clients = hookline_aws::AwsClients::load().await;
-            let pair = hookline_aws::provision::provision(
-                &clients,
-                &format!("soak-{short}"),
-                10,
-                5,
-                &tables,
-            )
-            .await?;
-            let settings = [
-                ("QUEUE_URL", pair.queue_url.clone()),
-                ("DLQ_URL", pair.dlq_url.clone()),
-                ("EVENTS_TABLE_NAME", tables.events.clone()),
-                ("OBJECTS_TABLE_NAME", tables.objects.clone()),
-                ("PROVIDER_TABLE_NAME", tables.provider.clone()),
-            ];
-            for (k, v) in &settings {
-                env.push(((*k).into(), v.clone()));
-                check_flags.extend([
-                    format!("--{}", k.to_lowercase().replace('_', "-")),
-                    v.clone(),
-                ]);
-            }
-            let switch = Switch::start(endpoint.trim_start_matches("http://").to_owned()).await?;
-            worker_env.push((
-                "AWS_ENDPOINT_URL_DYNAMODB".into(),
-                format!("http://127.0.0.1:{}", switch.port),
-            ));
-            outage = Outage::Aws(switch);
-        }
-    }
-    let check = BackendArgs::try_parse_from(&check_flags)?;
-    let backend = hookline_backend::open(
-        &check.common,
-        &check.tables,
-        hookline_backend::Tuning::default(),
-    )
-    .await?;
-    let dlq = backend.dlq.clone().context("no DLQ")?;
-
-    // Events: each delivered twice, shuffled.
-    let events = generate(args.n, args.seed, &root)?;
+    let bed = Bed::set_up(&args).await?;
+    let events = generate(args.n, args.seed, &bed.root)?;
+    // Each event delivered twice, shuffled.
     let mut rng = fastrand::Rng::with_seed(args.seed ^ 0x5eed);
     let shared: Vec<Arc<Sent>> = events.iter().cloned().map(Arc::new).collect();
     let mut deliveries: Vec<Arc<Sent>> = shared.iter().chain(shared.iter()).cloned().collect();
     rng.shuffle(&mut deliveries);
-    let total = deliveries.len();
-
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let ingress_port = listener.local_addr()?.port();
-    drop(listener);
-    let mut procs = Procs {
-        bin_dir: bin_dir.clone(),
-        out_dir: out_dir.clone(),
-        env: env.clone(),
-        worker_env,
-        ingress_port,
-        workers: Vec::new(),
-        ingress: None,
-        generation: 0,
-    };
-    procs.start_ingress()?;
-    for slot in 0..2 {
-        let w = procs.start_worker(slot)?;
-        procs.workers.push(w);
-    }
-    let client = reqwest::Client::new();
-    let health = format!("http://127.0.0.1:{ingress_port}/healthz");
-    let up_by = Instant::now() + Duration::from_secs(20);
-    while client.get(&health).send().await.is_err() {
-        if Instant::now() > up_by {
-            bail!("the ingress did not start; see {}", out_dir.display());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
+    let procs = bed.start_services().await?;
     println!(
         "soak: backend {:?}, N={} (+{} poison), seed {}, {} deliveries; logs in {}",
         args.backend,
         args.n,
         events.len() - args.n,
         args.seed,
-        total,
-        out_dir.display()
+        deliveries.len(),
+        bed.out_dir.display()
     );
+    let sent = send_with_faults(&args, &bed, procs, deliveries).await?;
+    let books = Books::count(&bed, &events, &sent).await?;
+    println!(
+        "soak: books after {:.1}s (sending took {:.1}s)",
+        started.elapsed().as_secs_f64(),
+        sent.sending_took.as_secs_f64()
+    );
+    books.print(&sent);
+    let ok = books.balance(&sent);
+    println!(
+        "soak: {}",
+        if ok {
+            "books balance"
+        } else {
+            "BOOKS DO NOT BALANCE"
+        }
+    );
+    Ok(ok)
+}
 
-    // Faults, on a schedule drawn from the seed, by sending progress.
+/// Where the soak runs: its directories, the services' settings, the
+/// outage it can cause, and the backend it checks through the ports.
+struct Bed {
+    root: PathBuf,
+    out_dir: PathBuf,
+    bin_dir: PathBuf,
+    env: Vec<(String, String)>,
+    worker_env: Vec<(String, String)>,
+    outage: Arc<Outage>,
+    backend: hookline_backend::Backend,
+    dlq: Arc<dyn Queue>,
+}
+
+impl Bed {
+    async fn set_up(args: &Args) -> anyhow::Result<Bed> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let kind = match args.backend {
+            BackendKind::Embedded => "embedded",
+            BackendKind::Aws => "aws",
+        };
+        let out_dir = root
+            .join(&args.out_dir)
+            .join(format!("{kind}-{}-{}", args.n, args.seed));
+        let _ = std::fs::remove_dir_all(&out_dir);
+        std::fs::create_dir_all(&out_dir)?;
+        let bin_dir = root.join(&args.bin_dir);
+        for b in ["hookline-ingress", "hookline-worker", "hookline"] {
+            if !bin_dir.join(b).exists() {
+                bail!(
+                    "{} is not built (cargo build --release --bins)",
+                    bin_dir.join(b).display()
+                );
+            }
+        }
+        let mut env: Vec<(String, String)> = vec![
+            ("APP_ENV".into(), "development".into()),
+            ("MAX_RECEIVES".into(), "10".into()),
+            ("RUST_LOG".into(), "info".into()),
+        ];
+        let mut worker_env: Vec<(String, String)> = vec![
+            ("WORKER_CONCURRENCY".into(), "16".into()),
+            ("VISIBILITY_TIMEOUT_SECS".into(), "5".into()),
+            ("RETRY_BASE_SECS".into(), "1".into()),
+            ("RETRY_MAX_SECS".into(), "4".into()),
+            ("RECEIVE_WAIT_SECS".into(), "1".into()),
+            ("SHUTDOWN_GRACE_SECS".into(), "5".into()),
+        ];
+        let mut check_flags: Vec<String> =
+            vec!["soak".into(), "--max-receives".into(), "10".into()];
+        let outage = match args.backend {
+            BackendKind::Embedded => {
+                let data = out_dir.join("data");
+                env.push(("DATA_DIR".into(), data.display().to_string()));
+                check_flags.extend(["--data-dir".into(), data.display().to_string()]);
+                // Created before the services start, so the outage can lock it.
+                let _ = hookline_embedded::open(&data, hookline_embedded::Options::default())?;
+                Outage::Embedded(data)
+            }
+            BackendKind::Aws => aws_bed(&mut env, &mut worker_env, &mut check_flags).await?,
+        };
+        let check = BackendArgs::try_parse_from(&check_flags)?;
+        let backend = hookline_backend::open(
+            &check.common,
+            &check.tables,
+            hookline_backend::Tuning::default(),
+        )
+        .await?;
+        let dlq = backend.dlq.clone().context("no DLQ")?;
+        Ok(Bed {
+            root,
+            out_dir,
+            bin_dir,
+            env,
+            worker_env,
+            outage: Arc::new(outage),
+            backend,
+            dlq,
+        })
+    }
+
+    /// The ingress and two workers, started; returns once the ingress answers.
+    async fn start_services(&self) -> anyhow::Result<Procs> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let ingress_port = listener.local_addr()?.port();
+        drop(listener);
+        let mut procs = Procs {
+            bin_dir: self.bin_dir.clone(),
+            out_dir: self.out_dir.clone(),
+            env: self.env.clone(),
+            worker_env: self.worker_env.clone(),
+            ingress_port,
+            workers: Vec::new(),
+            ingress: None,
+            generation: 0,
+        };
+        procs.start_ingress()?;
+        for slot in 0..2 {
+            let w = procs.start_worker(slot)?;
+            procs.workers.push(w);
+        }
+        let client = reqwest::Client::new();
+        let health = format!("http://127.0.0.1:{ingress_port}/healthz");
+        let up_by = Instant::now() + Duration::from_secs(20);
+        while client.get(&health).send().await.is_err() {
+            if Instant::now() > up_by {
+                bail!("the ingress did not start; see {}", self.out_dir.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(procs)
+    }
+}
+
+/// A fresh queue pair and tables on the local AWS server, and a switch in
+/// front of DynamoDB for the outages.
+async fn aws_bed(
+    env: &mut Vec<(String, String)>,
+    worker_env: &mut Vec<(String, String)>,
+    check_flags: &mut Vec<String>,
+) -> anyhow::Result<Outage> {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .context("BACKEND=aws needs AWS_ENDPOINT_URL (make soak BACKEND=aws starts moto)")?;
+    for k in [
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ] {
+        if let Ok(v) = std::env::var(k) {
+            env.push((k.into(), v));
+        }
+    }
+    let short = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    let tables = hookline_aws::Tables {
+        events: format!("soak-events-{short}"),
+        objects: format!("soak-objects-{short}"),
+        provider: format!("soak-provider-{short}"),
+    };
+    let clients = hookline_aws::AwsClients::load().await;
+    let pair =
+        hookline_aws::provision::provision(&clients, &format!("soak-{short}"), 10, 5, &tables)
+            .await?;
+    let settings = [
+        ("QUEUE_URL", pair.queue_url.clone()),
+        ("DLQ_URL", pair.dlq_url.clone()),
+        ("EVENTS_TABLE_NAME", tables.events.clone()),
+        ("OBJECTS_TABLE_NAME", tables.objects.clone()),
+        ("PROVIDER_TABLE_NAME", tables.provider.clone()),
+    ];
+    for (k, v) in &settings {
+        env.push(((*k).into(), v.clone()));
+        check_flags.extend([
+            format!("--{}", k.to_lowercase().replace('_', "-")),
+            v.clone(),
+        ]);
+    }
+    let switch = Switch::start(endpoint.trim_start_matches("http://").to_owned()).await?;
+    worker_env.push((
+        "AWS_ENDPOINT_URL_DYNAMODB".into(),
+        format!("http://127.0.0.1:{}", switch.port),
+    ));
+    Ok(Outage::Aws(switch))
+}
+
+/// What the sending phase leaves for the books.
+struct SendResult {
+    accepted: HashSet<String>,
+    retries: usize,
+    rejected: usize,
+    worker_kills: usize,
+    faults: Vec<String>,
+    /// From the first delivery to the sender's end.
+    sending_took: Duration,
+}
+
+/// Sends every delivery while the faults happen (worker kills on their own
+/// clock; the ingress kill, two outages and a replay at points of the
+/// sending progress), then drains, replays what is in the DLQ, drains
+/// again and stops the services.
+async fn send_with_faults(
+    args: &Args,
+    bed: &Bed,
+    procs: Procs,
+    deliveries: Vec<Arc<Sent>>,
+) -> anyhow::Result<SendResult> {
+    let total = deliveries.len();
+    let sending_from = Instant::now();
     let progress = Arc::new(AtomicUsize::new(0));
     let sender = tokio::spawn(send_all(
-        ingress_port,
+        procs.ingress_port,
         deliveries,
         Arc::clone(&progress),
         args.rate,
     ));
     let mut faults = fastrand::Rng::with_seed(args.seed ^ 0xfa017);
-    let ingress_kill_at = total * faults.usize(20..=35) / 100;
-    let outages_at = [
-        total * faults.usize(40..=45) / 100,
-        total * faults.usize(65..=75) / 100,
-    ];
-    let replay_at = total / 2;
     let procs = Arc::new(tokio::sync::Mutex::new(procs));
-
-    // Worker kills run on their own clock while events flow.
     let stop_kills = Arc::new(AtomicBool::new(false));
-    let killer = {
-        let (procs, stop) = (Arc::clone(&procs), Arc::clone(&stop_kills));
-        let mut rng = fastrand::Rng::with_seed(faults.u64(..));
-        let every = args.kill_every_secs;
-        tokio::spawn(async move {
-            let mut kills = 0usize;
-            loop {
-                let wait = Duration::from_millis(rng.u64(every * 500..=every * 1500));
-                tokio::time::sleep(wait).await;
-                if stop.load(Ordering::SeqCst) {
-                    return Ok::<usize, anyhow::Error>(kills);
-                }
-                procs.lock().await.kill_worker(rng.usize(..2))?;
-                kills += 1;
-            }
-        })
+    let killer = spawn_killer(
+        Arc::clone(&procs),
+        Arc::clone(&stop_kills),
+        faults.u64(..),
+        args.kill_every_secs,
+    );
+    let schedule = Schedule {
+        ingress_kill_at: total * faults.usize(20..=35) / 100,
+        outages_at: [
+            total * faults.usize(40..=45) / 100,
+            total * faults.usize(65..=75) / 100,
+        ],
+        replay_at: total / 2,
     };
+    let mut books_faults =
+        scheduled_faults(args, bed, &procs, &schedule, &progress, &sender, total).await?;
+    let (accepted, retries, rejected) = sender.await??;
+    let sending_took = sending_from.elapsed();
+    // The kills stop with the sending; then drain, replay what is in the
+    // DLQ, and drain again.
+    stop_kills.store(true, Ordering::SeqCst);
+    let worker_kills = killer.await??;
+    let drain_within = Duration::from_secs(120 + u64::try_from(args.n / 50).unwrap_or(0));
+    if !drained(bed.backend.queue.as_ref(), drain_within).await {
+        println!("soak: the queue did not drain");
+    }
+    let r = replay(&bed.bin_dir, &bed.env, &bed.out_dir.join("replay-end.log")).await?;
+    books_faults.push(format!("dlq replay at the end: {r}"));
+    let _ = drained(bed.backend.queue.as_ref(), drain_within).await;
+    procs.lock().await.stop_all();
+    Ok(SendResult {
+        accepted,
+        retries,
+        rejected,
+        worker_kills,
+        faults: books_faults,
+        sending_took,
+    })
+}
 
-    // The other faults at points of the sending progress; each one fires
-    // (late, if the sender finished first) before the drain.
-    let mut books_faults: Vec<String> = Vec::new();
+/// Worker SIGKILLs every `every`/2 to 3·`every`/2 seconds until `stop`.
+fn spawn_killer(
+    procs: Arc<tokio::sync::Mutex<Procs>>,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+    every: u64,
+) -> tokio::task::JoinHandle<anyhow::Result<usize>> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    tokio::spawn(async move {
+        let mut kills = 0usize;
+        loop {
+            let wait = Duration::from_millis(rng.u64(every * 500..=every * 1500));
+            tokio::time::sleep(wait).await;
+            if stop.load(Ordering::SeqCst) {
+                return Ok(kills);
+            }
+            procs.lock().await.kill_worker(rng.usize(..2))?;
+            kills += 1;
+        }
+    })
+}
+
+/// Points of the sending progress (deliveries sent) where faults fire.
+struct Schedule {
+    ingress_kill_at: usize,
+    outages_at: [usize; 2],
+    replay_at: usize,
+}
+
+/// Fires each scheduled fault once its point is reached (late, if the
+/// sender finished first) and waits for all of them; their book lines.
+async fn scheduled_faults(
+    args: &Args,
+    bed: &Bed,
+    procs: &tokio::sync::Mutex<Procs>,
+    at: &Schedule,
+    progress: &AtomicUsize,
+    sender: &tokio::task::JoinHandle<anyhow::Result<(HashSet<String>, usize, usize)>>,
+    total: usize,
+) -> anyhow::Result<Vec<String>> {
+    let mut lines: Vec<String> = Vec::new();
     let (mut ingress_killed, mut outages_done, mut replayed_half) = (false, 0usize, false);
-    let outage = Arc::new(outage);
     let mut running: Vec<tokio::task::JoinHandle<anyhow::Result<Option<String>>>> = Vec::new();
-    while !(ingress_killed && outages_done == outages_at.len() && replayed_half) {
+    while !(ingress_killed && outages_done == at.outages_at.len() && replayed_half) {
         let done = progress.load(Ordering::SeqCst);
         let finished = sender.is_finished();
-        if !ingress_killed && (done >= ingress_kill_at || finished) {
+        if !ingress_killed && (done >= at.ingress_kill_at || finished) {
             procs.lock().await.kill_ingress();
             tokio::time::sleep(Duration::from_millis(500)).await;
             procs.lock().await.start_ingress()?;
             ingress_killed = true;
-            books_faults.push(format!(
+            lines.push(format!(
                 "ingress SIGKILL at {done}/{total} deliveries, restarted"
             ));
         }
-        if outages_done < outages_at.len() && (done >= outages_at[outages_done] || finished) {
-            books_faults.push(format!(
+        if outages_done < at.outages_at.len() && (done >= at.outages_at[outages_done] || finished) {
+            lines.push(format!(
                 "store outage of {}s at {done}/{total} deliveries",
                 args.outage_secs
             ));
-            let (outage, d) = (Arc::clone(&outage), Duration::from_secs(args.outage_secs));
+            let (outage, d) = (
+                Arc::clone(&bed.outage),
+                Duration::from_secs(args.outage_secs),
+            );
             running.push(tokio::spawn(
                 async move { outage.run(d).await.map(|()| None) },
             ));
             outages_done += 1;
         }
-        if !replayed_half && (done >= replay_at || finished) {
+        if !replayed_half && (done >= at.replay_at || finished) {
             let (bin_dir, env, log) = (
-                bin_dir.clone(),
-                env.clone(),
-                out_dir.join("replay-half.log"),
+                bed.bin_dir.clone(),
+                bed.env.clone(),
+                bed.out_dir.join("replay-half.log"),
             );
             running.push(tokio::spawn(async move {
                 let r = replay(&bin_dir, &env, &log).await?;
@@ -688,137 +812,193 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
     for r in running {
         if let Some(line) = r.await?? {
-            books_faults.push(line);
+            lines.push(line);
         }
     }
-    let (accepted, retries, rejected) = sender.await??;
-    let sent_in = started.elapsed();
+    Ok(lines)
+}
 
-    // The kills stop with the sending; then drain, replay what is in the
-    // DLQ, and drain again.
-    stop_kills.store(true, Ordering::SeqCst);
-    let worker_kills = killer.await??;
-    let drain_within = Duration::from_secs(120 + u64::try_from(args.n / 50).unwrap_or(0));
-    if !drained(backend.queue.as_ref(), drain_within).await {
-        println!("soak: the queue did not drain");
-    }
-    let r = replay(&bin_dir, &env, &out_dir.join("replay-end.log")).await?;
-    books_faults.push(format!("dlq replay at the end: {r}"));
-    let _ = drained(backend.queue.as_ref(), drain_within).await;
-    procs.lock().await.stop_all();
+/// The books: what became of every accepted event, from the store, the
+/// DLQ, the queue and the workers' logs.
+#[derive(Default)]
+struct Books {
+    valid_sent: usize,
+    valid_accepted: usize,
+    poison_sent: usize,
+    poison_accepted: usize,
+    applied: usize,
+    stale: usize,
+    duplicates: u32,
+    unlogged: usize,
+    lost: usize,
+    double: usize,
+    wrong_outcome: usize,
+    projection_wrong: usize,
+    objects: usize,
+    poison_ok: usize,
+    poison_bad: usize,
+    dead_messages: usize,
+    valid_in_dlq: usize,
+    queue_empty: bool,
+    problems: Vec<String>,
+}
 
-    // The books.
-    let logs = read_worker_logs(&out_dir)?;
-    let count = |id: &str, outcome: &str| -> u32 {
-        logs.get(id)
-            .and_then(|m| m.get(outcome))
-            .copied()
-            .unwrap_or(0)
-    };
-    let mut newest: HashMap<&str, &Sent> = HashMap::new();
-    for e in events
-        .iter()
-        .filter(|e| !e.poison && accepted.contains(&e.id))
-    {
-        let slot = newest.entry(e.object.as_str()).or_insert(e);
-        if e.created > slot.created {
-            *slot = e;
+impl Books {
+    async fn count(bed: &Bed, events: &[Sent], sent: &SendResult) -> anyhow::Result<Books> {
+        let accepted = |e: &&Sent| sent.accepted.contains(&e.id);
+        let mut b = Books {
+            valid_sent: events.iter().filter(|e| !e.poison).count(),
+            valid_accepted: events.iter().filter(|e| !e.poison).filter(accepted).count(),
+            poison_sent: events.iter().filter(|e| e.poison).count(),
+            poison_accepted: events.iter().filter(|e| e.poison).filter(accepted).count(),
+            ..Books::default()
+        };
+        let logs = read_worker_logs(&bed.out_dir)?;
+        b.duplicates = logs
+            .values()
+            .map(|m| m.get("duplicate").copied().unwrap_or(0))
+            .sum();
+        let mut newest: HashMap<&str, &Sent> = HashMap::new();
+        for e in events.iter().filter(|e| !e.poison).filter(accepted) {
+            let slot = newest.entry(e.object.as_str()).or_insert(e);
+            if e.created > slot.created {
+                *slot = e;
+            }
         }
+        for e in events.iter().filter(|e| !e.poison).filter(accepted) {
+            b.check_valid(bed, e, &newest, &logs).await?;
+        }
+        b.check_projections(bed, &newest).await?;
+        let dead = b.read_dead_letters(bed).await?;
+        for e in events.iter().filter(|e| e.poison).filter(accepted) {
+            b.check_poison(bed, e, &dead).await?;
+        }
+        b.valid_in_dlq = dead
+            .keys()
+            .filter(|id| events.iter().any(|e| !e.poison && &e.id == *id))
+            .count();
+        let counts = bed.backend.queue.counts().await?;
+        b.queue_empty = counts.waiting == 0 && counts.in_flight == 0;
+        Ok(b)
     }
-    let (mut applied, mut stale, mut lost, mut double, mut wrong_outcome) = (0, 0, 0, 0, 0);
-    let mut unlogged = 0;
-    let mut problems: Vec<String> = Vec::new();
-    for e in events.iter().filter(|e| !e.poison) {
-        if !accepted.contains(&e.id) {
-            continue;
-        }
-        let rec = backend.store.event(&e.id).await?;
-        match rec {
-            Some(r) if r.status == EventStatus::Completed => {
-                match r.outcome {
-                    Some(Outcome::Applied) => applied += 1,
-                    Some(Outcome::Stale) => {
-                        stale += 1;
-                        // Stale only if a newer event of its object exists.
-                        if newest
-                            .get(e.object.as_str())
-                            .is_none_or(|n| n.created <= e.created)
-                        {
-                            wrong_outcome += 1;
-                            problems.push(format!("{} stale but the newest of {}", e.id, e.object));
-                        }
-                    }
-                    other => {
-                        wrong_outcome += 1;
-                        problems.push(format!("{}: outcome {other:?}", e.id));
-                    }
-                }
-                let logged = count(&e.id, "applied") + count(&e.id, "stale");
-                if count(&e.id, "applied") > 1 {
-                    double += 1;
-                    problems.push(format!(
-                        "{} applied {} times",
-                        e.id,
-                        count(&e.id, "applied")
-                    ));
-                }
-                if logged == 0 {
-                    // Committed, then the worker was killed before its log line.
-                    unlogged += 1;
+
+    /// An accepted valid event: completed, applied at most once, and
+    /// `stale` only when a newer event of its object exists.
+    async fn check_valid(
+        &mut self,
+        bed: &Bed,
+        e: &Sent,
+        newest: &HashMap<&str, &Sent>,
+        logs: &HashMap<String, BTreeMap<String, u32>>,
+    ) -> anyhow::Result<()> {
+        let count = |outcome: &str| -> u32 {
+            logs.get(&e.id)
+                .and_then(|m| m.get(outcome))
+                .copied()
+                .unwrap_or(0)
+        };
+        let rec = bed.backend.store.event(&e.id).await?;
+        let Some(r) = rec.filter(|r| r.status == EventStatus::Completed) else {
+            self.lost += 1;
+            self.problems
+                .push(format!("{} accepted but not completed", e.id));
+            return Ok(());
+        };
+        match r.outcome {
+            Some(Outcome::Applied) => self.applied += 1,
+            Some(Outcome::Stale) => {
+                self.stale += 1;
+                if newest
+                    .get(e.object.as_str())
+                    .is_none_or(|n| n.created <= e.created)
+                {
+                    self.wrong_outcome += 1;
+                    self.problems
+                        .push(format!("{} stale but the newest of {}", e.id, e.object));
                 }
             }
             other => {
-                lost += 1;
-                problems.push(format!("{} accepted but not completed: {other:?}", e.id));
+                self.wrong_outcome += 1;
+                self.problems.push(format!("{}: outcome {other:?}", e.id));
             }
         }
-    }
-    let mut projection_wrong = 0;
-    for (object, e) in &newest {
-        let item = backend.store.item(object).await?;
-        let last = item
-            .as_ref()
-            .and_then(|i| i.0.get("lastEventId"))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned);
-        if last.as_deref() != Some(e.id.as_str()) {
-            projection_wrong += 1;
-            problems.push(format!("{object}: projection {last:?}, newest {}", e.id));
+        if count("applied") > 1 {
+            self.double += 1;
+            self.problems
+                .push(format!("{} applied {} times", e.id, count("applied")));
         }
-    }
-    // Dead letters: every accepted poison event, each with a reason.
-    let mut dead: HashMap<String, Option<String>> = HashMap::new();
-    let mut dead_messages = 0;
-    let mut held = Vec::new();
-    loop {
-        let batch = dlq
-            .receive(10, Duration::from_secs(1), Duration::from_secs(60))
-            .await?;
-        if batch.is_empty() {
-            break;
+        if count("applied") + count("stale") == 0 {
+            // Committed, then the worker was killed before its log line.
+            self.unlogged += 1;
         }
-        for d in batch {
-            dead_messages += 1;
-            if let Some(id) = d.attributes.get("event_id") {
-                let reason = d.attributes.get("error").cloned();
-                let slot = dead.entry(id.clone()).or_insert(None);
-                if slot.is_none() {
-                    *slot = reason;
+        Ok(())
+    }
+
+    /// Every object's projection is its newest event.
+    async fn check_projections(
+        &mut self,
+        bed: &Bed,
+        newest: &HashMap<&str, &Sent>,
+    ) -> anyhow::Result<()> {
+        self.objects = newest.len();
+        for (object, e) in newest {
+            let item = bed.backend.store.item(object).await?;
+            let last = item
+                .as_ref()
+                .and_then(|i| i.0.get("lastEventId"))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned);
+            if last.as_deref() != Some(e.id.as_str()) {
+                self.projection_wrong += 1;
+                self.problems
+                    .push(format!("{object}: projection {last:?}, newest {}", e.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// The DLQ's events and their reasons (read, then made visible again).
+    async fn read_dead_letters(
+        &mut self,
+        bed: &Bed,
+    ) -> anyhow::Result<HashMap<String, Option<String>>> {
+        let mut dead: HashMap<String, Option<String>> = HashMap::new();
+        let mut held = Vec::new();
+        loop {
+            let batch = bed
+                .dlq
+                .receive(10, Duration::from_secs(1), Duration::from_secs(60))
+                .await?;
+            if batch.is_empty() {
+                break;
+            }
+            for d in batch {
+                self.dead_messages += 1;
+                if let Some(id) = d.attributes.get("event_id") {
+                    let reason = d.attributes.get("error").cloned();
+                    let slot = dead.entry(id.clone()).or_insert(None);
+                    if slot.is_none() {
+                        *slot = reason;
+                    }
                 }
+                held.push(d.receipt);
             }
-            held.push(d.receipt);
         }
+        for r in &held {
+            let _ = bed.dlq.set_visibility(r, Duration::ZERO).await;
+        }
+        Ok(dead)
     }
-    for r in &held {
-        let _ = dlq.set_visibility(r, Duration::ZERO).await;
-    }
-    let mut poison_ok = 0;
-    let mut poison_bad = 0;
-    for e in events
-        .iter()
-        .filter(|e| e.poison && accepted.contains(&e.id))
-    {
-        let rec = backend.store.event(&e.id).await?;
+
+    /// An accepted poison event: `FAILED` with its error, and in the DLQ
+    /// with a reason.
+    async fn check_poison(
+        &mut self,
+        bed: &Bed,
+        e: &Sent,
+        dead: &HashMap<String, Option<String>>,
+    ) -> anyhow::Result<()> {
+        let rec = bed.backend.store.event(&e.id).await?;
         let failed = rec
             .as_ref()
             .is_some_and(|r| r.status == EventStatus::Failed && r.last_error.is_some());
@@ -828,84 +1008,75 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             .flatten()
             .or_else(|| rec.as_ref().and_then(|r| r.last_error.clone()));
         if failed && dead.contains_key(&e.id) && reason.is_some() {
-            poison_ok += 1;
+            self.poison_ok += 1;
         } else {
-            poison_bad += 1;
-            problems.push(format!(
+            self.poison_bad += 1;
+            self.problems.push(format!(
                 "poison {}: in DLQ {}, ledger {rec:?}",
                 e.id,
                 dead.contains_key(&e.id)
             ));
         }
+        Ok(())
     }
-    let valid_in_dlq = dead
-        .keys()
-        .filter(|id| events.iter().any(|e| !e.poison && &e.id == *id))
-        .count();
-    let counts = backend.queue.counts().await?;
-    let queue_empty = counts.waiting == 0 && counts.in_flight == 0;
-    let duplicates: u32 = logs
-        .values()
-        .map(|m| m.get("duplicate").copied().unwrap_or(0))
-        .sum();
-    let valid_sent = events.iter().filter(|e| !e.poison).count();
-    let valid_accepted = events
-        .iter()
-        .filter(|e| !e.poison && accepted.contains(&e.id))
-        .count();
-    let poison_accepted = events
-        .iter()
-        .filter(|e| e.poison && accepted.contains(&e.id))
-        .count();
 
-    println!(
-        "soak: books after {:.1}s (sending took {:.1}s)",
-        started.elapsed().as_secs_f64(),
-        sent_in.as_secs_f64()
-    );
-    println!("  faults: {worker_kills} worker SIGKILLs (restarted)");
-    for f in &books_faults {
-        println!("  faults: {f}");
-    }
-    println!("  valid events          {valid_sent} sent twice, {valid_accepted} accepted (200)");
-    println!(
-        "  poison events         {} sent twice, {poison_accepted} accepted",
-        events.len() - valid_sent
-    );
-    println!("  sender retries        {retries} (503 or no answer), rejected {rejected}");
-    println!("  applied               {applied}");
-    println!("  stale                 {stale}");
-    println!("  duplicate deliveries  {duplicates}");
-    println!("  dead-lettered         {poison_ok} poison events with a reason ({dead_messages} DLQ messages)");
-    println!("  unlogged completions  {unlogged} (committed, worker killed before its log line)");
-    println!("  lost                  {lost}");
-    println!("  double-applied        {double}");
-    println!("  wrong outcome         {wrong_outcome}");
-    println!(
-        "  wrong projection      {projection_wrong} of {} objects",
-        newest.len()
-    );
-    println!("  poison not in DLQ     {poison_bad}; valid events in DLQ {valid_in_dlq}");
-    println!("  queue empty           {queue_empty}");
-    for p in problems.iter().take(20) {
-        println!("  problem: {p}");
-    }
-    let ok = lost == 0
-        && double == 0
-        && wrong_outcome == 0
-        && projection_wrong == 0
-        && poison_bad == 0
-        && valid_in_dlq == 0
-        && queue_empty
-        && valid_accepted == valid_sent
-        && rejected == 0;
-    println!(
-        "soak: {}",
-        if ok {
-            "books balance"
-        } else {
-            "BOOKS DO NOT BALANCE"
+    fn print(&self, sent: &SendResult) {
+        println!(
+            "  faults: {} worker SIGKILLs (restarted)",
+            sent.worker_kills
+        );
+        for f in &sent.faults {
+            println!("  faults: {f}");
         }
-    );
-    Ok(ok)
+        println!(
+            "  valid events          {} sent twice, {} accepted (200)",
+            self.valid_sent, self.valid_accepted
+        );
+        println!(
+            "  poison events         {} sent twice, {} accepted",
+            self.poison_sent, self.poison_accepted
+        );
+        println!(
+            "  sender retries        {} (503 or no answer), rejected {}",
+            sent.retries, sent.rejected
+        );
+        println!("  applied               {}", self.applied);
+        println!("  stale                 {}", self.stale);
+        println!("  duplicate deliveries  {}", self.duplicates);
+        println!(
+            "  dead-lettered         {} poison events with a reason ({} DLQ messages)",
+            self.poison_ok, self.dead_messages
+        );
+        println!(
+            "  unlogged completions  {} (committed, worker killed before its log line)",
+            self.unlogged
+        );
+        println!("  lost                  {}", self.lost);
+        println!("  double-applied        {}", self.double);
+        println!("  wrong outcome         {}", self.wrong_outcome);
+        println!(
+            "  wrong projection      {} of {} objects",
+            self.projection_wrong, self.objects
+        );
+        println!(
+            "  poison not in DLQ     {}; valid events in DLQ {}",
+            self.poison_bad, self.valid_in_dlq
+        );
+        println!("  queue empty           {}", self.queue_empty);
+        for p in self.problems.iter().take(20) {
+            println!("  problem: {p}");
+        }
+    }
+
+    fn balance(&self, sent: &SendResult) -> bool {
+        self.lost == 0
+            && self.double == 0
+            && self.wrong_outcome == 0
+            && self.projection_wrong == 0
+            && self.poison_bad == 0
+            && self.valid_in_dlq == 0
+            && self.queue_empty
+            && self.valid_accepted == self.valid_sent
+            && sent.rejected == 0
+    }
 }
