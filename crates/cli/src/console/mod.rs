@@ -120,7 +120,6 @@ pub async fn cmd(args: &ConsoleArgs) -> anyhow::Result<std::process::ExitCode> {
         backend = %backend.kind,
         token = args.console_token.is_some(),
     );
-    eprintln!("hookline console on http://{local}/ ({})", backend.kind);
     let console = Arc::new(Console {
         backend,
         dlq,
