@@ -355,11 +355,11 @@ pub fn aws_env_vars() -> Vec<(String, String)> {
 
 /// The backend settings a test parses, as the binaries do.
 #[derive(Debug, clap::Parser)]
-pub struct BackendArgs {
+struct BackendArgs {
     #[command(flatten)]
-    pub common: hookline_settings::CommonSettings,
+    common: hookline_settings::CommonSettings,
     #[command(flatten)]
-    pub tables: hookline_settings::TableSettings,
+    tables: hookline_settings::TableSettings,
 }
 
 /// A fresh queue pair and tables on moto, unique to one test.
@@ -410,6 +410,35 @@ impl AwsFixture {
     }
 }
 
+/// The AWS backend on these queues and tables, opened from settings as the
+/// binaries open it.
+pub async fn aws_backend(
+    queue_url: &str,
+    dlq_url: &str,
+    max_receives: u32,
+    tables: &hookline_aws::Tables,
+) -> hookline_backend::Backend {
+    let args = <BackendArgs as clap::Parser>::try_parse_from([
+        "test",
+        "--queue-url",
+        queue_url,
+        "--dlq-url",
+        dlq_url,
+        "--max-receives",
+        &max_receives.to_string(),
+        "--events-table-name",
+        &tables.events,
+        "--objects-table-name",
+        &tables.objects,
+        "--provider-table-name",
+        &tables.provider,
+    ])
+    .expect("args");
+    hookline_backend::open(&args.common, &args.tables, Tuning::default())
+        .await
+        .expect("backend opens")
+}
+
 /// Creates a queue (`fifo` adds `.fifo`) with its DLQ and the three tables.
 pub async fn aws_fixture_with(max_receives: u32, fifo: bool) -> AwsFixture {
     let _ = aws_endpoint();
@@ -429,25 +458,7 @@ pub async fn aws_fixture_with(max_receives: u32, fifo: bool) -> AwsFixture {
     let pair = hookline_aws::provision::provision(&clients, &queue_name, max_receives, 30, &tables)
         .await
         .expect("provision on moto");
-    let args = <BackendArgs as clap::Parser>::try_parse_from([
-        "test",
-        "--queue-url",
-        &pair.queue_url,
-        "--dlq-url",
-        &pair.dlq_url,
-        "--max-receives",
-        &max_receives.to_string(),
-        "--events-table-name",
-        &tables.events,
-        "--objects-table-name",
-        &tables.objects,
-        "--provider-table-name",
-        &tables.provider,
-    ])
-    .expect("args");
-    let backend = hookline_backend::open(&args.common, &args.tables, Tuning::default())
-        .await
-        .expect("backend opens");
+    let backend = aws_backend(&pair.queue_url, &pair.dlq_url, max_receives, &tables).await;
     AwsFixture {
         queue_url: pair.queue_url,
         dlq_url: pair.dlq_url,

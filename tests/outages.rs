@@ -176,7 +176,9 @@ async fn a_missing_table_for_two_minutes_dead_letters_nothing() {
     hookline_aws::provision::create_tables(&clients.dynamodb, &late)
         .await
         .expect("create the table");
-    let store = late_store(&bed, &late).await;
+    let store = aws_backend(&bed.setting("QUEUE_URL"), &bed.setting("DLQ_URL"), 3, &late)
+        .await
+        .store;
     assert!(
         eventually(Duration::from_secs(60), || async {
             let mut n = 0;
@@ -203,31 +205,6 @@ async fn a_missing_table_for_two_minutes_dead_letters_nothing() {
         .await
     );
     only_the_poison_is_dead_lettered(&bed, "evt_test_late_table_poison").await;
-}
-
-/// A store on `tables`, through the same backend settings as the bed.
-async fn late_store(
-    bed: &Bed,
-    tables: &hookline_aws::Tables,
-) -> std::sync::Arc<dyn hookline_core::ports::Store> {
-    let args = <BackendArgs as clap::Parser>::try_parse_from([
-        "test",
-        "--queue-url",
-        &bed.setting("QUEUE_URL"),
-        "--dlq-url",
-        &bed.setting("DLQ_URL"),
-        "--events-table-name",
-        &tables.events,
-        "--objects-table-name",
-        &tables.objects,
-        "--provider-table-name",
-        &tables.provider,
-    ])
-    .expect("args");
-    hookline_backend::open(&args.common, &args.tables, Default::default())
-        .await
-        .expect("backend")
-        .store
 }
 
 /// Messages sent while the worker's last long poll is under way, just

@@ -144,7 +144,10 @@ impl Breaker {
     }
 
     pub fn state(&self) -> Circuit {
-        self.step(|c| c.clone())
+        self.circuit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn is_open(&self) -> bool {

@@ -51,9 +51,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::opts::BackendOpts;
 
-pub use auth::{check_token, TokenError, MIN_TOKEN_CHARS};
-pub use job::{Job, JobView};
-pub use view::{Group, Lookup, Overview, Row};
+use auth::check_token;
+use job::Job;
 
 /// Settings of `hookline console`.
 #[derive(Debug, Clone, clap::Args)]
