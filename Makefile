@@ -12,7 +12,9 @@ TYPE ?= payment_intent.succeeded
 # The local AWS-compatible server the tests talk to (SQS, DynamoDB, Secrets Manager).
 VENV ?= .venv
 MOTO_VERSION ?= 5.2.5
-MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)
+# Stripe's official Python library: the Stripe API stand-in is checked against it.
+STRIPE_PY_VERSION ?= 16.1.0
+MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)-stripe-$(STRIPE_PY_VERSION)
 INFRA_TOOLS := cfn-lint==1.58.0 checkov==3.3.30 pytest==8.4.2
 INFRA_STAMP := $(VENV)/.infra-tools-2
 LOCAL_AWS_ENV = AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing

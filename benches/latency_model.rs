@@ -26,9 +26,10 @@ use hookline_core::coalescer::CoalescerConfig;
 use hookline_core::envelope::EventId;
 use hookline_core::message::OutboundMessage;
 use hookline_core::ports::{
-    Applied, BatchLimits, Claim, Delivery, Lease, PortError, Queue, QueueCounts, Store, Tried,
+    Applied, BatchLimits, Change, Claim, Delivery, Lease, PortError, Queue, QueueCounts, Store,
+    Tried,
 };
-use hookline_core::records::{Completion, EventRecord, Projection, StoredItem};
+use hookline_core::records::{Completion, EventRecord, StoredItem};
 
 const SECRET: &str = "whsec_test_benchmarkSecretValue000000";
 
@@ -107,7 +108,7 @@ impl Store for Slow<dyn Store> {
         &self,
         id: &EventId,
         t: &str,
-        p: Option<&Projection>,
+        p: Change<'_>,
         now: i64,
     ) -> Result<Completion, PortError> {
         self.pay().await;
@@ -117,7 +118,7 @@ impl Store for Slow<dyn Store> {
         &self,
         id: &EventId,
         t: &str,
-        p: Option<&Projection>,
+        p: Change<'_>,
         source: &str,
         now: i64,
     ) -> Result<Applied, PortError> {

@@ -146,6 +146,12 @@ impl Bed {
         c.waiting == 0 && c.in_flight == 0
     }
 
+    /// Messages in the DLQ, waiting or in flight.
+    pub async fn dlq_len(&self) -> u64 {
+        let c = self.dlq.counts().await.expect("dlq counts");
+        c.waiting + c.in_flight
+    }
+
     /// Every DLQ message (received with a long visibility, so each once).
     pub async fn dead_letters(&self) -> Vec<Delivery> {
         let mut all = Vec::new();

@@ -9,9 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use hookline_core::envelope::EventId;
 use hookline_core::message::OutboundMessage;
-use hookline_core::ports::{Claim, Lease, Queue, Store, Tried};
+use hookline_core::ports::{Applied, Change, Claim, Lease, Queue, Store, Tie, Ties, Tried};
 use hookline_core::records::{
-    Completion, EventStatus, ObjectRecord, ObjectType, Outcome, Projection, LEDGER_TTL_SECS,
+    lifecycle_rank, Completion, EventStatus, ObjectRecord, ObjectType, Outcome, Projection,
+    LEDGER_TTL_SECS,
 };
 
 use crate::helpers::*;
@@ -80,7 +81,8 @@ conformance!(
     a_retried_claim_gets_its_own_lease_back(5),
     events_without_projection_are_ignored(5),
     concurrent_applies_complete_once(5),
-    applies_follow_created_then_event_id(5),
+    applies_follow_created_then_life_cycle(5),
+    an_ignored_event_is_applied_when_it_comes_again(5),
     apply_counts_tries_and_records_the_source(5),
 );
 
@@ -119,6 +121,7 @@ fn payout(object: &str, event: &str, created: i64, status: &str) -> Projection {
         last_event_id: event.to_owned(),
         last_event_type: "payout.updated".to_owned(),
         last_event_created: created,
+        last_event_rank: lifecycle_rank(ObjectType::Payout, Some(status)),
         reason: None,
         charge: None,
         payment_intent: None,
@@ -239,7 +242,7 @@ async fn concurrent_completion_applies_once(p: Ports) {
         let (store, id, projection) = (Arc::clone(&p.store), id.clone(), projection.clone());
         tasks.push(tokio::spawn(async move {
             store
-                .complete(&id, "payout.updated", Some(&projection), now())
+                .complete(&id, "payout.updated", Change::project(&projection), now())
                 .await
         }));
     }
@@ -298,7 +301,7 @@ async fn older_events_are_stale(p: Ports) {
         .complete(
             &new,
             "payout.updated",
-            Some(&payout("po_conf_order", new.as_str(), 200, "paid")),
+            Change::project(&payout("po_conf_order", new.as_str(), 200, "paid")),
             now(),
         )
         .await
@@ -309,7 +312,7 @@ async fn older_events_are_stale(p: Ports) {
         .complete(
             &old,
             "payout.created",
-            Some(&payout("po_conf_order", old.as_str(), 100, "pending")),
+            Change::project(&payout("po_conf_order", old.as_str(), 100, "pending")),
             now(),
         )
         .await
@@ -339,7 +342,7 @@ async fn older_events_are_stale(p: Ports) {
         .complete(
             &same,
             "payout.updated",
-            Some(&payout("po_conf_order", same.as_str(), 200, "failed")),
+            Change::project(&payout("po_conf_order", same.as_str(), 200, "failed")),
             now(),
         )
         .await
@@ -397,7 +400,7 @@ async fn ledger_lifecycle_and_ttl(p: Ports) {
         .complete(
             &id,
             "payout.updated",
-            Some(&payout("po_conf_ledger", id.as_str(), 1, "paid")),
+            Change::project(&payout("po_conf_ledger", id.as_str(), 1, "paid")),
             t,
         )
         .await
@@ -452,7 +455,7 @@ async fn events_without_projection_are_ignored(p: Ports) {
     );
     let r = p
         .store
-        .complete(&id, "customer.created", None, now())
+        .complete(&id, "customer.created", Change::Ignore("no handler"), now())
         .await
         .expect("complete");
     assert_eq!(r, Completion::Completed(Outcome::Ignored));
@@ -463,11 +466,103 @@ async fn events_without_projection_are_ignored(p: Ports) {
         .expect("read")
         .expect("ledger");
     assert_eq!((rec.attempts, rec.outcome), (1, Some(Outcome::Ignored)));
+    assert_eq!(rec.reason.as_deref(), Some("no handler"));
+    // `ignored` is not final: the event may be claimed and completed again.
     assert_eq!(
         p.store
-            .complete(&id, "customer.created", None, now())
+            .claim(&id, "customer.created", lease("owner-b", now()))
+            .await
+            .expect("claim again"),
+        Claim::Started { attempts: 2 }
+    );
+    assert_eq!(
+        p.store
+            .complete(
+                &id,
+                "customer.created",
+                Change::Ignore("type not enabled"),
+                now()
+            )
             .await
             .expect("again"),
+        Completion::Completed(Outcome::Ignored)
+    );
+    let rec = p
+        .store
+        .event(id.as_str())
+        .await
+        .expect("read")
+        .expect("ledger");
+    assert_eq!(rec.reason.as_deref(), Some("type not enabled"));
+}
+
+/// An event completed `ignored` (type not enabled, livemode, no handler)
+/// is applied when it comes again; applied or stale is final.
+async fn an_ignored_event_is_applied_when_it_comes_again(p: Ports) {
+    let id = EventId::new("evt_conf_ignored_then_applied");
+    let first = p
+        .store
+        .apply(
+            &id,
+            "payout.updated",
+            Change::Ignore("type not enabled"),
+            "webhook",
+            now(),
+        )
+        .await
+        .expect("ignore");
+    assert_eq!(first.completion, Completion::Completed(Outcome::Ignored));
+    assert!(p
+        .store
+        .item("po_conf_ignored")
+        .await
+        .expect("read")
+        .is_none());
+    let projection = payout("po_conf_ignored", id.as_str(), 300, "paid");
+    let again = p
+        .store
+        .apply(
+            &id,
+            "payout.updated",
+            Change::project(&projection),
+            "webhook",
+            now(),
+        )
+        .await
+        .expect("apply");
+    assert_eq!(again.completion, Completion::Completed(Outcome::Applied));
+    assert_eq!(again.attempts, Some(2));
+    let rec = p
+        .store
+        .event(id.as_str())
+        .await
+        .expect("read")
+        .expect("ledger");
+    assert_eq!(
+        (rec.status, rec.outcome, rec.reason),
+        (EventStatus::Completed, Some(Outcome::Applied), None)
+    );
+    assert_eq!(
+        p.store
+            .item("po_conf_ignored")
+            .await
+            .expect("read")
+            .expect("item")
+            .0["status"],
+        "paid"
+    );
+    assert_eq!(
+        p.store
+            .apply(
+                &id,
+                "payout.updated",
+                Change::Ignore("type not enabled"),
+                "webhook",
+                now()
+            )
+            .await
+            .expect("final")
+            .completion,
         Completion::Duplicate
     );
 }
@@ -513,7 +608,13 @@ async fn concurrent_applies_complete_once(p: Ports) {
         let (store, id, projection) = (Arc::clone(&p.store), id.clone(), projection.clone());
         tasks.push(tokio::spawn(async move {
             store
-                .apply(&id, "payout.updated", Some(&projection), "webhook", now())
+                .apply(
+                    &id,
+                    "payout.updated",
+                    Change::project(&projection),
+                    "webhook",
+                    now(),
+                )
                 .await
         }));
     }
@@ -547,21 +648,21 @@ async fn concurrent_applies_complete_once(p: Ports) {
     );
 }
 
-async fn applies_follow_created_then_event_id(p: Ports) {
-    let apply = |id: &'static str, created: i64, status: &'static str| {
+async fn applies_follow_created_then_life_cycle(p: Ports) {
+    let apply = |id: &'static str, created: i64, status: &'static str, ties: Ties| {
         let store = Arc::clone(&p.store);
         async move {
+            let projection = payout("po_conf_apply_order", id, created, status);
             store
                 .apply(
                     &EventId::new(id),
                     "payout.updated",
-                    Some(&payout("po_conf_apply_order", id, created, status)),
+                    Change::Project(&projection, ties),
                     "webhook",
                     now(),
                 )
                 .await
                 .expect("apply")
-                .completion
         }
     };
     let state = || async {
@@ -579,36 +680,80 @@ async fn applies_follow_created_then_event_id(p: Ports) {
             item.0["status"].as_str().unwrap_or_default().to_owned(),
         )
     };
+    let done = |a: Applied| (a.completion, a.tie);
+    let applied = Completion::Completed(Outcome::Applied);
+    let stale = Completion::Completed(Outcome::Stale);
     assert_eq!(
-        apply("evt_conf_b", 200, "in_transit").await,
-        Completion::Completed(Outcome::Applied)
+        done(apply("evt_conf_b", 200, "in_transit", Ties::ByRank).await),
+        (applied, None)
     );
-    // Older: stale.
+    // Older: stale, no tie.
     assert_eq!(
-        apply("evt_conf_a_older", 100, "pending").await,
-        Completion::Completed(Outcome::Stale)
+        done(apply("evt_conf_a_older", 100, "pending", Ties::ByRank).await),
+        (stale, None)
     );
-    // The same second, a greater event id: applies.
+    // The same second: the status that can only come later wins, whatever
+    // the event ids or the order of arrival.
     assert_eq!(
-        apply("evt_conf_c", 200, "paid").await,
-        Completion::Completed(Outcome::Applied)
+        done(apply("evt_conf_c", 200, "paid", Ties::ByRank).await),
+        (applied, Some(Tie::Ordered))
+    );
+    assert_eq!(
+        done(apply("evt_conf_z_same", 200, "pending", Ties::ByRank).await),
+        (stale, Some(Tie::Ordered))
     );
     assert_eq!(state().await, ("evt_conf_c".to_owned(), "paid".to_owned()));
-    // The same second, a smaller id (delivered late): stale, whichever
-    // order they came in, so a redelivery never turns state back.
+    // Equal ranks cannot be ordered: the later write is kept, and said so.
     assert_eq!(
-        apply("evt_conf_a_same", 200, "failed").await,
-        Completion::Completed(Outcome::Stale)
+        done(apply("evt_conf_a_failed", 200, "failed", Ties::ByRank).await),
+        (applied, Some(Tie::Unresolved))
     );
     // A duplicate of an applied event changes nothing.
     assert_eq!(
-        apply("evt_conf_b", 200, "in_transit").await,
+        done(apply("evt_conf_b", 200, "in_transit", Ties::ByRank).await).0,
         Completion::Duplicate
     );
-    assert_eq!(state().await, ("evt_conf_c".to_owned(), "paid".to_owned()));
+    assert_eq!(
+        state().await,
+        ("evt_conf_a_failed".to_owned(), "failed".to_owned())
+    );
+    // Asked to refuse a tie, the store writes nothing and completes nothing.
+    assert_eq!(
+        done(apply("evt_conf_d", 200, "paid", Ties::Refuse).await).0,
+        Completion::Tied
+    );
+    assert!(p.store.event("evt_conf_d").await.expect("read").is_none());
+    // Stripe's current state outranks every snapshot of its second.
+    let current = payout("po_conf_apply_order", "evt_conf_d", 200, "paid").as_current();
+    let a = p
+        .store
+        .apply(
+            &EventId::new("evt_conf_d"),
+            "payout.updated",
+            Change::project(&current),
+            "webhook",
+            now(),
+        )
+        .await
+        .expect("current");
+    assert_eq!((a.completion, a.tie), (applied, Some(Tie::Ordered)));
+    assert_eq!(state().await, ("evt_conf_d".to_owned(), "paid".to_owned()));
+    assert_eq!(
+        done(apply("evt_conf_e_late", 200, "failed", Ties::ByRank).await),
+        (stale, Some(Tie::Ordered))
+    );
+    assert_eq!(
+        done(apply("evt_conf_f_late", 200, "failed", Ties::Refuse).await).0,
+        Completion::Tied
+    );
+    // A later second is never a tie.
+    assert_eq!(
+        done(apply("evt_conf_g", 201, "pending", Ties::Refuse).await),
+        (applied, None)
+    );
     let rec = p
         .store
-        .event("evt_conf_a_same")
+        .event("evt_conf_z_same")
         .await
         .expect("read")
         .expect("ledger");
@@ -641,10 +786,16 @@ async fn apply_counts_tries_and_records_the_source(p: Ports) {
     );
     let done = p
         .store
-        .apply(&id, "customer.created", None, "eventbridge", now())
+        .apply(
+            &id,
+            "customer.created",
+            Change::project(&payout("po_conf_apply_tries", id.as_str(), 1, "paid")),
+            "eventbridge",
+            now(),
+        )
         .await
         .expect("apply");
-    assert_eq!(done.completion, Completion::Completed(Outcome::Ignored));
+    assert_eq!(done.completion, Completion::Completed(Outcome::Applied));
     assert_eq!(done.attempts, Some(2));
     let rec = p
         .store

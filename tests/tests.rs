@@ -51,6 +51,11 @@ mod outages;
 /// Stripe events through Amazon EventBridge, on both backends.
 mod eventbridge;
 
+/// Stripe as it is now: thin events and the destination ping, events in
+/// the same second, `ignored` that is not final, the Stripe API stand-in
+/// against Stripe's official library.
+mod stripe_now;
+
 /// The worker stepped in-process: one delivery at a time through
 /// `Processor::process` against the embedded store.
 mod worker_steps;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hookline_core::envelope::EventId;
 use hookline_core::handlers::{Effect, Handler};
-use hookline_core::ports::{Claim, Delivery, Lease, Store};
+use hookline_core::ports::{Change, Claim, Delivery, Lease, Store};
 use hookline_core::records::{Completion, EventStatus, Outcome};
 use hookline_core::settings::{AppEnv, EventFilter};
 use hookline_worker::decide::{Backoff, Decision};
@@ -52,6 +52,7 @@ fn steps_with(registry: hookline_core::handlers::Registry) -> Steps {
             max_receives: 5,
             lease: Duration::from_secs(30),
             registry,
+            stripe: None,
         },
         store,
         _dir: dir,
@@ -206,7 +207,7 @@ async fn a_store_outage_is_transient_and_requeued_on_the_last_delivery() {
         .expect("lock");
     let (d, _) = locked.process(&delivery(&body, "m1", 2), NOW, 1.0).await;
     match d {
-        Decision::RetryLater { delay, error } => {
+        Decision::RetryLater { delay, error, .. } => {
             assert_eq!(
                 delay,
                 Duration::from_secs(2),
@@ -220,7 +221,7 @@ async fn a_store_outage_is_transient_and_requeued_on_the_last_delivery() {
     // requeued, never dead-lettered.
     let (d, _) = locked.process(&delivery(&body, "m1", 5), NOW, 1.0).await;
     match d {
-        Decision::Requeue { error } => {
+        Decision::Requeue { error, .. } => {
             assert!(error.is_retryable(), "{error}")
         }
         other => panic!("expected a requeue, got {other:?}"),
@@ -293,7 +294,7 @@ async fn an_effect_that_replaces_state_takes_no_claim() {
     // The other delivery, finishing late, finds it completed.
     assert_eq!(
         s.store
-            .complete(&id, "payout.updated", None, NOW + 6)
+            .complete(&id, "payout.updated", Change::Ignore("no handler"), NOW + 6)
             .await
             .expect("complete"),
         hookline_core::records::Completion::Duplicate

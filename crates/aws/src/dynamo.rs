@@ -17,10 +17,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
+};
 use hookline_core::clock::rfc3339;
 use hookline_core::envelope::EventId;
-use hookline_core::ports::{Applied, Claim, Lease, PortError, Store, Tried};
+use hookline_core::ports::{Applied, Change, Claim, Lease, PortError, Store, Tie, Ties, Tried};
 use hookline_core::records::{
     Completion, EventRecord, EventStatus, ItemTable, Outcome, Projection, StoredItem,
     LEDGER_TTL_SECS,
@@ -188,11 +192,15 @@ impl DynamoStore {
         &self,
         event_id: &str,
         event_type: &str,
-        outcome: Outcome,
-        object: Option<&str>,
+        done: Done<'_>,
         now: i64,
         unclaimed: Option<&str>,
     ) -> Result<Update, PortError> {
+        let Done {
+            outcome,
+            object,
+            reason,
+        } = done;
         // The item the event projected (or would have, when stale), for
         // lookups from an event to its state.
         let object_set = if object.is_some() {
@@ -204,17 +212,22 @@ impl DynamoStore {
             Some(_) => ("", ", #source = :source ADD attempts :one"),
             None => (", attempts = if_not_exists(attempts, :one)", ""),
         };
+        let (reason_set, reason_remove) = match reason {
+            Some(_) => (", reason = :reason", ""),
+            None => ("", ", reason"),
+        };
         let mut update = Update::builder()
             .table_name(&self.tables.events)
             .key("eventId", s(event_id))
             .update_expression(format!(
                 "SET #status = :completed, outcome = :outcome, completedAt = :at, expiresAt = :exp, \
-                 eventType = if_not_exists(eventType, :type){attempts}{object_set}{source} \
-                 REMOVE leaseUntil, leaseOwner"
+                 eventType = if_not_exists(eventType, :type){attempts}{object_set}{reason_set}{source} \
+                 REMOVE leaseUntil, leaseOwner{reason_remove}"
             ))
-            .condition_expression("attribute_not_exists(eventId) OR #status <> :completed")
+            .condition_expression(NOT_FINAL)
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":completed", s(EventStatus::Completed.as_str()))
+            .expression_attribute_values(":ignored", s(Outcome::Ignored.as_str()))
             .expression_attribute_values(":outcome", s(outcome.as_str()))
             .expression_attribute_values(":at", s(rfc3339(now)))
             .expression_attribute_values(":exp", n(now + LEDGER_TTL_SECS))
@@ -222,6 +235,9 @@ impl DynamoStore {
             .expression_attribute_values(":one", n(1));
         if let Some(o) = object {
             update = update.expression_attribute_values(":object", s(o));
+        }
+        if let Some(r) = reason {
+            update = update.expression_attribute_values(":reason", s(r));
         }
         if let Some(source) = unclaimed {
             update = update
@@ -239,12 +255,12 @@ impl DynamoStore {
         &self,
         event_id: &str,
         event_type: &str,
-        outcome: Outcome,
-        object: Option<&str>,
+        done: Done<'_>,
         now: i64,
         unclaimed: Option<&str>,
     ) -> Result<Applied, PortError> {
-        let u = self.completion_update(event_id, event_type, outcome, object, now, unclaimed)?;
+        let outcome = done.outcome;
+        let u = self.completion_update(event_id, event_type, done, now, unclaimed)?;
         self.meter.count(
             &[update_size(&u.key, u.expression_attribute_values.as_ref())],
             false,
@@ -262,19 +278,17 @@ impl DynamoStore {
             .send()
             .await;
         match out {
-            Ok(out) => Ok(Applied {
-                completion: Completion::Completed(outcome),
-                attempts: out
-                    .attributes
+            Ok(out) => Ok(Applied::plain(
+                Completion::Completed(outcome),
+                out.attributes
                     .as_ref()
                     .and_then(|a| a.get("attempts"))
                     .and_then(|v| v.as_n().ok())
                     .and_then(|v| v.parse().ok()),
-            }),
-            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => Ok(Applied {
-                completion: Completion::Duplicate,
-                attempts: None,
-            }),
+            )),
+            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => {
+                Ok(Applied::plain(Completion::Duplicate, None))
+            }
             Err(e) => Err(classify(
                 &format!("UpdateItem on table {}", self.tables.events),
                 e,
@@ -282,27 +296,44 @@ impl DynamoStore {
         }
     }
 
-    /// The projection, written unless the stored one is newer in
-    /// (`lastEventCreated`, `lastEventId`) order.
-    fn projection_put(&self, p: &Projection, event_id: &str) -> Result<Put, PortError> {
+    /// The projection, written unless the stored one is newer: a later
+    /// `lastEventCreated`, or the same one and a tie `ties` settles for it
+    /// (the embedded store's `Verdict` is the same rule).
+    fn projection_put(&self, p: &Projection, event_id: &str, ties: Ties) -> Result<Put, PortError> {
         let routed = ItemTable::of(p);
         let (table, key) = (self.tables.name(routed), routed.key_attribute());
-        Put::builder()
+        let same_second = match ties {
+            Ties::ByRank => "",
+            Ties::Refuse => "lastEventId = :id AND ",
+        };
+        let mut put = Put::builder()
             .table_name(table)
             .set_item(Some(to_item(&p.to_item())))
             .condition_expression(format!(
                 "attribute_not_exists({key}) OR lastEventCreated < :created OR \
-                 (lastEventCreated = :created AND lastEventId <= :id)"
+                 (lastEventCreated = :created AND {same_second}\
+                 (attribute_not_exists(lastEventRank) OR lastEventRank <= :rank))"
             ))
             .expression_attribute_values(":created", n(p.event_created()))
-            .expression_attribute_values(":id", s(event_id))
-            .build()
+            .expression_attribute_values(":rank", n(i64::from(p.rank())));
+        if ties == Ties::Refuse {
+            put = put.expression_attribute_values(":id", s(event_id));
+        }
+        put.build()
             .map_err(|e| PortError::permanent(format!("projection put: {e}")))
     }
 
-    /// The first write of [`Store::apply`]: the projection alone.
-    async fn put_projection(&self, p: &Projection, event_id: &str) -> Result<Outcome, PortError> {
-        let put = self.projection_put(p, event_id)?;
+    /// The first write of [`Store::apply`]: the projection alone. The
+    /// stored item it replaced, or the one that refused it, comes back with
+    /// the answer (no extra read or write unit) and tells whether it was a
+    /// tie.
+    async fn put_projection(
+        &self,
+        p: &Projection,
+        event_id: &str,
+        ties: Ties,
+    ) -> Result<(Option<Outcome>, Option<Tie>), PortError> {
+        let put = self.projection_put(p, event_id, ties)?;
         self.meter.count(&[item_size(put.item())], false);
         let table = put.table_name().to_owned();
         let out = self
@@ -312,13 +343,94 @@ impl DynamoStore {
             .set_item(Some(put.item))
             .set_condition_expression(put.condition_expression)
             .set_expression_attribute_values(put.expression_attribute_values)
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
+        let stored = |item: Option<&HashMap<String, AttributeValue>>| {
+            item.map(|i| StoredOrder::of(i, event_id))
+        };
         match out {
-            Ok(_) => Ok(Outcome::Applied),
-            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => Ok(Outcome::Stale),
+            Ok(out) => {
+                let tie = stored(out.attributes.as_ref()).and_then(|o| o.tie_with(p));
+                Ok((Some(Outcome::Applied), tie))
+            }
+            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => {
+                let old = match e.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(c)) => stored(c.item()),
+                    _ => None,
+                };
+                let same_second = old.as_ref().is_some_and(|o| o.created == p.event_created());
+                match ties {
+                    Ties::Refuse if same_second => Ok((None, None)),
+                    _ => Ok((Some(Outcome::Stale), old.and_then(|o| o.tie_with(p)))),
+                }
+            }
             Err(e) => Err(classify(&format!("PutItem on table {table}"), e)),
         }
+    }
+}
+
+/// What was done to an event, for its ledger item.
+#[derive(Debug, Clone, Copy)]
+struct Done<'a> {
+    outcome: Outcome,
+    /// The item the event projected (or would have, when stale).
+    object: Option<&'a str>,
+    /// Why it was ignored.
+    reason: Option<&'a str>,
+}
+
+impl<'a> Done<'a> {
+    fn new(outcome: Outcome, object: Option<&'a str>) -> Self {
+        Self {
+            outcome,
+            object,
+            reason: None,
+        }
+    }
+}
+
+/// A completion condition: the event is new, or not `COMPLETED`, or
+/// completed `ignored` (which is not final).
+const NOT_FINAL: &str =
+    "attribute_not_exists(eventId) OR #status <> :completed OR outcome = :ignored";
+
+/// The order of a stored projection item.
+struct StoredOrder {
+    created: i64,
+    same_event: bool,
+    rank: u8,
+}
+
+impl StoredOrder {
+    fn of(item: &HashMap<String, AttributeValue>, event_id: &str) -> Self {
+        let num = |k: &str| {
+            item.get(k)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+        };
+        Self {
+            created: num("lastEventCreated").unwrap_or(i64::MIN),
+            same_event: item
+                .get("lastEventId")
+                .and_then(|v| v.as_s().ok())
+                .is_some_and(|id| id == event_id),
+            rank: num("lastEventRank")
+                .and_then(|r| u8::try_from(r).ok())
+                .unwrap_or(0),
+        }
+    }
+
+    /// The tie this stored state makes with `p`, if any.
+    fn tie_with(&self, p: &Projection) -> Option<Tie> {
+        (self.created == p.event_created() && !self.same_event).then(|| {
+            if self.rank == p.rank() {
+                Tie::Unresolved
+            } else {
+                Tie::Ordered
+            }
+        })
     }
 }
 
@@ -343,6 +455,7 @@ fn event_record(item: &HashMap<String, AttributeValue>) -> Option<EventRecord> {
         lease_until: num("leaseUntil"),
         source: text("source"),
         object_id: text("objectId"),
+        reason: text("reason"),
     })
 }
 
@@ -366,7 +479,7 @@ impl Store for DynamoStore {
             )
             // The owner's own retry (its first answer was lost) gets the lease back.
             .condition_expression(
-                "attribute_not_exists(eventId) OR (#status <> :completed AND \
+                "attribute_not_exists(eventId) OR ((#status <> :completed OR outcome = :ignored) AND \
                  (#status <> :processing OR leaseUntil <= :now OR leaseOwner = :owner))",
             )
             .expression_attribute_values(":owner", s(lease.owner))
@@ -375,6 +488,7 @@ impl Store for DynamoStore {
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":processing", s(EventStatus::Processing.as_str()))
             .expression_attribute_values(":completed", s(EventStatus::Completed.as_str()))
+            .expression_attribute_values(":ignored", s(Outcome::Ignored.as_str()))
             .expression_attribute_values(":type", s(event_type))
             .expression_attribute_values(":lease", n(lease_until))
             .expression_attribute_values(":exp", n(now + LEDGER_TTL_SECS))
@@ -398,7 +512,12 @@ impl Store for DynamoStore {
                 // Why did it fail? Read the item (strongly consistent).
                 let item = self.get_event_item(event_id.as_str()).await?;
                 match item.as_ref().and_then(event_record) {
-                    Some(r) if r.status == EventStatus::Completed => Ok(Claim::Completed),
+                    Some(r)
+                        if r.status == EventStatus::Completed
+                            && r.outcome != Some(Outcome::Ignored) =>
+                    {
+                        Ok(Claim::Completed)
+                    }
                     Some(r) => Ok(Claim::Busy {
                         lease_until: r.lease_until.unwrap_or(lease_until),
                     }),
@@ -419,31 +538,31 @@ impl Store for DynamoStore {
         &self,
         event_id: &EventId,
         event_type: &str,
-        projection: Option<&Projection>,
+        change: Change<'_>,
         now: i64,
     ) -> Result<Completion, PortError> {
-        let Some(p) = projection else {
-            return self
-                .complete_ledger_only(
-                    event_id.as_str(),
-                    event_type,
-                    Outcome::Ignored,
-                    None,
-                    now,
-                    None,
-                )
-                .await
-                .map(|a| a.completion);
+        let p = match change {
+            Change::Project(p, _) => p,
+            Change::Ignore(reason) => {
+                let done = Done {
+                    reason: Some(reason),
+                    ..Done::new(Outcome::Ignored, None)
+                };
+                return self
+                    .complete_ledger_only(event_id.as_str(), event_type, done, now, None)
+                    .await
+                    .map(|a| a.completion);
+            }
         };
         let ledger = self.completion_update(
             event_id.as_str(),
             event_type,
-            Outcome::Applied,
-            Some(p.key()),
+            Done::new(Outcome::Applied, Some(p.key())),
             now,
             None,
         )?;
-        let put = self.projection_put(p, event_id.as_str())?;
+        // Ties are settled by rank on this path.
+        let put = self.projection_put(p, event_id.as_str(), Ties::ByRank)?;
         self.meter.count(
             &[
                 update_size(&ledger.key, ledger.expression_attribute_values.as_ref()),
@@ -491,8 +610,7 @@ impl Store for DynamoStore {
                     self.complete_ledger_only(
                         event_id.as_str(),
                         event_type,
-                        Outcome::Stale,
-                        Some(p.key()),
+                        Done::new(Outcome::Stale, Some(p.key())),
                         now,
                         None,
                     )
@@ -518,7 +636,7 @@ impl Store for DynamoStore {
         &self,
         event_id: &EventId,
         event_type: &str,
-        projection: Option<&Projection>,
+        change: Change<'_>,
         source: &str,
         now: i64,
     ) -> Result<Applied, PortError> {
@@ -527,19 +645,25 @@ impl Store for DynamoStore {
         // then the ledger (one completion). A crash between them leaves the
         // projection written and the event not completed: its redelivery
         // writes the same projection again and completes it.
-        let outcome = match projection {
-            Some(p) => self.put_projection(p, event_id.as_str()).await?,
-            None => Outcome::Ignored,
+        let (done, tie) = match change {
+            Change::Ignore(reason) => (
+                Done {
+                    reason: Some(reason),
+                    ..Done::new(Outcome::Ignored, None)
+                },
+                None,
+            ),
+            Change::Project(p, ties) => {
+                match self.put_projection(p, event_id.as_str(), ties).await? {
+                    (Some(outcome), tie) => (Done::new(outcome, Some(p.key())), tie),
+                    (None, _) => return Ok(Applied::plain(Completion::Tied, None)),
+                }
+            }
         };
-        self.complete_ledger_only(
-            event_id.as_str(),
-            event_type,
-            outcome,
-            projection.map(Projection::key),
-            now,
-            Some(source),
-        )
-        .await
+        let applied = self
+            .complete_ledger_only(event_id.as_str(), event_type, done, now, Some(source))
+            .await?;
+        Ok(Applied { tie, ..applied })
     }
 
     async fn fail(
@@ -563,10 +687,11 @@ impl Store for DynamoStore {
                 "SET #status = :failed, lastError = :error, eventType = if_not_exists(eventType, :type), \
                  expiresAt = :exp{attempts} REMOVE leaseUntil, leaseOwner",
             ))
-            .condition_expression("attribute_not_exists(eventId) OR #status <> :completed")
+            .condition_expression(NOT_FINAL)
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":failed", s(EventStatus::Failed.as_str()))
             .expression_attribute_values(":completed", s(EventStatus::Completed.as_str()))
+            .expression_attribute_values(":ignored", s(Outcome::Ignored.as_str()))
             .expression_attribute_values(":error", s(error))
             .expression_attribute_values(":type", s(event_type))
             .expression_attribute_values(":exp", n(now + LEDGER_TTL_SECS))

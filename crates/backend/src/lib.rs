@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use hookline_aws::{AwsClients, DynamoStore, SecretsReader, SqsQueue, SqsRedrive, Tables};
 use hookline_core::coalescer::CoalescerConfig;
-use hookline_core::ports::{NativeRedrive, PortError, Queue, Store};
+use hookline_core::ports::{NativeRedrive, PortError, Queue, Store, StripeApi};
 use hookline_core::secrets::{ResolveError, SecretRuleError, SecretSetting, SecretSource};
 use hookline_settings::{CommonSettings, TableSettings};
 use secrecy::SecretString;
@@ -27,6 +27,8 @@ pub enum BackendError {
     Secret(#[from] ResolveError),
     #[error("cannot create the queues and tables: {0}")]
     Provision(#[source] PortError),
+    #[error(transparent)]
+    StripeClient(#[from] hookline_stripe::BuildError),
 }
 
 /// Which backend is in use, for logs and `config check`.
@@ -176,6 +178,29 @@ impl Backend {
         }
         let source = self.secrets().await;
         Ok(hookline_core::secrets::api_key(common.app_env, setting, source.as_ref()).await?)
+    }
+
+    /// The Stripe API client (`hookline-stripe`) with the key above, at
+    /// `STRIPE_API_BASE`, `STRIPE_API_RPS` (default by the key's mode) and
+    /// `STRIPE_API_TIMEOUT_SECS`; `None` without a key.
+    pub async fn stripe_api(
+        &self,
+        common: &CommonSettings,
+    ) -> Result<Option<Arc<dyn StripeApi>>, BackendError> {
+        use secrecy::ExposeSecret;
+        let Some(key) = self.api_key(common).await? else {
+            return Ok(None);
+        };
+        let config = hookline_stripe::Config {
+            base: common.stripe_api_base.clone(),
+            rps: common
+                .stripe_api_rps
+                .unwrap_or_else(|| hookline_stripe::Config::default_rps(key.expose_secret())),
+            timeout: Duration::from_secs(common.stripe_api_timeout_secs),
+        };
+        Ok(Some(Arc::new(hookline_stripe::StripeClient::new(
+            config, key,
+        )?)))
     }
 }
 

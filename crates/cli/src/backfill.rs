@@ -5,16 +5,16 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use hookline_core::clock::unix_secs;
 use hookline_core::envelope::Envelope;
 use hookline_core::message::OutboundMessage;
-use hookline_core::records::EventStatus;
+use hookline_core::ports::{PortError, StripeApi};
+use hookline_core::records::{EventStatus, Outcome};
 use hookline_core::settings::EventFilter;
 use hookline_settings::EventSettings;
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -38,14 +38,6 @@ pub struct BackfillArgs {
     /// List what would be enqueued; enqueue nothing.
     #[arg(long)]
     pub dry_run: bool,
-
-    /// Stripe API base URL.
-    #[arg(
-        long,
-        env = "STRIPE_API_BASE",
-        default_value = "https://api.stripe.com"
-    )]
-    pub stripe_api_base: String,
 
     #[command(flatten)]
     pub events: EventSettings,
@@ -94,51 +86,12 @@ pub fn parse_since(s: &str, now: i64) -> anyhow::Result<i64> {
     bail!("--since {s:?} is not RFC 3339, Unix seconds or a duration such as 6h")
 }
 
-#[derive(Debug)]
-enum FetchError {
-    /// 429 or 5xx or network: worth retrying.
-    Retry(String),
-    Fatal(String),
-}
-
-impl std::fmt::Display for FetchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Retry(m) | Self::Fatal(m) => f.write_str(m),
-        }
-    }
-}
-
-async fn fetch_page(
-    client: &reqwest::Client,
-    url: &str,
-    key: &str,
-    query: &[(String, String)],
-) -> Result<Page, FetchError> {
-    let response = client
-        .get(url)
-        .bearer_auth(key)
-        .query(query)
-        .send()
-        .await
-        .map_err(|e| FetchError::Retry(format!("Stripe API unreachable: {e}")))?;
-    let status = response.status();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| FetchError::Retry(format!("Stripe API answer cut off: {e}")))?;
-    if status.as_u16() == 429 || status.is_server_error() {
-        return Err(FetchError::Retry(format!("Stripe API answered {status}")));
-    }
-    if !status.is_success() {
-        // Stripe's error body says why (never echoes the key).
-        return Err(FetchError::Fatal(format!(
-            "Stripe API answered {status}: {}",
-            text.chars().take(300).collect::<String>()
-        )));
-    }
-    serde_json::from_str(&text)
-        .map_err(|e| FetchError::Fatal(format!("unexpected Stripe API page: {e}")))
+/// One page of `GET /v1/events`, through the Stripe API client (its rate
+/// limit, retries and error kinds).
+async fn fetch_page(api: &dyn StripeApi, query: &[(String, String)]) -> Result<Page, PortError> {
+    let body = api.get("/v1/events", query, None).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| PortError::permanent(format!("unexpected Stripe API page: {e}")))
 }
 
 /// Runs a backfill; `on_event` sees each listed event id and its fate.
@@ -147,7 +100,7 @@ pub async fn run(
     mut on_event: impl FnMut(&str, &str),
 ) -> anyhow::Result<Report> {
     let backend = args.backend.open().await?;
-    let Some(key) = backend.api_key(&args.backend.common).await? else {
+    let Some(api) = backend.stripe_api(&args.backend.common).await? else {
         bail!("backfill needs STRIPE_SECRET_KEY or STRIPE_SECRET_KEY_ID");
     };
     let since = parse_since(&args.since, unix_secs())?;
@@ -168,11 +121,6 @@ pub async fn run(
     if args.undelivered_only {
         base_query.push(("delivery_success".into(), "false".into()));
     }
-    let url = format!("{}/v1/events", args.stripe_api_base.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("HTTP client")?;
     let retries = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
         .with_max_delay(Duration::from_secs(20))
@@ -190,9 +138,9 @@ pub async fn run(
         if let Some(after) = &starting_after {
             query.push(("starting_after".into(), after.clone()));
         }
-        let page = (|| fetch_page(&client, &url, key.expose_secret(), &query))
+        let page = (|| fetch_page(api.as_ref(), &query))
             .retry(retries)
-            .when(|e| matches!(e, FetchError::Retry(_)))
+            .when(PortError::is_retryable)
             .notify(|e, wait| eprintln!("Stripe API: {e}; retrying in {wait:?}"))
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -209,13 +157,17 @@ pub async fn run(
                 on_event(env.id.as_str(), "skipped (mode or type)");
                 continue;
             }
+            // Applied or stale is final; an `ignored` completion is not
+            // (the configuration may have changed since): enqueue it again.
             let done = backend
                 .store
                 .event(env.id.as_str())
                 .await
                 .ok()
                 .flatten()
-                .is_some_and(|r| r.status == EventStatus::Completed);
+                .is_some_and(|r| {
+                    r.status == EventStatus::Completed && r.outcome != Some(Outcome::Ignored)
+                });
             if done {
                 report.already_applied += 1;
                 on_event(env.id.as_str(), "already applied");

@@ -8,7 +8,7 @@
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::records::{ObjectRecord, ObjectType, Projection, ProviderRecord};
+use crate::records::{lifecycle_rank, ObjectRecord, ObjectType, Projection, ProviderRecord};
 
 /// Why an event cannot be handled. Always permanent: the same bytes will
 /// fail the same way on every retry.
@@ -143,6 +143,7 @@ impl<T> Event<T> {
     ) -> (ObjectRecord, T) {
         let mut object = self.data.object;
         let c = common(&mut object);
+        let rank = lifecycle_rank(object_type, c.status.as_deref());
         let record = ObjectRecord {
             object_id: c.id,
             object_type,
@@ -153,6 +154,7 @@ impl<T> Event<T> {
             last_event_id: self.id,
             last_event_type: self.event_type,
             last_event_created: self.created,
+            last_event_rank: rank,
             reason: None,
             charge: None,
             payment_intent: None,
@@ -269,6 +271,7 @@ fn account(raw: &[u8]) -> Result<Projection, HandlerError> {
         disabled_reason: req.disabled_reason,
         last_event_id: e.id,
         last_event_created: e.created,
+        last_event_rank: 0,
     }))
 }
 

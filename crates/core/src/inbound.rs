@@ -93,26 +93,39 @@ pub fn event_in(body: &[u8]) -> Result<Inbound<'_>, EnvelopeError> {
     })
 }
 
-/// Why an event is acknowledged but not applied.
+/// Why an event is acknowledged but not applied. None of these is final:
+/// the ledger records it as `ignored` with [`Ignored::reason`], and the
+/// event is applied when it comes again after the configuration changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ignored {
+    /// `v2.core.event_destination.ping`: a new event destination checking
+    /// that the endpoint answers; there is nothing to apply.
+    Ping,
     /// A live event outside production, or a test event in production.
     Livemode { livemode: bool, app_env: AppEnv },
     /// Not in `ENABLED_EVENTS`.
     TypeNotEnabled,
+    /// Admitted, but no handler or route takes this type.
+    NoHandler,
 }
 
 impl Ignored {
     pub fn reason(self) -> &'static str {
         match self {
+            Self::Ping => "event destination ping",
             Self::Livemode { .. } => "livemode does not match APP_ENV",
             Self::TypeNotEnabled => "type not enabled",
+            Self::NoHandler => "no handler",
         }
     }
 }
 
-/// The admission rule: livemode against `APP_ENV`, then the event type.
+/// The admission rule: a destination's ping is acknowledged and goes no
+/// further; then livemode against `APP_ENV`, then the event type.
 pub fn admit(env: &Envelope, app_env: AppEnv, enabled: &EventFilter) -> Result<(), Ignored> {
+    if env.event_type == crate::envelope::DESTINATION_PING {
+        return Err(Ignored::Ping);
+    }
     if !app_env.accepts_livemode(env.livemode) {
         return Err(Ignored::Livemode {
             livemode: env.livemode,
@@ -218,5 +231,37 @@ mod tests {
             admit(&env, AppEnv::Development, &EventFilter::default()),
             Err(Ignored::TypeNotEnabled)
         );
+    }
+
+    #[test]
+    fn a_destination_ping_is_acknowledged_whatever_the_settings() {
+        let ping = Envelope::parse(br#"{"id":"evt_test_789","object":"v2.core.event","type":"v2.core.event_destination.ping","created":"2024-03-07T18:27:56.000Z","livemode":true}"#)
+            .expect("a ping parses");
+        for filter in [EventFilter::All, EventFilter::default()] {
+            for env in [AppEnv::Development, AppEnv::Production] {
+                assert_eq!(admit(&ping, env, &filter), Err(Ignored::Ping));
+            }
+        }
+    }
+
+    #[test]
+    fn thin_types_are_admitted_by_name_or_by_prefix() {
+        let raw = include_bytes!("../../../testdata/stripe-events/v2.core.account.updated.json");
+        let thin = Envelope::parse(raw).expect("thin event");
+        let named: EventFilter = "account.updated,v2.core.account.updated"
+            .parse()
+            .expect("filter");
+        let prefix: EventFilter = "v2.core.*".parse().expect("filter");
+        let other: EventFilter = "v1.*".parse().expect("filter");
+        assert_eq!(admit(&thin, AppEnv::Development, &named), Ok(()));
+        assert_eq!(admit(&thin, AppEnv::Development, &prefix), Ok(()));
+        assert_eq!(
+            admit(&thin, AppEnv::Development, &other),
+            Err(Ignored::TypeNotEnabled)
+        );
+        assert!(matches!(
+            admit(&thin, AppEnv::Production, &prefix),
+            Err(Ignored::Livemode { .. })
+        ));
     }
 }

@@ -304,6 +304,67 @@ pub struct Applied {
     pub completion: Completion,
     /// The ledger's `attempts` after this try, when the store tells.
     pub attempts: Option<u32>,
+    /// Whether the projection met stored state of the same second from
+    /// another event, and how that was settled.
+    pub tie: Option<Tie>,
+}
+
+impl Applied {
+    /// A completion that met no tie.
+    pub fn plain(completion: Completion, attempts: Option<u32>) -> Self {
+        Self {
+            completion,
+            attempts,
+            tie: None,
+        }
+    }
+}
+
+/// How a projection met stored state with the same `created` and another
+/// event id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tie {
+    /// The ranks differ ([`crate::records::lifecycle_rank`], or state
+    /// fetched from Stripe): the higher one is kept.
+    Ordered,
+    /// Equal ranks: nothing tells which came later; the later write is
+    /// kept.
+    Unresolved,
+}
+
+/// How a projection settles a tie (same `created`, another event id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ties {
+    /// By `lastEventRank`: the higher rank wins; equal ranks, the later
+    /// write wins ([`Tie::Unresolved`]).
+    ByRank,
+    /// Write nothing and answer [`Completion::Tied`]: the caller fetches
+    /// Stripe's current state and applies that ([`Store::apply`] only).
+    Refuse,
+}
+
+/// What completing an event writes besides its ledger item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// The projection, written unless the stored state is newer: a later
+    /// `created`, or the same `created` and a tie `Ties` settles for it.
+    Project(&'a Projection, Ties),
+    /// Nothing: the event completes `ignored` with this reason. Not final:
+    /// the event is applied when it comes again.
+    Ignore(&'a str),
+}
+
+impl<'a> Change<'a> {
+    /// A projection whose ties are settled by rank.
+    pub fn project(projection: &'a Projection) -> Self {
+        Self::Project(projection, Ties::ByRank)
+    }
+    pub fn projection(self) -> Option<&'a Projection> {
+        match self {
+            Self::Project(p, _) => Some(p),
+            Self::Ignore(_) => None,
+        }
+    }
 }
 
 /// The idempotency ledger and the projections.
@@ -315,7 +376,7 @@ pub struct Applied {
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records a processing try: `PROCESSING` with a lease until
     /// `now + secs` held by `owner`, and `attempts + 1`, unless the event is
-    /// `COMPLETED` or `PROCESSING` under another owner's live lease. The same
+    /// `COMPLETED` (applied or stale; `ignored` is not final) or `PROCESSING` under another owner's live lease. The same
     /// owner claiming again (a retried call whose answer was lost) gets the
     /// lease back.
     async fn claim(
@@ -325,31 +386,34 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         lease: Lease<'_>,
     ) -> Result<Claim, PortError>;
 
-    /// Applies `projection` (if any) and marks the event `COMPLETED`, in one
-    /// atomic commit (the `Effect::Once` path, after [`Store::claim`]): the
-    /// projection changes only when (`created`, event id) is not older than
-    /// the stored (`lastEventCreated`, `lastEventId`), and never for an
-    /// event already `COMPLETED`.
+    /// Applies `change` and marks the event `COMPLETED`, in one atomic
+    /// commit (the `Effect::Once` path, after [`Store::claim`]): a
+    /// projection changes only when it is not older than the stored state
+    /// (`lastEventCreated`, then `lastEventRank` within one second; ties are
+    /// settled by rank here whatever `change` asks), and never for an event
+    /// already `COMPLETED` as applied or stale.
     async fn complete(
         &self,
         event_id: &EventId,
         event_type: &str,
-        projection: Option<&Projection>,
+        change: Change<'_>,
         now: i64,
     ) -> Result<Completion, PortError>;
 
     /// Applies an event whose effect replaces state, without a claim: the
-    /// projection (if any) is written only when (`created`, event id) is
-    /// not older than the stored (`lastEventCreated`, `lastEventId`), else
-    /// the outcome is `stale`; then the ledger item becomes `COMPLETED`
-    /// (attempts + 1) unless it already is (`Duplicate`). Each write is a
-    /// single conditional item write; applying the same event twice, or
-    /// two workers racing on it, leaves the same state and one completion.
+    /// projection (if any) is written only when it is not older than the
+    /// stored state (`lastEventCreated`, then the [`Ties`] rule within one
+    /// second), else the outcome is `stale`; then the ledger item becomes
+    /// `COMPLETED` (attempts + 1) unless it already is, as applied or stale
+    /// (`Duplicate`). An `ignored` completion is not final: applying the
+    /// event again completes it anew. Each write is a single conditional
+    /// item write; applying the same event twice, or two workers racing on
+    /// it, leaves the same state and one completion.
     async fn apply(
         &self,
         event_id: &EventId,
         event_type: &str,
-        projection: Option<&Projection>,
+        change: Change<'_>,
         source: &str,
         now: i64,
     ) -> Result<Applied, PortError>;
@@ -392,4 +456,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let _ = now;
         Ok(0)
     }
+}
+
+/// Stripe's API, read only: what a thin event points to, an object's
+/// current state, the events list `backfill` reads.
+///
+/// One implementation (`hookline-stripe`): a pinned `Stripe-Version`, a
+/// timeout, a client-side rate limit, and Stripe's errors classified once:
+/// 429 and `Stripe-Should-Retry: true`, 5xx and network errors are
+/// [`PortError::Transient`] (after the client's own retries); 401 and 403
+/// are [`PortError::Configuration`]; 404 and other 4xx are
+/// [`PortError::Permanent`], with Stripe's message.
+#[async_trait]
+pub trait StripeApi: Send + Sync + std::fmt::Debug {
+    /// `GET path` (`/v1/accounts/acct_…`, `/v2/core/events/evt_…`) with
+    /// `query`, on behalf of the connected account `context` when given
+    /// (`Stripe-Context`); the JSON body.
+    async fn get(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        context: Option<&str>,
+    ) -> Result<Bytes, PortError>;
 }

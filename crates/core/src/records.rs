@@ -74,8 +74,13 @@ impl Outcome {
 pub enum Completion {
     /// This call completed the event with this outcome.
     Completed(Outcome),
-    /// The event was already `COMPLETED`: nothing changed.
+    /// The event was already `COMPLETED` (applied or stale): nothing
+    /// changed. An `ignored` completion is not final and never answers this.
     Duplicate,
+    /// Nothing written, the event not completed: the stored state has the
+    /// same `created` and another event id, and the caller asked to resolve
+    /// such ties itself ([`crate::ports::Ties::Refuse`]).
+    Tied,
 }
 
 impl Completion {
@@ -84,7 +89,45 @@ impl Completion {
         match self {
             Self::Completed(o) => o.as_str(),
             Self::Duplicate => "duplicate",
+            Self::Tied => "tied",
         }
+    }
+}
+
+/// `lastEventRank` of state fetched from Stripe's API: it is Stripe's
+/// current state, later than any event of the same second.
+pub const RANK_CURRENT: u8 = 9;
+
+/// Orders two states of one object from the same second by the object's
+/// own life cycle: a status that can only come later ranks higher. 0 where
+/// the object has no life cycle (accounts) or the status is unknown.
+pub fn lifecycle_rank(object_type: ObjectType, status: Option<&str>) -> u8 {
+    let Some(status) = status else { return 0 };
+    match object_type {
+        // requires_payment_method/_confirmation/_action → processing →
+        // requires_capture → succeeded or canceled.
+        ObjectType::PaymentIntent => match status {
+            "requires_capture" => 3,
+            s if s.starts_with("requires_") => 1,
+            "processing" => 2,
+            "succeeded" | "canceled" => 4,
+            _ => 0,
+        },
+        // pending → in_transit → paid, failed or canceled.
+        ObjectType::Payout => match status {
+            "pending" => 1,
+            "in_transit" => 2,
+            "paid" | "failed" | "canceled" => 3,
+            _ => 0,
+        },
+        // (warning_)needs_response → (warning_)under_review → won, lost,
+        // warning_closed or prevented.
+        ObjectType::Dispute => match status {
+            "needs_response" | "warning_needs_response" => 1,
+            "under_review" | "warning_under_review" => 2,
+            "won" | "lost" | "warning_closed" | "prevented" => 3,
+            _ => 0,
+        },
     }
 }
 
@@ -114,6 +157,10 @@ pub struct EventRecord {
     /// stale, would have).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object_id: Option<String>,
+    /// Why an `ignored` event was not applied (type not enabled, livemode,
+    /// no handler, a destination ping).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `objectType` of an objects-table item.
@@ -142,6 +189,10 @@ pub struct ObjectRecord {
     pub last_event_id: String,
     pub last_event_type: String,
     pub last_event_created: i64,
+    /// Orders states of the same second: [`lifecycle_rank`] of the status,
+    /// or [`RANK_CURRENT`] for state fetched from Stripe.
+    #[serde(default)]
+    pub last_event_rank: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -167,6 +218,10 @@ pub struct ProviderRecord {
     pub disabled_reason: Option<String>,
     pub last_event_id: String,
     pub last_event_created: i64,
+    /// 0 for an event's own state (accounts have no life cycle), or
+    /// [`RANK_CURRENT`] for state fetched from Stripe.
+    #[serde(default)]
+    pub last_event_rank: u8,
 }
 
 /// Which table holds the item of an id: connected accounts (`acct_…`) in
@@ -223,6 +278,21 @@ impl Projection {
             Self::Object(o) => o.last_event_created,
             Self::Provider(p) => p.last_event_created,
         }
+    }
+    /// What orders writes of the same second (see [`lifecycle_rank`]).
+    pub fn rank(&self) -> u8 {
+        match self {
+            Self::Object(o) => o.last_event_rank,
+            Self::Provider(p) => p.last_event_rank,
+        }
+    }
+    /// The same state marked as Stripe's current one ([`RANK_CURRENT`]).
+    pub fn as_current(mut self) -> Self {
+        match &mut self {
+            Self::Object(o) => o.last_event_rank = RANK_CURRENT,
+            Self::Provider(p) => p.last_event_rank = RANK_CURRENT,
+        }
+        self
     }
     /// The item as a JSON object with the SPEC's attribute names.
     pub fn to_item(&self) -> serde_json::Map<String, serde_json::Value> {

@@ -53,7 +53,8 @@ impl std::fmt::Display for AppEnv {
     }
 }
 
-/// `ENABLED_EVENTS`: which event types are processed.
+/// `ENABLED_EVENTS`: which event types are processed: exact types, or a
+/// prefix ending in `.*` (`v2.core.*`, `invoice.*`), or `*` for all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventFilter {
     All,
@@ -64,7 +65,14 @@ impl EventFilter {
     pub fn allows(&self, event_type: &str) -> bool {
         match self {
             Self::All => true,
-            Self::Only(set) => set.contains(event_type),
+            Self::Only(set) => {
+                set.contains(event_type)
+                    || set.iter().any(|item| {
+                        item.strip_suffix('*').is_some_and(|prefix| {
+                            prefix.ends_with('.') && event_type.starts_with(prefix)
+                        })
+                    })
+            }
         }
     }
 }

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS events (
     lease_until   INTEGER,
     lease_owner   TEXT,
     source        TEXT,
-    object_id     TEXT
+    object_id     TEXT,
+    reason        TEXT
 );
 
 CREATE TABLE IF NOT EXISTS objects (
@@ -119,7 +120,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         conn.prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = ?1")?
             .exists([column])
     };
-    for column in ["lease_owner", "source", "object_id"] {
+    for column in ["lease_owner", "source", "object_id", "reason"] {
         if !present(column)? {
             if let Err(e) =
                 conn.execute_batch(&format!("ALTER TABLE events ADD COLUMN {column} TEXT"))

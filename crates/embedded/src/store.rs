@@ -3,7 +3,9 @@
 use async_trait::async_trait;
 use hookline_core::clock::rfc3339;
 use hookline_core::envelope::EventId;
-use hookline_core::ports::{Applied, Claim, Lease, PortError, RecentActivity, Store, Tried};
+use hookline_core::ports::{
+    Applied, Change, Claim, Lease, PortError, RecentActivity, Store, Tie, Ties, Tried,
+};
 use hookline_core::records::{
     Completion, EventRecord, EventStatus, ItemTable, Outcome, Projection, StoredItem,
     LEDGER_TTL_SECS,
@@ -36,11 +38,18 @@ struct LedgerState {
     attempts: u32,
     lease_until: Option<i64>,
     lease_owner: Option<String>,
+    outcome: Option<Outcome>,
 }
 
 impl LedgerState {
     fn is(&self, status: EventStatus) -> bool {
         self.status == Some(status)
+    }
+
+    /// `COMPLETED` as applied or stale: nothing more happens to the event.
+    /// An `ignored` completion is not final.
+    fn is_final(&self) -> bool {
+        self.is(EventStatus::Completed) && self.outcome != Some(Outcome::Ignored)
     }
 
     /// The end of a live lease another delivery holds on this event.
@@ -53,7 +62,7 @@ impl LedgerState {
 
 fn status_of(conn: &Connection, event_id: &str) -> rusqlite::Result<Option<LedgerState>> {
     conn.prepare_cached(
-        "SELECT status, attempts, lease_until, lease_owner FROM events WHERE event_id = ?1",
+        "SELECT status, attempts, lease_until, lease_owner, outcome FROM events WHERE event_id = ?1",
     )?
     .query_row(params![event_id], |r| {
         Ok(LedgerState {
@@ -61,6 +70,7 @@ fn status_of(conn: &Connection, event_id: &str) -> rusqlite::Result<Option<Ledge
             attempts: r.get(1)?,
             lease_until: r.get(2)?,
             lease_owner: r.get(3)?,
+            outcome: r.get::<_, Option<String>>(4)?.as_deref().and_then(Outcome::parse),
         })
     })
     .optional()
@@ -82,13 +92,13 @@ struct ProjectionSql {
 
 fn projection_sql(table: ItemTable) -> &'static ProjectionSql {
     const OBJECTS: ProjectionSql = ProjectionSql {
-        select: "SELECT last_event_created, json_extract(item, '$.lastEventId') FROM objects WHERE object_id = ?1",
+        select: "SELECT last_event_created, json_extract(item, '$.lastEventId'), json_extract(item, '$.lastEventRank') FROM objects WHERE object_id = ?1",
         upsert: "INSERT INTO objects (object_id, last_event_created, item) VALUES (?1, ?2, ?3)
                  ON CONFLICT (object_id) DO UPDATE SET
                    last_event_created = excluded.last_event_created, item = excluded.item",
     };
     const PROVIDERS: ProjectionSql = ProjectionSql {
-        select: "SELECT last_event_created, json_extract(item, '$.lastEventId') FROM providers WHERE stripe_account_id = ?1",
+        select: "SELECT last_event_created, json_extract(item, '$.lastEventId'), json_extract(item, '$.lastEventRank') FROM providers WHERE stripe_account_id = ?1",
         upsert: "INSERT INTO providers (stripe_account_id, last_event_created, item) VALUES (?1, ?2, ?3)
                  ON CONFLICT (stripe_account_id) DO UPDATE SET
                    last_event_created = excluded.last_event_created, item = excluded.item",
@@ -99,25 +109,72 @@ fn projection_sql(table: ItemTable) -> &'static ProjectionSql {
     }
 }
 
-/// Writes `write` unless the stored state is newer in (`created`, event
-/// id) order; returns the outcome.
-fn project(conn: &Connection, event_id: &str, write: Option<&Write>) -> rusqlite::Result<Outcome> {
-    let Some(w) = write else {
-        return Ok(Outcome::Ignored);
-    };
-    let stored: Option<(i64, Option<String>)> = conn
-        .prepare_cached(w.sql.select)?
-        .query_row(params![w.key], |r| Ok((r.get(0)?, r.get(1)?)))
+/// What a projection write did: the outcome, or `None` for a tie it was
+/// told to refuse; and the tie it met.
+type Projected = (Option<Outcome>, Option<Tie>);
+
+/// Writes `write` unless the stored state is newer: a later `created`, or
+/// the same `created` and a tie that `write.ties` settles for the stored one.
+fn project(conn: &Connection, event_id: &str, write: &Write) -> rusqlite::Result<Projected> {
+    let stored: Option<(i64, Option<String>, Option<i64>)> = conn
+        .prepare_cached(write.sql.select)?
+        .query_row(params![write.key], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
-    let newer = stored.is_some_and(|(created, id)| {
-        (created, id.unwrap_or_default().as_str()) > (w.created, event_id)
-    });
-    if newer {
-        return Ok(Outcome::Stale);
+    let verdict = match stored {
+        None => Verdict::Write(None),
+        Some((created, id, rank)) => Verdict::of(
+            write,
+            created,
+            id.as_deref() == Some(event_id),
+            u8::try_from(rank.unwrap_or(0)).unwrap_or(u8::MAX),
+        ),
+    };
+    match verdict {
+        Verdict::Stale(tie) => Ok((Some(Outcome::Stale), tie)),
+        Verdict::Refused => Ok((None, None)),
+        Verdict::Write(tie) => {
+            conn.prepare_cached(write.sql.upsert)?.execute(params![
+                write.key,
+                write.created,
+                write.item
+            ])?;
+            Ok((Some(Outcome::Applied), tie))
+        }
     }
-    conn.prepare_cached(w.sql.upsert)?
-        .execute(params![w.key, w.created, w.item])?;
-    Ok(Outcome::Applied)
+}
+
+/// The guard's answer for a projection against the stored state.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Write(Option<Tie>),
+    Stale(Option<Tie>),
+    Refused,
+}
+
+impl Verdict {
+    /// The same rule as the DynamoDB condition expression: a later
+    /// `created` wins; within one second the same event may write again
+    /// unless fetched state is stored, and another event's state is settled
+    /// by `write.ties`.
+    fn of(write: &Write, created: i64, same_event: bool, rank: u8) -> Self {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        match created.cmp(&write.created) {
+            Less => return Self::Write(None),
+            Greater => return Self::Stale(None),
+            Equal => {}
+        }
+        let tie = (!same_event).then(|| match rank.cmp(&write.rank) {
+            Equal => Tie::Unresolved,
+            _ => Tie::Ordered,
+        });
+        match write.ties {
+            Ties::Refuse if !same_event || rank > write.rank => Self::Refused,
+            _ if rank > write.rank => Self::Stale(tie),
+            _ => Self::Write(tie),
+        }
+    }
 }
 
 /// A projection as the embedded tables store it.
@@ -125,16 +182,35 @@ struct Write {
     sql: &'static ProjectionSql,
     key: String,
     created: i64,
+    rank: u8,
+    ties: Ties,
     item: String,
 }
 
 impl Write {
-    fn of(p: &Projection) -> Self {
+    fn of(p: &Projection, ties: Ties) -> Self {
         Self {
             sql: projection_sql(ItemTable::of(p)),
             key: p.key().to_owned(),
             created: p.event_created(),
+            rank: p.rank(),
+            ties,
             item: serde_json::Value::Object(p.to_item()).to_string(),
+        }
+    }
+}
+
+/// The embedded form of a [`Change`].
+enum Changing {
+    Write(Write),
+    Ignore(String),
+}
+
+impl Changing {
+    fn of(change: Change<'_>, ties: Option<Ties>) -> Self {
+        match change {
+            Change::Project(p, asked) => Self::Write(Write::of(p, ties.unwrap_or(asked))),
+            Change::Ignore(reason) => Self::Ignore(reason.to_owned()),
         }
     }
 }
@@ -143,7 +219,7 @@ impl Write {
 struct Completing {
     id: String,
     event_type: String,
-    write: Option<Write>,
+    change: Changing,
     source: Option<String>,
     now: i64,
     /// Count this try in `attempts` (no claim did).
@@ -153,18 +229,17 @@ struct Completing {
 impl Completing {
     fn run(&self, conn: &Connection) -> rusqlite::Result<Applied> {
         let existing = status_of(conn, &self.id)?;
-        if existing
-            .as_ref()
-            .is_some_and(|e| e.is(EventStatus::Completed))
-        {
-            return Ok(Applied {
-                completion: Completion::Duplicate,
-                attempts: None,
-            });
+        if existing.as_ref().is_some_and(LedgerState::is_final) {
+            return Ok(Applied::plain(Completion::Duplicate, None));
         }
-        let outcome = project(conn, &self.id, self.write.as_ref())?;
+        let (outcome, tie, object, reason) = match &self.change {
+            Changing::Ignore(reason) => (Outcome::Ignored, None, None, Some(reason.as_str())),
+            Changing::Write(w) => match project(conn, &self.id, w)? {
+                (Some(outcome), tie) => (outcome, tie, Some(w.key.as_str()), None),
+                (None, _) => return Ok(Applied::plain(Completion::Tied, None)),
+            },
+        };
         let completed_at = rfc3339(self.now);
-        let object = self.write.as_ref().map(|w| w.key.clone());
         let expires = self.now + LEDGER_TTL_SECS;
         let attempts = match &existing {
             Some(LedgerState { attempts, .. }) => {
@@ -172,7 +247,7 @@ impl Completing {
                 conn.prepare_cached(
                     "UPDATE events SET status = 'COMPLETED', outcome = ?2, completed_at = ?3,
                      lease_until = NULL, lease_owner = NULL, expires_at = ?4, object_id = ?5,
-                     attempts = ?6, source = COALESCE(?7, source)
+                     attempts = ?6, source = COALESCE(?7, source), reason = ?8
                      WHERE event_id = ?1",
                 )?
                 .execute(params![
@@ -182,14 +257,15 @@ impl Completing {
                     expires,
                     object,
                     attempts,
-                    self.source
+                    self.source,
+                    reason
                 ])?;
                 attempts
             }
             None => {
                 conn.prepare_cached(
-                    "INSERT INTO events (event_id, status, event_type, attempts, outcome, completed_at, expires_at, object_id, source)
-                     VALUES (?1, 'COMPLETED', ?2, 1, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO events (event_id, status, event_type, attempts, outcome, completed_at, expires_at, object_id, source, reason)
+                     VALUES (?1, 'COMPLETED', ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?
                 .execute(params![
                     self.id,
@@ -198,7 +274,8 @@ impl Completing {
                     completed_at,
                     expires,
                     object,
-                    self.source
+                    self.source,
+                    reason
                 ])?;
                 1
             }
@@ -206,6 +283,7 @@ impl Completing {
         Ok(Applied {
             completion: Completion::Completed(outcome),
             attempts: Some(attempts),
+            tie,
         })
     }
 }
@@ -225,7 +303,7 @@ impl Store for EmbeddedStore {
         let (now, lease_until) = (lease.now, lease.until());
         self.db.write(move |conn| {
             let claim = match status_of(conn, &id)? {
-                Some(e) if e.is(EventStatus::Completed) => Claim::Completed,
+                Some(e) if e.is_final() => Claim::Completed,
                 Some(e) if e.leased_by_another(&owner, now).is_some() => Claim::Busy {
                     lease_until: e.lease_until.unwrap_or(now),
                 },
@@ -255,13 +333,13 @@ impl Store for EmbeddedStore {
         &self,
         event_id: &EventId,
         event_type: &str,
-        projection: Option<&Projection>,
+        change: Change<'_>,
         now: i64,
     ) -> Result<Completion, PortError> {
         let completing = Completing {
             id: event_id.as_str().to_owned(),
             event_type: event_type.to_owned(),
-            write: projection.map(Write::of),
+            change: Changing::of(change, Some(Ties::ByRank)),
             source: None,
             now,
             count_try: false,
@@ -274,7 +352,7 @@ impl Store for EmbeddedStore {
         &self,
         event_id: &EventId,
         event_type: &str,
-        projection: Option<&Projection>,
+        change: Change<'_>,
         source: &str,
         now: i64,
     ) -> Result<Applied, PortError> {
@@ -283,7 +361,7 @@ impl Store for EmbeddedStore {
         let completing = Completing {
             id: event_id.as_str().to_owned(),
             event_type: event_type.to_owned(),
-            write: projection.map(Write::of),
+            change: Changing::of(change, None),
             source: Some(source.to_owned()),
             now,
             count_try: true,
@@ -309,7 +387,7 @@ impl Store for EmbeddedStore {
                  VALUES (?1, 'FAILED', ?2, 1, ?3, ?4)
                  ON CONFLICT (event_id) DO UPDATE SET status = 'FAILED', last_error = excluded.last_error,
                    lease_until = NULL, lease_owner = NULL, attempts = events.attempts + ?5
-                 WHERE events.status <> 'COMPLETED'",
+                 WHERE events.status <> 'COMPLETED' OR events.outcome = 'ignored'",
             )?
             .execute(params![id, event_type, error, now + LEDGER_TTL_SECS, count])?;
             Ok(())
@@ -323,7 +401,7 @@ impl Store for EmbeddedStore {
             .read(move |conn| {
                 conn.query_row(
                 "SELECT event_id, status, event_type, attempts, outcome, last_error, completed_at,
-                        expires_at, lease_until, source, object_id
+                        expires_at, lease_until, source, object_id, reason
                  FROM events WHERE event_id = ?1",
                 params![id],
                 |r| {
@@ -341,6 +419,7 @@ impl Store for EmbeddedStore {
                         lease_until: r.get(8)?,
                         source: r.get(9)?,
                         object_id: r.get(10)?,
+                        reason: r.get(11)?,
                     })
                 },
             )

@@ -421,7 +421,14 @@ impl WebhookOutcome {
                     app_env = app_env.as_str(),
                 );
             }
-            Self::Ignored(envelope, Ignored::TypeNotEnabled) => {
+            Self::Ignored(envelope, Ignored::Ping) => {
+                tracing::info!(
+                    message = "Event destination ping acknowledged.",
+                    event_id = %envelope.id,
+                    livemode = envelope.livemode,
+                );
+            }
+            Self::Ignored(envelope, Ignored::TypeNotEnabled | Ignored::NoHandler) => {
                 metrics.ignored_event_type.inc();
                 tracing::info!(
                     message = "Event ignored: type not enabled.",

@@ -70,13 +70,32 @@ pub struct CommonSettings {
     #[arg(long, env = "VISIBILITY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=43_200))]
     pub visibility_timeout_secs: u64,
 
-    /// Stripe API key (optional; `backfill` needs it). Never printed.
+    /// Stripe API key (optional; `backfill`, thin events and same-second
+    /// events need it; a restricted `rk_` key with read access is enough).
+    /// Never printed.
     #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
     pub stripe_secret_key: Option<SecretString>,
 
     /// Secrets Manager id of the Stripe API key; wins over STRIPE_SECRET_KEY.
     #[arg(long, env = "STRIPE_SECRET_KEY_ID")]
     pub stripe_secret_key_id: Option<String>,
+
+    /// Stripe API base URL (a stand-in or a private proxy).
+    #[arg(
+        long,
+        env = "STRIPE_API_BASE",
+        default_value = "https://api.stripe.com"
+    )]
+    pub stripe_api_base: String,
+
+    /// Stripe API requests per second for this process; default 20 with a
+    /// live key, 10 with a test key.
+    #[arg(long, env = "STRIPE_API_RPS", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub stripe_api_rps: Option<u32>,
+
+    /// Seconds before a Stripe API request is given up.
+    #[arg(long, env = "STRIPE_API_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub stripe_api_timeout_secs: u64,
 
     /// Embedded backend: milliseconds to wait for another process's write lock.
     #[arg(long, env = "EMBEDDED_BUSY_TIMEOUT_MS", default_value_t = 5_000)]

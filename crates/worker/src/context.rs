@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::breaker::Breaker;
-use crate::decide::Decision;
+use crate::decide::{Cause, Decision};
 use crate::metrics::{Part, WorkerMetrics};
 use crate::outcome::Handled;
 use crate::process::{EventInfo, Processor};
@@ -101,14 +101,26 @@ impl Context {
                 self.delete(delivery).await;
                 Handled::Completed(done)
             }
-            Decision::RetryLater { delay, error } => {
-                self.trip(Part::Store, &error);
+            Decision::RetryLater {
+                delay,
+                error,
+                cause,
+            } => {
+                if cause == Cause::Store {
+                    self.trip(Part::Store, &error);
+                }
                 // If this fails too, the visibility timeout brings it back.
                 let _ = self.queue.set_visibility(&delivery.receipt, delay).await;
-                Handled::RetryLater { delay, error }
+                Handled::RetryLater {
+                    delay,
+                    error,
+                    cause,
+                }
             }
-            Decision::Requeue { error } => {
-                self.trip(Part::Store, &error);
+            Decision::Requeue { error, cause } => {
+                if cause == Cause::Store {
+                    self.trip(Part::Store, &error);
+                }
                 self.requeue(delivery, error).await
             }
             Decision::Busy { delay } => {

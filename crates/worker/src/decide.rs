@@ -13,19 +13,34 @@ pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
 pub enum Decision {
     /// The event is `COMPLETED`: delete the message.
     Done(Completion),
-    /// A dependency failed (a transient or configuration error of the store,
-    /// not the event's own): make the message visible again after `delay`.
-    /// The worker also stops receiving until the dependency answers again
-    /// (its circuit breaker), so an outage does not spend deliveries.
-    RetryLater { delay: Duration, error: PortError },
+    /// A dependency failed (a transient or configuration error of the store
+    /// or of Stripe's API, not the event's own): make the message visible
+    /// again after `delay`. A store failure also stops receiving until the
+    /// store answers again (the circuit breaker), so an outage does not
+    /// spend deliveries; a Stripe API failure does not (other events need
+    /// no fetch).
+    RetryLater {
+        delay: Duration,
+        error: PortError,
+        cause: Cause,
+    },
     /// A dependency failed on the last delivery the queue allows: the event
     /// is not at fault, so instead of letting the queue redrive it to the
     /// DLQ, a fresh copy goes back on the queue and this message is deleted.
-    Requeue { error: PortError },
+    Requeue { error: PortError, cause: Cause },
     /// Another worker holds a live lease: look again once it ends.
     Busy { delay: Duration },
     /// Cannot succeed: copy to the DLQ with `reason`, then delete.
     DeadLetter { reason: String },
+}
+
+/// Which dependency failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The store (the breaker opens).
+    Store,
+    /// Stripe's API (a thin-event or same-second fetch).
+    StripeApi,
 }
 
 /// Backoff policy: full jitter over an exponential ceiling.
@@ -60,17 +75,19 @@ impl Backoff {
 /// queue's redrive would otherwise move it to the DLQ on the next receive.
 pub fn after_dependency_failure(
     error: PortError,
+    cause: Cause,
     receive_count: u32,
     max_receives: u32,
     backoff: Backoff,
     unit: f64,
 ) -> Decision {
     if receive_count >= max_receives {
-        Decision::Requeue { error }
+        Decision::Requeue { error, cause }
     } else {
         Decision::RetryLater {
             delay: backoff.delay(receive_count, unit),
             error,
+            cause,
         }
     }
 }
@@ -135,20 +152,23 @@ mod tests {
     #[test]
     fn dependency_failures_retry_and_never_dead_letter() {
         let timeout = || PortError::transient("timeout".to_owned());
-        match after_dependency_failure(timeout(), 2, 5, B, 1.0) {
-            Decision::RetryLater { delay, error } => {
+        match after_dependency_failure(timeout(), Cause::Store, 2, 5, B, 1.0) {
+            Decision::RetryLater { delay, error, .. } => {
                 assert_eq!(delay, Duration::from_secs(2));
                 assert_eq!(error.message(), "timeout");
             }
             other => panic!("{other:?}"),
         }
         let missing = PortError::configuration("no such table".to_owned());
-        match after_dependency_failure(missing, 5, 5, B, 1.0) {
-            Decision::Requeue { error } => assert!(error.is_configuration()),
+        match after_dependency_failure(missing, Cause::StripeApi, 5, 5, B, 1.0) {
+            Decision::Requeue { error, cause } => {
+                assert!(error.is_configuration());
+                assert_eq!(cause, Cause::StripeApi);
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            after_dependency_failure(timeout(), 9, 5, B, 1.0),
+            after_dependency_failure(timeout(), Cause::Store, 9, 5, B, 1.0),
             Decision::Requeue { .. }
         ));
     }

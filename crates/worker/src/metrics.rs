@@ -27,6 +27,9 @@ pub struct WorkerMetrics {
     pub stale: Counter,
     pub ignored: Counter,
     pub duplicate: Counter,
+    /// Same-second ties of one object that nothing could order (equal
+    /// life-cycle rank, no Stripe API key to fetch the current state).
+    pub same_second_unresolved: Counter,
     pub retries: Counter,
     pub busy: Counter,
     pub dead_lettered: Counter,
@@ -53,6 +56,7 @@ impl Default for WorkerMetrics {
             stale: Counter::default(),
             ignored: Counter::default(),
             duplicate: Counter::default(),
+            same_second_unresolved: Counter::default(),
             retries: Counter::default(),
             busy: Counter::default(),
             dead_lettered: Counter::default(),
@@ -76,6 +80,8 @@ impl WorkerMetrics {
             Completion::Completed(Outcome::Stale) => self.stale.inc(),
             Completion::Completed(Outcome::Ignored) => self.ignored.inc(),
             Completion::Duplicate => self.duplicate.inc(),
+            // Never an end: the worker settles the tie and completes.
+            Completion::Tied => {}
         }
     }
 
@@ -133,6 +139,10 @@ impl WorkerMetrics {
                 Reading::counter(&self.configuration_errors),
             ),
             ("ReceiveErrors", Reading::counter(&self.receive_errors)),
+            (
+                "SameSecondUnresolved",
+                Reading::counter(&self.same_second_unresolved),
+            ),
             ("CircuitOpened", Reading::counter(&self.circuit_opened)),
             (
                 "DependencyUnavailable",
@@ -180,6 +190,11 @@ impl WorkerMetrics {
             "hookline_receive_errors_total",
             "Failed receives from the queue.",
             &self.receive_errors,
+        )
+        .counter(
+            "hookline_same_second_unresolved_total",
+            "Events of one object in the same second that nothing could order (equal life-cycle rank, no Stripe API key): the later write was kept.",
+            &self.same_second_unresolved,
         );
         self.render_health(&mut e);
         e.finish()

@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use hookline_core::clock::unix_secs;
-use hookline_core::ports::{Delivery, PortError};
+use hookline_core::ports::{Delivery, PortError, Tie};
 
+use crate::decide::Cause;
 use crate::metrics::{Part, WorkerMetrics};
 use crate::process::EventInfo;
 use hookline_core::records::Completion;
@@ -18,7 +19,11 @@ pub enum Handled {
     /// Completed (or a duplicate of a completed event); its delete is queued.
     Completed(Completion),
     /// A dependency failed: visible again after `delay`.
-    RetryLater { delay: Duration, error: PortError },
+    RetryLater {
+        delay: Duration,
+        error: PortError,
+        cause: Cause,
+    },
     /// A dependency failed on the last allowed delivery: a fresh copy is on
     /// the queue, this message's delete is queued.
     Requeued { error: PortError },
@@ -49,7 +54,11 @@ impl Handled {
         };
         match self {
             Self::Completed(done) => completed(*done, info, &f, metrics),
-            Self::RetryLater { delay, error } => retry_later(*delay, error, &f, metrics),
+            Self::RetryLater {
+                delay,
+                error,
+                cause,
+            } => retry_later(*delay, error, *cause, &f, metrics),
             Self::Requeued { error } => {
                 metrics.retries.inc();
                 tracing::warn!(
@@ -90,6 +99,14 @@ impl Handled {
 
 fn completed(done: Completion, info: &EventInfo, f: &Fields<'_>, metrics: &WorkerMetrics) {
     metrics.done(done);
+    if info.tie == Some(Tie::Unresolved) {
+        metrics.same_second_unresolved.inc();
+        tracing::warn!(
+            message = "Two events of one object in the same second, and nothing orders them: the later write was kept. A Stripe API key lets the worker fetch the current state instead.",
+            event_id = f.event_id,
+            event_type = f.event_type,
+        );
+    }
     metrics.mark_success(Part::Store);
     if let (Completion::Completed(_), Some(created)) = (done, info.created) {
         let age = unix_secs().saturating_sub(created);
@@ -101,16 +118,25 @@ fn completed(done: Completion, info: &EventInfo, f: &Fields<'_>, metrics: &Worke
         event_type = f.event_type,
         source = info.source.map(|s| s.as_str()),
         outcome = done.label(),
+        reason = info.ignored.map(|i| i.reason()),
         attempts = info.attempts,
         receive_count = f.receive_count,
     );
 }
 
-fn retry_later(delay: Duration, error: &PortError, f: &Fields<'_>, metrics: &WorkerMetrics) {
+fn retry_later(
+    delay: Duration,
+    error: &PortError,
+    cause: Cause,
+    f: &Fields<'_>,
+    metrics: &WorkerMetrics,
+) {
     metrics.retries.inc();
     let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
     if error.is_configuration() {
-        metrics.mark_configuration_error(Part::Store);
+        if cause == Cause::Store {
+            metrics.mark_configuration_error(Part::Store);
+        }
         tracing::error!(
             message = "Configuration error: the event waits in the queue until an operator fixes it.",
             event_id = f.event_id,

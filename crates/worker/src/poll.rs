@@ -270,6 +270,7 @@ mod tests {
                 max_receives: 5,
                 lease: Duration::from_secs(30),
                 registry: hookline_core::handlers::registered,
+                stripe: None,
             },
             metrics: Arc::new(WorkerMetrics::default()),
             visibility: Duration::from_secs(30),

@@ -1,20 +1,29 @@
 //! One delivery in, one [`Decision`] out: parse, admit, handle, then write
 //! by the handler's effect: `Replace` applies without a claim (two
 //! conditional writes), `Once` claims, then commits in one transaction.
+//!
+//! With a Stripe API client, two steps read Stripe's API: a thin event's
+//! state is fetched (`fetch_thin`), and a projection that meets another
+//! event's state of the same second is refused by the store and replaced by
+//! the object's current state (`settle_tie`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use hookline_core::envelope::{Envelope, EventId};
+use hookline_core::fetched::{self, ThinPlan};
 use hookline_core::handlers::{Effect, Handler, Registry};
-use hookline_core::inbound::{admit, event_in, Source};
+use hookline_core::inbound::{admit, event_in, Ignored, Source};
 use hookline_core::message::attr;
-use hookline_core::ports::{Claim, Delivery, ErrorKind, Lease, PortError, Store, Tried};
+use hookline_core::ports::{
+    Applied, Change, Claim, Delivery, ErrorKind, Lease, PortError, Store, StripeApi, Tie, Ties,
+    Tried,
+};
 use hookline_core::records::{Completion, Projection};
 use hookline_core::settings::{AppEnv, EventFilter};
 
-use crate::decide::{after_dependency_failure, busy_delay, Backoff, Decision};
+use crate::decide::{after_dependency_failure, busy_delay, Backoff, Cause, Decision};
 
 /// What the worker knows about the event behind a delivery, for logs and
 /// metrics.
@@ -26,6 +35,10 @@ pub struct EventInfo {
     pub attempts: Option<u32>,
     /// How the event reached the queue.
     pub source: Option<Source>,
+    /// Why it completed `ignored`.
+    pub ignored: Option<Ignored>,
+    /// A same-second tie its projection met.
+    pub tie: Option<Tie>,
 }
 
 /// Turns deliveries into decisions through the store port.
@@ -42,6 +55,23 @@ pub struct Processor {
     /// Event type to handler and its effect
     /// ([`hookline_core::handlers::registered`] unless a deployment adds its own).
     pub registry: Registry,
+    /// Stripe's API, when a key is configured: thin events are fetched
+    /// through it, and same-second ties settled by the object's current state.
+    pub stripe: Option<Arc<dyn StripeApi>>,
+}
+
+/// What the project step decided to write.
+#[derive(Debug)]
+enum Planned {
+    Project(Projection, Ties),
+    Ignore(Ignored),
+}
+
+/// What the commit step did.
+struct Committed {
+    decision: Decision,
+    attempts: Option<u32>,
+    tie: Option<Tie>,
 }
 
 /// One processing try of one event: what the steps share.
@@ -52,6 +82,16 @@ struct Try<'a> {
     now: i64,
     unit: f64,
     source: &'a str,
+}
+
+impl Committed {
+    fn only(decision: Decision) -> Self {
+        Self {
+            decision,
+            attempts: None,
+            tie: None,
+        }
+    }
 }
 
 /// In-process retries of one store call: a few quick tries smooth over a
@@ -92,134 +132,257 @@ impl Processor {
         info.event_type = Some(envelope.event_type.clone());
         info.created = envelope.created;
         info.source = Some(inbound.source);
-        let (decision, attempts) = self
-            .process_event(
-                &envelope,
-                inbound.event,
-                delivery,
-                now,
-                unit,
-                inbound.source,
-            )
+        let decision = self
+            .process_event(&envelope, inbound.event, delivery, (now, unit), &mut info)
             .await;
-        info.attempts = attempts;
         (decision, info)
     }
 
-    /// The decision for a parsed event, and the processing tries the
-    /// ledger counts (when the store said): begin (claim, for an
-    /// `Effect::Once` handler), project (admission, required fields, the
-    /// handler), commit.
+    /// The decision for a parsed event; `info` gets the processing tries
+    /// the ledger counts (when the store said), and why it was ignored or
+    /// which tie it met. Steps: begin (claim, for an `Effect::Once`
+    /// handler), project (admission, required fields, the handler or the
+    /// thin event's fetch), commit (and settle a same-second tie).
     async fn process_event(
         &self,
         envelope: &Envelope,
         event: &[u8],
         delivery: &Delivery,
-        now: i64,
-        unit: f64,
-        source: Source,
-    ) -> (Decision, Option<u32>) {
+        (now, unit): (i64, f64),
+        info: &mut EventInfo,
+    ) -> Decision {
         let registered = (self.registry)(&envelope.event_type);
-        let try_ = Try {
+        let t = Try {
             id: &envelope.id,
             event_type: &envelope.event_type,
             delivery,
             now,
             unit,
-            source: source.as_str(),
+            source: info.source.map_or("webhook", Source::as_str),
         };
         // An effect that replaces state needs no claim (see `Effect`).
-        let (tried, claimed_attempts) = match registered.map_or(Effect::Replace, |(_, e)| e) {
-            Effect::Replace => (Tried::Unclaimed, None),
-            Effect::Once => match self.claim(&try_).await {
-                Ok(attempts) => (Tried::Claimed, Some(attempts)),
-                Err(decision) => return (decision, None),
+        let tried = match registered.map_or(Effect::Replace, |(_, e)| e) {
+            Effect::Replace => Tried::Unclaimed,
+            Effect::Once => match self.claim(&t).await {
+                Ok(attempts) => {
+                    info.attempts = Some(attempts);
+                    Tried::Claimed
+                }
+                Err(decision) => return decision,
             },
         };
-        let projection = match self
-            .project(envelope, event, registered.map(|(h, _)| h), tried, now)
-            .await
-        {
+        let handler = registered.map(|(h, _)| h);
+        let planned = match self.project(&t, envelope, event, handler, tried).await {
             Ok(p) => p,
-            Err(decision) => return (decision, claimed_attempts),
+            Err(decision) => return decision,
         };
-        let (decision, applied_attempts) = self.commit(&try_, projection.as_ref(), tried).await;
-        (decision, claimed_attempts.or(applied_attempts))
+        let mut committed = self.commit(&t, &planned, tried).await;
+        if let (Decision::Done(Completion::Tied), Planned::Project(p, _)) =
+            (&committed.decision, &planned)
+        {
+            committed = self.settle_tie(&t, envelope, handler, p, tried).await;
+        }
+        if let Decision::Done(Completion::Tied) = committed.decision {
+            // Current state is written by rank and never refused; should a
+            // store answer so anyway, the event is tried again.
+            let error = PortError::transient("same-second tie not settled".to_owned());
+            committed = Committed::only(self.after_transient(&error, Cause::Store, delivery, unit));
+        }
+        if let Planned::Ignore(why) = planned {
+            info.ignored = Some(why);
+        }
+        info.attempts = info.attempts.or(committed.attempts);
+        info.tie = committed.tie;
+        committed.decision
     }
 
     /// Admission (as the ingress applies it; no ingress saw an EventBridge
-    /// event), required fields, then the handler (pure). `None`: nothing to
-    /// project (ignored); `Err`: the event cannot succeed.
+    /// event), required fields, then the handler (pure) or, for a thin
+    /// event, the fetch. `Err`: the decision when the event cannot go on.
     async fn project(
         &self,
+        t: &Try<'_>,
         envelope: &Envelope,
         event: &[u8],
         handler: Option<Handler>,
         tried: Tried,
-        now: i64,
-    ) -> Result<Option<Projection>, Decision> {
-        let (id, event_type) = (&envelope.id, envelope.event_type.as_str());
-        let handler = match admit(envelope, self.app_env, &self.enabled) {
-            Ok(()) => handler,
-            Err(ignored) => {
-                tracing::debug!(message = "Event not admitted; completing as ignored.", event_id = %id, reason = ignored.reason());
-                None
-            }
-        };
-        let failure = match (envelope.created, handler) {
-            (None, _) => "event has no created timestamp".to_owned(),
-            (Some(_), None) => return Ok(None),
-            (Some(_), Some(handle)) => match handle(event) {
-                Ok(p) => return Ok(Some(p)),
+    ) -> Result<Planned, Decision> {
+        if let Err(ignored) = admit(envelope, self.app_env, &self.enabled) {
+            tracing::debug!(message = "Event not admitted; completing as ignored.", event_id = %t.id, reason = ignored.reason());
+            return Ok(Planned::Ignore(ignored));
+        }
+        let failure = match (envelope.created, fetched::thin_plan(envelope), handler) {
+            (None, _, _) => "event has no created timestamp".to_owned(),
+            (Some(_), Some(plan), _) => return self.fetch_thin(t, envelope, plan, tried).await,
+            (Some(_), None, None) => return Ok(Planned::Ignore(Ignored::NoHandler)),
+            (Some(_), None, Some(handle)) => match handle(event) {
+                Ok(p) => return Ok(Planned::Project(p, self.ties())),
                 Err(e) => e.to_string(),
             },
         };
         Err(self
-            .fail_permanently(id, event_type, failure, now, tried)
+            .fail_permanently(t.id, t.event_type, failure, t.now, tried)
             .await)
     }
 
-    /// Writes the effect by the path `tried` says, with quick retries.
-    async fn commit(
+    /// With a Stripe API client, a same-second tie is refused by the store
+    /// and settled by the object's current state; without one, by rank.
+    fn ties(&self) -> Ties {
+        if self.stripe.is_some() {
+            Ties::Refuse
+        } else {
+            Ties::ByRank
+        }
+    }
+
+    /// A thin event's state: the related object (found in the full event
+    /// when the notification names none), fetched and mapped.
+    async fn fetch_thin(
         &self,
         t: &Try<'_>,
-        projection: Option<&Projection>,
+        envelope: &Envelope,
+        plan: ThinPlan,
         tried: Tried,
-    ) -> (Decision, Option<u32>) {
+    ) -> Result<Planned, Decision> {
+        let context = envelope.account.as_deref();
+        let related = match plan {
+            ThinPlan::NoHandler => return Ok(Planned::Ignore(Ignored::NoHandler)),
+            ThinPlan::V2Account(related) => related,
+            ThinPlan::FetchEventFirst => {
+                let path = format!("/v2/core/events/{}", envelope.id);
+                let full = self.fetch(t, &path, &[], context, tried).await?;
+                match fetched::related_object_of(&full) {
+                    Ok(Some(related)) => related,
+                    Ok(None) => return Ok(Planned::Ignore(Ignored::NoHandler)),
+                    Err(e) => {
+                        return Err(self
+                            .fail_permanently(t.id, t.event_type, e.to_string(), t.now, tried)
+                            .await)
+                    }
+                }
+            }
+        };
+        let query = fetched::v2_account_query();
+        let account = self.fetch(t, &related.url, &query, context, tried).await?;
+        let created = envelope.created.unwrap_or_default();
+        match fetched::v2_account(&account, t.id.as_str(), created) {
+            Ok(p) => Ok(Planned::Project(p, Ties::ByRank)),
+            Err(e) => Err(self
+                .fail_permanently(t.id, t.event_type, e.to_string(), t.now, tried)
+                .await),
+        }
+    }
+
+    /// The same-second tie the store refused: fetch the object, project
+    /// Stripe's current state through the event's handler, apply that (by
+    /// rank: it outranks any event's snapshot of that second).
+    async fn settle_tie(
+        &self,
+        t: &Try<'_>,
+        envelope: &Envelope,
+        handler: Option<Handler>,
+        refused: &Projection,
+        tried: Tried,
+    ) -> Committed {
+        let path = fetched::current_path(refused);
+        let context = envelope.account.as_deref();
+        let now = match self.fetch(t, &path, &[], context, tried).await {
+            Ok(body) => body,
+            Err(decision) => return Committed::only(decision),
+        };
+        let current = handler
+            .ok_or_else(|| "no handler for the current state".to_owned())
+            .and_then(|h| fetched::current(h, envelope, &now).map_err(|e| e.to_string()));
+        match current {
+            Ok(p) => {
+                tracing::info!(message = "Same-second events: applying Stripe's current state.", event_id = %t.id, object = p.key());
+                self.commit(t, &Planned::Project(p, Ties::ByRank), tried)
+                    .await
+            }
+            Err(reason) => Committed::only(
+                self.fail_permanently(t.id, t.event_type, reason, t.now, tried)
+                    .await,
+            ),
+        }
+    }
+
+    /// One Stripe API read; `Err` is the decision when it failed: a
+    /// permanent answer (404) dead-letters, anything else is retried later
+    /// and never dead-letters.
+    async fn fetch(
+        &self,
+        t: &Try<'_>,
+        path: &str,
+        query: &[(String, String)],
+        context: Option<&str>,
+        tried: Tried,
+    ) -> Result<bytes::Bytes, Decision> {
+        let result = match &self.stripe {
+            Some(api) => api.get(path, query, context).await,
+            None => Err(PortError::configuration(format!(
+                "{} needs Stripe's API (GET {path}): set STRIPE_SECRET_KEY or STRIPE_SECRET_KEY_ID",
+                t.event_type
+            ))),
+        };
+        match result {
+            Ok(body) => Ok(body),
+            Err(error) if error.kind() == ErrorKind::Permanent => Err(self
+                .fail_permanently(t.id, t.event_type, error.to_string(), t.now, tried)
+                .await),
+            Err(error) => {
+                self.record_failure(
+                    t.id.as_str(),
+                    t.event_type,
+                    &error.to_string(),
+                    t.now,
+                    tried,
+                )
+                .await;
+                Err(self.after_transient(&error, Cause::StripeApi, t.delivery, t.unit))
+            }
+        }
+    }
+
+    /// Writes the plan by the path `tried` says, with quick retries.
+    async fn commit(&self, t: &Try<'_>, planned: &Planned, tried: Tried) -> Committed {
         let (id, event_type, now) = (t.id, t.event_type, t.now);
-        let mut attempts = None;
+        let change = match planned {
+            Planned::Project(p, ties) => Change::Project(p, *ties),
+            Planned::Ignore(why) => Change::Ignore(why.reason()),
+        };
         let committed = match tried {
-            Tried::Unclaimed => (|| self.store.apply(id, event_type, projection, t.source, now))
-                .retry(quick_retries())
-                .when(PortError::is_retryable)
-                .await
-                .map(|applied| {
-                    attempts = applied.attempts;
-                    applied.completion
-                }),
-            Tried::Claimed => {
-                (|| self.store.complete(id, event_type, projection, now))
+            Tried::Unclaimed => {
+                (|| self.store.apply(id, event_type, change, t.source, now))
                     .retry(quick_retries())
                     .when(PortError::is_retryable)
                     .await
             }
+            Tried::Claimed => (|| self.store.complete(id, event_type, change, now))
+                .retry(quick_retries())
+                .when(PortError::is_retryable)
+                .await
+                .map(|completion| Applied::plain(completion, None)),
         };
-        let decision = match committed {
-            Ok(Completion::Completed(outcome)) => Decision::Done(Completion::Completed(outcome)),
-            Ok(Completion::Duplicate) => Decision::Done(Completion::Duplicate),
+        match committed {
+            Ok(applied) => Committed {
+                decision: Decision::Done(applied.completion),
+                attempts: applied.attempts,
+                tie: applied.tie,
+            },
             Err(error) if error.kind() == ErrorKind::Permanent => {
                 let reason = format!("store refused the write: {}", error.message());
-                self.fail_permanently(id, event_type, reason, now, tried)
-                    .await
+                Committed::only(
+                    self.fail_permanently(id, event_type, reason, now, tried)
+                        .await,
+                )
             }
             Err(error) => {
-                let decision = self.after_transient(&error, t.delivery, t.unit);
+                let decision = self.after_transient(&error, Cause::Store, t.delivery, t.unit);
                 self.record_failure(id.as_str(), event_type, &error.to_string(), now, tried)
                     .await;
-                decision
+                Committed::only(decision)
             }
-        };
-        (decision, attempts)
+        }
     }
 
     /// The claim of the transactional path: the ledger's attempts, or `Err`
@@ -259,14 +422,21 @@ impl Processor {
             Err(error) if error.kind() == ErrorKind::Permanent => Err(Decision::DeadLetter {
                 reason: format!("store refused the claim: {}", error.message()),
             }),
-            Err(error) => Err(self.after_transient(&error, t.delivery, t.unit)),
+            Err(error) => Err(self.after_transient(&error, Cause::Store, t.delivery, t.unit)),
         }
     }
 
-    /// The decision after a store call failed for a reason that may pass.
-    fn after_transient(&self, error: &PortError, delivery: &Delivery, unit: f64) -> Decision {
+    /// The decision after a dependency failed for a reason that may pass.
+    fn after_transient(
+        &self,
+        error: &PortError,
+        cause: Cause,
+        delivery: &Delivery,
+        unit: f64,
+    ) -> Decision {
         after_dependency_failure(
             error.clone(),
+            cause,
             delivery.receive_count,
             self.max_receives,
             self.backoff,

@@ -77,7 +77,7 @@ impl Worker {
         args: WorkerArgs,
         backend: Backend,
     ) -> Result<Self, WorkerError> {
-        backend.api_key(&args.common).await?;
+        let stripe = backend.stripe_api(&args.common).await?;
         let dlq = backend.dlq.clone().ok_or(hookline_settings::MissingDlq)?;
         let listener = TcpListener::bind(&args.metrics_addr)
             .await
@@ -109,6 +109,7 @@ impl Worker {
                 max_receives: args.common.max_receives,
                 lease: visibility,
                 registry: hookline_core::handlers::registered,
+                stripe,
             },
             metrics: Arc::new(WorkerMetrics::default()),
             listener,
