@@ -168,6 +168,7 @@ bench: release-build $(MOTO_STAMP)
 	$(CARGO) bench -p hookline-signature
 	$(CARGO) bench -p hookline-suite --bench ingress_load
 	$(CARGO) bench -p hookline-suite --bench worker_drain
+	$(CARGO) bench -p hookline-suite --bench thin_rate
 	$(CARGO) bench -p hookline-suite --bench latency_model
 	@endpoint=$$(VENV=$(VENV) scripts/moto.sh start) || exit 1; \
 	AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) RUST_LOG=warn BENCH_PART=C $(CARGO) bench -p hookline-suite --bench latency_model; \

@@ -291,7 +291,7 @@ async fn answer(
     inner: &Inner,
     uri: &axum::http::Uri,
     headers: &HeaderMap,
-    found: impl FnOnce(&Objects) -> Result<Value, Response>,
+    found: impl FnOnce(&Objects) -> Result<Value, Box<Response>>,
 ) -> Response {
     let response = match gate(inner, headers).await {
         Err(r) => r,
@@ -302,7 +302,7 @@ async fn answer(
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             match found(&objects) {
                 Ok(v) => axum::Json(v).into_response(),
-                Err(r) => r,
+                Err(r) => *r,
             }
         }
     };
@@ -310,14 +310,14 @@ async fn answer(
     response
 }
 
-fn missing(what: &str, id: &str) -> Response {
-    error(
+fn missing(what: &str, id: &str) -> Box<Response> {
+    Box::new(error(
         StatusCode::NOT_FOUND,
         "invalid_request_error",
         "resource_missing",
         &format!("No such {what}: '{id}'"),
         Some("id"),
-    )
+    ))
 }
 
 /// The v1 collections served, and the `object` each holds.

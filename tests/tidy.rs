@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::helpers::repo_root;
 
-const ADAPTERS: [&str; 2] = ["hookline-aws", "hookline-embedded"];
+const ADAPTERS: [&str; 3] = ["hookline-aws", "hookline-embedded", "hookline-stripe"];
 
 fn metadata() -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO"))
@@ -141,6 +141,14 @@ fn only_the_adapters_import_their_libraries() {
         }
         if !rel.starts_with("crates/embedded/") && text.contains("rusqlite") {
             broken.push(format!("{rel} names rusqlite"));
+        }
+        // Stripe's API is read through the one client (its rate limit,
+        // retries, pinned version); nothing else names Stripe's base URL.
+        if !rel.starts_with("crates/stripe/")
+            && !rel.starts_with("crates/settings/")
+            && text.contains("https://api.stripe.com")
+        {
+            broken.push(format!("{rel} calls Stripe's API itself"));
         }
         if !rel.starts_with("crates/aws/")
             && ["aws_sdk_", "aws_config", "aws_smithy_"]

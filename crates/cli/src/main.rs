@@ -181,7 +181,7 @@ enum DevCommand {
     #[command(
         after_help = "Examples:\n  hookline dev send payout.updated --url http://127.0.0.1:8080/api/stripe-webhook\n  hookline dev send account.updated --via eventbridge"
     )]
-    Send(dev::SendArgs),
+    Send(Box<dev::SendArgs>),
     /// Create the SQS queue + DLQ and the DynamoDB tables on the configured endpoint (local AWS).
     #[command(
         after_help = "Example:\n  AWS_ENDPOINT_URL=http://127.0.0.1:5000 hookline dev aws-setup --queue-name hookline-events"

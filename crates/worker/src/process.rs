@@ -63,7 +63,7 @@ pub struct Processor {
 /// What the project step decided to write.
 #[derive(Debug)]
 enum Planned {
-    Project(Projection, Ties),
+    Project(Box<Projection>, Ties),
     Ignore(Ignored),
 }
 
@@ -216,7 +216,7 @@ impl Processor {
             (Some(_), Some(plan), _) => return self.fetch_thin(t, envelope, plan, tried).await,
             (Some(_), None, None) => return Ok(Planned::Ignore(Ignored::NoHandler)),
             (Some(_), None, Some(handle)) => match handle(event) {
-                Ok(p) => return Ok(Planned::Project(p, self.ties())),
+                Ok(p) => return Ok(Planned::Project(Box::new(p), self.ties())),
                 Err(e) => e.to_string(),
             },
         };
@@ -266,7 +266,7 @@ impl Processor {
         let account = self.fetch(t, &related.url, &query, context, tried).await?;
         let created = envelope.created.unwrap_or_default();
         match fetched::v2_account(&account, t.id.as_str(), created) {
-            Ok(p) => Ok(Planned::Project(p, Ties::ByRank)),
+            Ok(p) => Ok(Planned::Project(Box::new(p), Ties::ByRank)),
             Err(e) => Err(self
                 .fail_permanently(t.id, t.event_type, e.to_string(), t.now, tried)
                 .await),
@@ -296,7 +296,7 @@ impl Processor {
         match current {
             Ok(p) => {
                 tracing::info!(message = "Same-second events: applying Stripe's current state.", event_id = %t.id, object = p.key());
-                self.commit(t, &Planned::Project(p, Ties::ByRank), tried)
+                self.commit(t, &Planned::Project(Box::new(p), Ties::ByRank), tried)
                     .await
             }
             Err(reason) => Committed::only(
