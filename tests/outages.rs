@@ -108,7 +108,13 @@ async fn a_45_second_store_outage_dead_letters_nothing(bed: Bed) {
         "the poison event is dead-lettered"
     );
     assert!(metric(&worker, "hookline_circuit_opened_total").await >= 1);
-    assert_eq!(readyz(&worker).await, 200, "ready again");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            readyz(&worker).await == 200
+        })
+        .await,
+        "ready again"
+    );
     only_the_poison_is_dead_lettered(&bed, "evt_test_outage45_poison").await;
     for id in &ids {
         let rec = bed.ledger(id).await.expect("ledger");
