@@ -148,8 +148,12 @@ def test_the_stack_deploys_with_existing_secrets(aws):
     # operator forge signed events).
     assert operator[0]["Resource"] in (api_key, [api_key]), operator
     assert outputs["WebhookSecretArn"] == webhook
+    # Given an existing API key, the worker reads it (thin events,
+    # same-second events), and that secret alone: never the webhook secret.
     worker = role_policy(aws, "WorkerTaskRole", created)
-    assert not any("secretsmanager:GetSecretValue" in s["Action"] for s in worker)
+    worker_reads = [s["Resource"] for s in worker if "secretsmanager:GetSecretValue" in s["Action"]]
+    assert worker_reads in ([api_key], [[api_key]]), worker_reads
+    assert env_of(aws, created, "WorkerTaskDefinition")["STRIPE_SECRET_KEY_ID"] == api_key
 
     # Metrics as EMF lines, and the webhook path, in the tasks' settings.
     for task in ("IngressTaskDefinition", "WorkerTaskDefinition"):
