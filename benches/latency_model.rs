@@ -495,8 +495,8 @@ async fn replay_run(latency: Duration, events: usize, parallel: usize) -> (f64, 
     for chunk in messages.chunks(500) {
         assert!(e.dlq.send_batch(chunk).await.iter().all(Result::is_ok));
     }
-    let queue = Arc::new(Slow::new(e.queue.clone() as Arc<dyn Queue>, latency));
-    let dlq = Arc::new(Slow::new(e.dlq.clone() as Arc<dyn Queue>, latency));
+    let queue: Arc<dyn Queue> = Arc::new(Slow::new(e.queue.clone() as Arc<dyn Queue>, latency));
+    let dlq: Arc<dyn Queue> = Arc::new(Slow::new(e.dlq.clone() as Arc<dyn Queue>, latency));
     let store = Arc::new(Slow::new(e.store.clone() as Arc<dyn Store>, latency));
     let backend = Backend::from_parts(
         BackendKind::Embedded {
@@ -518,8 +518,8 @@ async fn replay_run(latency: Duration, events: usize, parallel: usize) -> (f64, 
         parallel,
     };
     let summary = hookline_cli::dlq::replay(
-        queue.as_ref(),
-        dlq.as_ref(),
+        &queue,
+        &dlq,
         &options,
         &tokio_util::sync::CancellationToken::new(),
         |_| {},

@@ -365,13 +365,7 @@ async fn v2_account(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    answer(&inner, &uri, &headers, |o| {
-        o.v2_accounts
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| missing("account", &id))
-    })
-    .await
+    v2_object(&inner, &uri, &headers, "account", &id, |o| &o.v2_accounts).await
 }
 
 async fn v2_event(
@@ -380,11 +374,20 @@ async fn v2_event(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    answer(&inner, &uri, &headers, |o| {
-        o.v2_events
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| missing("event", &id))
+    v2_object(&inner, &uri, &headers, "event", &id, |o| &o.v2_events).await
+}
+
+/// A v2 object by id from the collection `of` picks.
+async fn v2_object(
+    inner: &Inner,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    what: &str,
+    id: &str,
+    of: fn(&Objects) -> &HashMap<String, Value>,
+) -> Response {
+    answer(inner, uri, headers, |o| {
+        of(o).get(id).cloned().ok_or_else(|| missing(what, id))
     })
     .await
 }

@@ -9,11 +9,12 @@
 //!   the claim `UpdateItem` (1) and a two-item `TransactWriteItems` (ledger +
 //!   projection, 2 × 2), 5 write units.
 //!
-//! Every write is counted at the adapter ([`DynamoStore::write_units`]):
-//! its kind and the size of the item it writes give its write units.
+//! With the `test-support` feature every write is also counted
+//! ([`crate::meter`], `DynamoStore::write_units`): its kind and the size of
+//! the item it writes give its write units. Without it the count is
+//! compiled out.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -56,35 +57,7 @@ impl Tables {
 pub struct DynamoStore {
     client: aws_sdk_dynamodb::Client,
     tables: Tables,
-    meter: Arc<WriteMeter>,
-}
-
-/// Write requests sent and the write units they consumed, by DynamoDB's
-/// on-demand rule: 1 unit per started KB of the item written (its largest
-/// image), doubled inside a transaction; a write whose condition fails
-/// consumes the same.
-#[derive(Debug, Default)]
-pub struct WriteMeter {
-    requests: AtomicU64,
-    units: AtomicU64,
-}
-
-/// What [`DynamoStore::write_units`] reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WriteUnits {
-    pub requests: u64,
-    pub units: u64,
-}
-
-impl WriteMeter {
-    fn count(&self, items: &[u64], transactional: bool) {
-        let units: u64 = items
-            .iter()
-            .map(|size| size.div_ceil(1024).max(1) * if transactional { 2 } else { 1 })
-            .sum();
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.units.fetch_add(units, Ordering::Relaxed);
-    }
+    meter: Arc<crate::meter::WriteMeter>,
 }
 
 /// An attribute value's size by DynamoDB's item-size rules.
@@ -151,21 +124,18 @@ impl DynamoStore {
         &self,
         request: &aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
     ) {
-        self.meter.count(
-            &[update_size(
+        self.meter.count(false, || {
+            vec![update_size(
                 request.get_key().as_ref().unwrap_or(&HashMap::new()),
                 request.get_expression_attribute_values().as_ref(),
-            )],
-            false,
-        );
+            )]
+        });
     }
 
     /// Write requests and write units this store (and its clones) sent.
-    pub fn write_units(&self) -> WriteUnits {
-        WriteUnits {
-            requests: self.meter.requests.load(Ordering::Relaxed),
-            units: self.meter.units.load(Ordering::Relaxed),
-        }
+    #[cfg(feature = "test-support")]
+    pub fn write_units(&self) -> crate::meter::WriteUnits {
+        self.meter.read()
     }
 
     async fn get_event_item(
@@ -261,10 +231,9 @@ impl DynamoStore {
     ) -> Result<Applied, PortError> {
         let outcome = done.outcome;
         let u = self.completion_update(event_id, event_type, done, now, unclaimed)?;
-        self.meter.count(
-            &[update_size(&u.key, u.expression_attribute_values.as_ref())],
-            false,
-        );
+        self.meter.count(false, || {
+            vec![update_size(&u.key, u.expression_attribute_values.as_ref())]
+        });
         let out = self
             .client
             .update_item()
@@ -334,7 +303,7 @@ impl DynamoStore {
         ties: Ties,
     ) -> Result<(Option<Outcome>, Option<Tie>), PortError> {
         let put = self.projection_put(p, event_id, ties)?;
-        self.meter.count(&[item_size(put.item())], false);
+        self.meter.count(false, || vec![item_size(put.item())]);
         let table = put.table_name().to_owned();
         let out = self
             .client
@@ -563,13 +532,12 @@ impl Store for DynamoStore {
         )?;
         // Ties are settled by rank on this path.
         let put = self.projection_put(p, event_id.as_str(), Ties::ByRank)?;
-        self.meter.count(
-            &[
+        self.meter.count(true, || {
+            vec![
                 update_size(&ledger.key, ledger.expression_attribute_values.as_ref()),
                 item_size(put.item()),
-            ],
-            true,
-        );
+            ]
+        });
         let out = self
             .client
             .transact_write_items()

@@ -12,11 +12,13 @@ mod attrs;
 pub mod config;
 mod dynamo;
 mod errors;
+pub mod meter;
 pub mod provision;
 pub mod secrets;
 mod sqs;
 
 pub use config::{load as load_config, AwsClients};
-pub use dynamo::{DynamoStore, Tables, WriteUnits};
+pub use dynamo::{DynamoStore, Tables};
+pub use meter::WriteUnits;
 pub use secrets::SecretsReader;
 pub use sqs::{SqsQueue, SqsRedrive};

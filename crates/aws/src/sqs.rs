@@ -324,64 +324,67 @@ impl Queue for SqsQueue {
     }
 
     async fn delete_batch(&self, receipts: &[String]) -> Vec<Result<(), PortError>> {
-        let mut results: Vec<Result<(), PortError>> = Vec::with_capacity(receipts.len());
-        for (chunk_no, chunk) in receipts.chunks(SQS_BATCH_ENTRIES).enumerate() {
-            let offset = chunk_no * SQS_BATCH_ENTRIES;
-            let entries: Result<Vec<_>, _> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id((offset + i).to_string())
-                        .receipt_handle(r)
-                        .build()
-                })
-                .collect();
-            let mut chunk_results: Vec<Result<(), PortError>> = vec![Ok(()); chunk.len()];
-            match entries {
-                Err(e) => {
-                    let err = PortError::permanent(format!("DeleteMessageBatch entry: {e}"));
-                    chunk_results.iter_mut().for_each(|r| *r = Err(err.clone()));
-                }
-                Ok(entries) => {
-                    let out = self
-                        .client
-                        .delete_message_batch()
-                        .queue_url(&self.url)
-                        .set_entries(Some(entries))
-                        .send()
-                        .await;
-                    match out {
-                        Err(e) => {
-                            let err =
-                                classify(&format!("DeleteMessageBatch on queue {}", self.url), e);
-                            chunk_results.iter_mut().for_each(|r| *r = Err(err.clone()));
-                        }
-                        Ok(out) => {
-                            for failed in out.failed {
-                                let idx = failed
-                                    .id
-                                    .parse::<usize>()
-                                    .ok()
-                                    .and_then(|i| i.checked_sub(offset));
-                                if let Some(r) = idx.and_then(|i| chunk_results.get_mut(i)) {
-                                    let text = format!(
-                                        "DeleteMessageBatch entry: {} {}",
-                                        failed.code,
-                                        failed.message.unwrap_or_default()
-                                    );
-                                    *r = Err(if failed.sender_fault {
-                                        PortError::permanent(text)
-                                    } else {
-                                        PortError::transient(text)
-                                    });
-                                }
-                            }
-                        }
+        // One request: callers batch through the delete coalescer, which
+        // keeps to `batch_limits()`.
+        if receipts.len() > SQS_BATCH_ENTRIES {
+            let err = PortError::permanent(format!(
+                "DeleteMessageBatch takes at most {SQS_BATCH_ENTRIES} entries, not {}",
+                receipts.len()
+            ));
+            return vec![Err(err); receipts.len()];
+        }
+        let mut results: Vec<Result<(), PortError>> = vec![Ok(()); receipts.len()];
+        let entries: Result<Vec<_>, _> = receipts
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(r)
+                    .build()
+            })
+            .collect();
+        let entries = match entries {
+            Ok(entries) if !entries.is_empty() => entries,
+            Ok(_) => return results,
+            Err(e) => {
+                let err = PortError::permanent(format!("DeleteMessageBatch entry: {e}"));
+                return vec![Err(err); receipts.len()];
+            }
+        };
+        let out = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        match out {
+            Err(e) => {
+                let err = classify(&format!("DeleteMessageBatch on queue {}", self.url), e);
+                results.iter_mut().for_each(|r| *r = Err(err.clone()));
+            }
+            Ok(out) => {
+                for failed in out.failed {
+                    let slot = failed
+                        .id
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| results.get_mut(i));
+                    if let Some(r) = slot {
+                        let text = format!(
+                            "DeleteMessageBatch entry: {} {}",
+                            failed.code,
+                            failed.message.unwrap_or_default()
+                        );
+                        *r = Err(if failed.sender_fault {
+                            PortError::permanent(text)
+                        } else {
+                            PortError::transient(text)
+                        });
                     }
                 }
             }
-            results.extend(chunk_results);
         }
         results
     }

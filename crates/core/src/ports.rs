@@ -173,11 +173,15 @@ pub struct QueueCounts {
 /// A durable message queue with visibility timeouts (SQS semantics).
 #[async_trait]
 pub trait Queue: Send + Sync + std::fmt::Debug {
-    /// What one [`Queue::send_batch`] call may carry.
+    /// What one [`Queue::send_batch`] (entries and bytes) or
+    /// [`Queue::delete_batch`] (entries) call may carry. Callers batch
+    /// through [`crate::coalescer::Coalescer`], which keeps to these; the
+    /// adapters split nothing.
     fn batch_limits(&self) -> BatchLimits;
 
-    /// Sends a batch; returns one result per message, in order. A message is
-    /// `Ok` only once the queue durably holds it.
+    /// Sends a batch of at most [`Queue::batch_limits`]; returns one result
+    /// per message, in order. A message is `Ok` only once the queue durably
+    /// holds it.
     async fn send_batch(&self, batch: &[OutboundMessage]) -> Vec<Result<(), PortError>>;
 
     /// Whether dropping a [`Queue::receive`] future under way leaves every
@@ -198,7 +202,8 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
         visibility: Duration,
     ) -> Result<Vec<Delivery>, PortError>;
 
-    /// Deletes delivered messages; one result per receipt, in order.
+    /// Deletes delivered messages, at most [`Queue::batch_limits`]'s
+    /// entries; one result per receipt, in order.
     async fn delete_batch(&self, receipts: &[String]) -> Vec<Result<(), PortError>>;
 
     /// Hides a delivered message for `timeout` from now (zero: visible now).

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookline_core::clock::unix_secs;
+use hookline_core::coalescer::{DeleteCoalescer, SendCoalescer};
 use hookline_core::message::attr;
 use hookline_core::ports::{Delivery, PortError, Queue};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::breaker::Breaker;
@@ -19,11 +19,15 @@ use crate::process::{EventInfo, Processor};
 
 pub(crate) struct Context {
     pub(crate) queue: Arc<dyn Queue>,
-    pub(crate) dlq: Arc<dyn Queue>,
     pub(crate) processor: Processor,
     pub(crate) metrics: Arc<WorkerMetrics>,
     pub(crate) visibility: Duration,
-    pub(crate) acks: mpsc::Sender<String>,
+    /// Deletes of completed messages, batched.
+    pub(crate) acks: DeleteCoalescer,
+    /// Requeued copies, to the queue.
+    pub(crate) sends: SendCoalescer,
+    /// Dead-lettered copies, to the DLQ.
+    pub(crate) dead_letters: SendCoalescer,
     pub(crate) breaker: Arc<Breaker>,
 }
 
@@ -131,13 +135,22 @@ impl Context {
         }
     }
 
-    /// Queues the message's delete (batched by the ack loop).
+    /// Puts the message's delete in line (batched by the delete
+    /// coalescer); its answer is awaited off the delivery's path.
     async fn delete(&self, delivery: &Delivery) {
-        if self.acks.send(delivery.receipt.clone()).await.is_err() {
-            tracing::warn!(
-                message = "Delete queue closed; the message will come back as a duplicate.",
-                message_id = %delivery.message_id
-            );
+        let message_id = delivery.message_id.clone();
+        match self.acks.enqueue(delivery.receipt.clone()).await {
+            Ok(answer) => {
+                tokio::spawn(async move {
+                    if let Err(error) = answer.result().await {
+                        // The event is COMPLETED: a redelivery completes as a duplicate.
+                        tracing::warn!(message = "Delete failed; the message will come back as a duplicate.", %message_id, %error);
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(message = "Delete not queued; the message will come back as a duplicate.", %message_id, %error);
+            }
         }
     }
 
@@ -145,13 +158,8 @@ impl Context {
     /// queue, whose deliveries start again; then this message goes.
     async fn requeue(&self, delivery: &Delivery, error: PortError) -> Handled {
         let copy = delivery.to_outbound().as_copy();
-        match self
-            .queue
-            .send_batch(std::slice::from_ref(&copy))
-            .await
-            .pop()
-        {
-            Some(Ok(())) => {
+        match self.sends.send(copy).await {
+            Ok(()) => {
                 self.delete(delivery).await;
                 Handled::Requeued { error }
             }
@@ -172,8 +180,8 @@ impl Context {
         let mut copy = delivery.to_outbound();
         copy.attributes
             .insert(attr::ERROR.to_owned(), truncate(&reason, 1024));
-        match self.dlq.send_batch(std::slice::from_ref(&copy)).await.pop() {
-            Some(Ok(())) => {
+        match self.dead_letters.send(copy).await {
+            Ok(()) => {
                 self.delete(delivery).await;
                 Handled::DeadLettered { reason }
             }
@@ -192,10 +200,10 @@ impl Context {
     }
 }
 
-fn send_error(result: Option<Result<(), PortError>>) -> String {
+fn send_error(result: Result<(), PortError>) -> String {
     match result {
-        Some(Err(e)) => e.to_string(),
-        _ => "no result".to_owned(),
+        Err(e) => e.to_string(),
+        Ok(()) => "no result".to_owned(),
     }
 }
 

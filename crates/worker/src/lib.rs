@@ -16,7 +16,6 @@
 //! `COMPLETED` in the store (applied, stale, ignored or a duplicate) or after
 //! its copy is in the dead-letter queue (or, requeued, on the queue).
 
-mod acks;
 pub mod breaker;
 mod context;
 pub mod decide;

@@ -228,13 +228,13 @@ mod tests {
     use crate::decide::Backoff;
     use crate::metrics::WorkerMetrics;
     use crate::process::Processor;
+    use hookline_core::coalescer::{DeleteCoalescer, SendCoalescer};
 
     struct Bench {
         _dir: tempfile::TempDir,
         queue: Arc<dyn Queue>,
         store: Arc<dyn Store>,
         poll: Poll,
-        acks: tokio::sync::mpsc::Receiver<String>,
     }
 
     /// A poller on a fresh embedded backend holding `n` payout events.
@@ -255,10 +255,9 @@ mod tests {
             })
             .collect();
         assert!(queue.send_batch(&messages).await.iter().all(Result::is_ok));
-        let (tx, acks) = tokio::sync::mpsc::channel(64);
+        let local = hookline_core::coalescer::CoalescerConfig::local();
         let ctx = Arc::new(Context {
             queue: Arc::clone(&queue),
-            dlq: Arc::clone(&queue),
             processor: Processor {
                 store: Arc::clone(&store),
                 app_env: AppEnv::Development,
@@ -274,7 +273,9 @@ mod tests {
             },
             metrics: Arc::new(WorkerMetrics::default()),
             visibility: Duration::from_secs(30),
-            acks: tx,
+            acks: DeleteCoalescer::spawn(Arc::clone(&queue), local),
+            sends: SendCoalescer::spawn(Arc::clone(&queue), local),
+            dead_letters: SendCoalescer::spawn(Arc::clone(&queue), local),
             breaker: Arc::new(Breaker::default()),
         });
         let poll = Poll {
@@ -291,7 +292,6 @@ mod tests {
             queue,
             store,
             poll,
-            acks,
         }
     }
 
@@ -303,16 +303,15 @@ mod tests {
     /// each one's delete once it is completed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_turn_takes_its_share_and_acks_what_completed() {
-        let mut b = bench(12).await;
+        let b = bench(12).await;
         assert_eq!(b.poll.once().await, Step::Again);
         b.poll.tasks.close();
         b.poll.tasks.wait().await;
         assert_eq!(waiting(b.queue.as_ref()).await, 2, "ten taken, two left");
-        let mut acked = 0;
-        while b.acks.try_recv().is_ok() {
-            acked += 1;
-        }
-        assert_eq!(acked, 10, "a delete queued for each completed event");
+        b.poll.ctx.acks.finish().await;
+        let c = b.queue.counts().await.expect("counts");
+        assert_eq!(c.in_flight, 0, "each completed event's message deleted");
+        assert_eq!(b.poll.ctx.acks.stats().messages.get(), 10);
         let rec = b.store.event("evt_test_poll_0").await.expect("read");
         assert!(rec.is_some_and(|r| r.status == hookline_core::records::EventStatus::Completed));
     }

@@ -12,11 +12,9 @@ use hookline_backend::{Backend, Tuning};
 use hookline_core::ports::Queue;
 use hookline_core::secrets::SecretRuleError;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::acks::delete_in_batches;
 use crate::breaker::Breaker;
 use crate::context::{probe_while_open, Context};
 use crate::decide::Backoff;
@@ -25,6 +23,7 @@ use crate::metrics::WorkerMetrics;
 use crate::poll::Poll;
 use crate::process::Processor;
 use crate::settings::WorkerArgs;
+use hookline_core::coalescer::{CoalescerConfig, DeleteCoalescer, SendCoalescer};
 
 /// Why the worker cannot start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +57,8 @@ pub struct Worker {
     /// How often expired records are purged; `None` to never.
     housekeeping: Option<Duration>,
     emf: hookline_settings::EmfSettings,
+    /// The backend's batching of sends (requeued and dead-lettered copies).
+    coalescer: CoalescerConfig,
 }
 
 impl Worker {
@@ -123,6 +124,7 @@ impl Worker {
             housekeeping: (args.housekeeping_interval_secs > 0)
                 .then(|| Duration::from_secs(args.housekeeping_interval_secs)),
             emf: args.emf,
+            coalescer: backend.coalescer,
         })
     }
 
@@ -136,20 +138,15 @@ impl Worker {
         let metrics_server =
             crate::serve::spawn(self.listener, Arc::clone(&self.metrics), shutdown.clone());
         let emf = spawn_emf(&self.emf, Arc::clone(&self.metrics), &shutdown);
-        let (ack_tx, ack_rx) = mpsc::channel::<String>(self.concurrency * 4 + 16);
-        let stop_acks = CancellationToken::new();
-        let acker = tokio::spawn(delete_in_batches(
-            Arc::clone(&self.queue),
-            ack_rx,
-            stop_acks.clone(),
-        ));
+        let acks = DeleteCoalescer::spawn(Arc::clone(&self.queue), CoalescerConfig::deletes());
         let ctx = Arc::new(Context {
             queue: Arc::clone(&self.queue),
-            dlq: self.dlq,
             processor: self.processor,
             metrics: Arc::clone(&self.metrics),
             visibility: self.visibility,
-            acks: ack_tx,
+            acks: acks.clone(),
+            sends: SendCoalescer::spawn(Arc::clone(&self.queue), self.coalescer),
+            dead_letters: SendCoalescer::spawn(self.dlq, self.coalescer),
             breaker: Arc::new(Breaker::default()),
         });
         let prober = tokio::spawn(probe_while_open(Arc::clone(&ctx), shutdown.clone()));
@@ -176,8 +173,7 @@ impl Worker {
             grace: self.grace,
             pollers,
             tasks,
-            stop_acks,
-            acker,
+            acks,
         };
         stopping.run().await;
         let _ = tokio::time::timeout(Duration::from_millis(100), metrics_server).await;
@@ -213,8 +209,7 @@ struct Stopping {
     grace: Duration,
     pollers: Vec<tokio::task::JoinHandle<()>>,
     tasks: TaskTracker,
-    stop_acks: CancellationToken,
-    acker: tokio::task::JoinHandle<()>,
+    acks: DeleteCoalescer,
 }
 
 impl Stopping {
@@ -240,9 +235,8 @@ impl Stopping {
                 abandoned = self.tasks.len()
             );
         }
-        self.stop_acks.cancel();
         let flush_until = deadline.max(tokio::time::Instant::now()) + Duration::from_millis(700);
-        if tokio::time::timeout_at(flush_until, self.acker)
+        if tokio::time::timeout_at(flush_until, self.acks.finish())
             .await
             .is_err()
         {

@@ -309,15 +309,7 @@ pub(super) async fn preview(
         Err(refused) => return refused.into_response(),
     };
     let cancel = CancellationToken::new();
-    match dlq::replay(
-        c.backend.queue.as_ref(),
-        c.dlq.as_ref(),
-        &options,
-        &cancel,
-        |_| {},
-    )
-    .await
-    {
+    match dlq::replay(&c.backend.queue, &c.dlq, &options, &cancel, |_| {}).await {
         Ok(s) => Json(s).into_response(),
         Err(e) => failure(&e.into()),
     }
@@ -384,23 +376,13 @@ async fn run_job(
         ..options.clone()
     };
     let never = CancellationToken::new();
-    let planned = dlq::replay(
-        c.backend.queue.as_ref(),
-        c.dlq.as_ref(),
-        &dry,
-        &never,
-        |_| {},
-    )
-    .await?
-    .replayed;
+    let planned = dlq::replay(&c.backend.queue, &c.dlq, &dry, &never, |_| {})
+        .await?
+        .replayed;
     c.job().counted(ticket, planned);
-    dlq::replay(
-        c.backend.queue.as_ref(),
-        c.dlq.as_ref(),
-        &options,
-        &never,
-        |s: &Summary| c.job().progressed(ticket, *s),
-    )
+    dlq::replay(&c.backend.queue, &c.dlq, &options, &never, |s: &Summary| {
+        c.job().progressed(ticket, *s)
+    })
     .await
 }
 

@@ -88,7 +88,7 @@ pub async fn replay(backend: &BackendOpts, request: ReplayRequest) -> anyhow::Re
     let cancel = cancel_on_signal();
     let tty = std::io::stderr().is_terminal() && !request.json;
     let mut last_line = 0u64;
-    let summary = super::replay(b.queue.as_ref(), dlq_queue.as_ref(), o, &cancel, |s| {
+    let summary = super::replay(&b.queue, &dlq_queue, o, &cancel, |s| {
         let seen = s.replayed + s.skipped + s.failed;
         if tty {
             eprint!(

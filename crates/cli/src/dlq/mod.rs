@@ -9,9 +9,11 @@
 pub mod commands;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookline_core::clock::unix_millis;
+use hookline_core::coalescer::{CoalescerConfig, DeleteCoalescer, SendCoalescer};
 use hookline_core::message::attr;
 use hookline_core::ports::{Delivery, PortError, Queue, Store};
 use serde::Serialize;
@@ -283,8 +285,8 @@ pub const DEFAULT_PARALLEL: usize = 4;
 /// is left in the DLQ for the next run and not counted. Without this, with
 /// workers running, a replay of poison events never ends.
 pub async fn replay(
-    queue: &dyn Queue,
-    dlq: &dyn Queue,
+    queue: &Arc<dyn Queue>,
+    dlq: &Arc<dyn Queue>,
     options: &ReplayOptions,
     cancel: &CancellationToken,
     progress: impl FnMut(&Summary) + Send,
@@ -297,9 +299,13 @@ pub async fn replay(
         taken: 0,
         progress: Box::new(progress),
     });
+    // Copies and deletes go through the coalescers, as every batched
+    // queue call does: concurrent loops share batches.
+    let batching = CoalescerConfig::remote();
     let run = Run {
-        queue,
-        dlq,
+        dlq: dlq.as_ref(),
+        sends: SendCoalescer::spawn(Arc::clone(queue), batching),
+        deletes: DeleteCoalescer::spawn(Arc::clone(dlq), batching),
         options,
         cancel,
         started: Instant::now(),
@@ -314,7 +320,7 @@ pub async fn replay(
         Ok(mut s) => std::mem::take(&mut s.held),
         Err(poisoned) => std::mem::take(&mut poisoned.into_inner().held),
     };
-    release(dlq, &held).await;
+    release(dlq.as_ref(), &held).await;
     let summary = match shared.lock() {
         Ok(s) => s.summary,
         Err(poisoned) => poisoned.into_inner().summary,
@@ -338,8 +344,9 @@ struct Shared<'p> {
 }
 
 struct Run<'a, 'p> {
-    queue: &'a dyn Queue,
     dlq: &'a dyn Queue,
+    sends: SendCoalescer,
+    deletes: DeleteCoalescer,
     options: &'a ReplayOptions,
     cancel: &'a CancellationToken,
     started: Instant,
@@ -444,7 +451,8 @@ impl Run<'_, '_> {
                 m
             })
             .collect();
-        let sent = self.queue.send_batch(&copies).await;
+        let sent =
+            futures_util::future::join_all(copies.into_iter().map(|c| self.sends.send(c))).await;
         let mut accepted = Vec::new();
         let mut refused = Vec::new();
         for (d, result) in selected.into_iter().zip(sent) {
@@ -459,8 +467,13 @@ impl Run<'_, '_> {
                 }
             }
         }
-        let receipts: Vec<String> = accepted.iter().map(|d| d.receipt.clone()).collect();
-        for (d, deleted) in accepted.iter().zip(self.dlq.delete_batch(&receipts).await) {
+        let deletes = accepted
+            .iter()
+            .map(|d| self.deletes.delete(d.receipt.clone()));
+        for (d, deleted) in accepted
+            .iter()
+            .zip(futures_util::future::join_all(deletes).await)
+        {
             if let Err(error) = deleted {
                 // The copy is queued; the original reappears in the DLQ and a
                 // second replay completes as a duplicate.
