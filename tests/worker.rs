@@ -197,7 +197,12 @@ async fn two_workers_share_the_load_without_double_applying(bed: Bed) {
     assert!(eventually(Duration::from_secs(20), || ready(&b)).await);
     // Every event twice: the copies race between the workers.
     let doubled: Vec<String> = bodies.iter().chain(bodies.iter()).cloned().collect();
-    bed.enqueue(&doubled).await;
+    // In waves, so that neither worker can drain it all in one poll of the
+    // other's (a worker takes a fresh batch in well under a poll interval).
+    for wave in doubled.chunks(40) {
+        bed.enqueue(wave).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
     assert!(eventually(Duration::from_secs(120), || bed.all_completed(&ids)).await);
     assert!(
         eventually(Duration::from_secs(60), || async {
