@@ -2,9 +2,9 @@
 //!
 //! It holds what the ingress, the worker and the CLI agree on: the parsed
 //! [`envelope::Envelope`] of a Stripe event, the queue message built from it,
-//! the [`ports`] (`Queue`, `Store`, the optional `NativeRedrive`; and
+//! the [`ports`] (`Queue`, `Store`, `StripeApi`, the optional `NativeRedrive`; and
 //! `SecretSource` in [`secrets`]) that the embedded and AWS adapters implement, the typed [`settings`], the
-//! [`coalescer::SendCoalescer`] that turns concurrent sends into batches, the
+//! [`coalescer::Coalescer`] that turns concurrent sends and deletes into batches, the
 //! pure event [`handlers`], and small [`metrics`] helpers.
 //!
 //! Architecture invariant: nothing here talks to SQLite or AWS; adapters live
