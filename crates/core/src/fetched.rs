@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::envelope::{Envelope, Kind, RelatedObject};
 use crate::handlers::{Handler, HandlerError};
-use crate::records::{ItemTable, Projection, ProviderRecord, RANK_CURRENT};
+use crate::records::{Projection, ProviderRecord, RANK_CURRENT};
 
 /// The `include` values a v2 Account needs for the provider mapping
 /// (Accounts v2 returns configurations and requirements only when asked).
@@ -254,12 +254,6 @@ pub fn current_path(p: &Projection) -> String {
             format!("/v1/{collection}/{}", o.object_id)
         }
     }
-}
-
-/// Whether a projection's object can be fetched to settle a tie (every
-/// built-in one can).
-pub fn fetchable(p: &Projection) -> bool {
-    matches!(ItemTable::of(p), ItemTable::Objects | ItemTable::Provider)
 }
 
 /// Stripe's current state of the object (`object`, as fetched from

@@ -67,6 +67,25 @@ enum Planned {
     Ignore(Ignored),
 }
 
+/// What processing one event came to.
+struct Processed {
+    decision: Decision,
+    attempts: Option<u32>,
+    ignored: Option<Ignored>,
+    tie: Option<Tie>,
+}
+
+impl Processed {
+    fn only(decision: Decision) -> Self {
+        Self {
+            decision,
+            attempts: None,
+            ignored: None,
+            tie: None,
+        }
+    }
+}
+
 /// What the commit step did.
 struct Committed {
     decision: Decision,
@@ -132,25 +151,34 @@ impl Processor {
         info.event_type = Some(envelope.event_type.clone());
         info.created = envelope.created;
         info.source = Some(inbound.source);
-        let decision = self
-            .process_event(&envelope, inbound.event, delivery, (now, unit), &mut info)
+        let processed = self
+            .process_event(
+                &envelope,
+                inbound.event,
+                delivery,
+                (now, unit),
+                inbound.source,
+            )
             .await;
-        (decision, info)
+        info.attempts = processed.attempts;
+        info.ignored = processed.ignored;
+        info.tie = processed.tie;
+        (processed.decision, info)
     }
 
-    /// The decision for a parsed event; `info` gets the processing tries
-    /// the ledger counts (when the store said), and why it was ignored or
-    /// which tie it met. Steps: begin (claim, for an `Effect::Once`
-    /// handler), project (admission, required fields, the handler or the
-    /// thin event's fetch), commit (and settle a same-second tie).
+    /// The decision for a parsed event, the processing tries the ledger
+    /// counts (when the store said), and why it was ignored or which tie it
+    /// met. Steps: begin (claim, for an `Effect::Once` handler), project
+    /// (admission, required fields, the handler or the thin event's fetch),
+    /// commit (and settle a same-second tie).
     async fn process_event(
         &self,
         envelope: &Envelope,
         event: &[u8],
         delivery: &Delivery,
         (now, unit): (i64, f64),
-        info: &mut EventInfo,
-    ) -> Decision {
+        source: Source,
+    ) -> Processed {
         let registered = (self.registry)(&envelope.event_type);
         let t = Try {
             id: &envelope.id,
@@ -158,23 +186,20 @@ impl Processor {
             delivery,
             now,
             unit,
-            source: info.source.map_or("webhook", Source::as_str),
+            source: source.as_str(),
         };
         // An effect that replaces state needs no claim (see `Effect`).
-        let tried = match registered.map_or(Effect::Replace, |(_, e)| e) {
-            Effect::Replace => Tried::Unclaimed,
+        let (tried, claimed) = match registered.map_or(Effect::Replace, |(_, e)| e) {
+            Effect::Replace => (Tried::Unclaimed, None),
             Effect::Once => match self.claim(&t).await {
-                Ok(attempts) => {
-                    info.attempts = Some(attempts);
-                    Tried::Claimed
-                }
-                Err(decision) => return decision,
+                Ok(attempts) => (Tried::Claimed, Some(attempts)),
+                Err(decision) => return Processed::only(decision),
             },
         };
         let handler = registered.map(|(h, _)| h);
         let planned = match self.project(&t, envelope, event, handler, tried).await {
             Ok(p) => p,
-            Err(decision) => return decision,
+            Err(decision) => return Processed::only(decision),
         };
         let mut committed = self.commit(&t, &planned, tried).await;
         if let (Decision::Done(Completion::Tied), Planned::Project(p, _)) =
@@ -188,12 +213,15 @@ impl Processor {
             let error = PortError::transient("same-second tie not settled".to_owned());
             committed = Committed::only(self.after_transient(&error, Cause::Store, delivery, unit));
         }
-        if let Planned::Ignore(why) = planned {
-            info.ignored = Some(why);
+        Processed {
+            decision: committed.decision,
+            attempts: claimed.or(committed.attempts),
+            ignored: match planned {
+                Planned::Ignore(why) => Some(why),
+                Planned::Project(..) => None,
+            },
+            tie: committed.tie,
         }
-        info.attempts = info.attempts.or(committed.attempts);
-        info.tie = committed.tie;
-        committed.decision
     }
 
     /// Admission (as the ingress applies it; no ingress saw an EventBridge
