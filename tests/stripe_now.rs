@@ -384,6 +384,14 @@ async fn an_event_ignored_while_disabled_is_applied_when_it_comes_again(bed: Bed
             (Some(Outcome::Ignored), Some("type not enabled"))
         );
     }
+    // `events show` says why.
+    let (code, out, err) = run_hookline(&bed.env, &[], &["events", "show", "evt_test_ign_1"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("reason") && l.ends_with("type not enabled")),
+        "{out}"
+    );
     // Enabled now. Stripe's retry: the same event again.
     let _worker = bed.worker(&[]);
     bed.enqueue(std::slice::from_ref(&bodies[0])).await;
