@@ -27,6 +27,15 @@ use support::{env_usize, release_binary};
 
 const THIN: &str = include_str!("../testdata/stripe-events/v2.core.account.updated.json");
 
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Rate {
     events: usize,
     eps: f64,
@@ -64,7 +73,7 @@ async fn run(rps: usize, events: usize) -> Rate {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("port");
-    let mut child = Command::new(release_binary("hookline-worker"))
+    let child = Command::new(release_binary("hookline-worker"))
         .env_clear()
         .env("DATA_DIR", dir.path())
         .env("WORKER_CONCURRENCY", "16")
@@ -82,6 +91,8 @@ async fn run(rps: usize, events: usize) -> Rate {
         })
         .spawn()
         .expect("worker starts");
+    // Killed however this run ends, a failed assertion included.
+    let _worker = KillOnDrop(child);
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let done = e
@@ -98,8 +109,6 @@ async fn run(rps: usize, events: usize) -> Rate {
         assert!(Instant::now() < deadline, "{done} of {events} applied");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
     let seen = stub.requests();
     let (first, last) = (
         seen.first().expect("calls").at,
