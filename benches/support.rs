@@ -61,3 +61,31 @@ pub fn tick_us() -> f64 {
         .unwrap_or(100);
     1e6 / per_sec as f64
 }
+
+/// Waits until the store has completed `events` (by `count`: applied, or
+/// every outcome), failing after `within`.
+pub async fn wait_completed(
+    store: &dyn hookline_core::ports::Store,
+    events: usize,
+    within: std::time::Duration,
+    count: impl Fn(&hookline_core::ports::RecentActivity) -> u64,
+) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let done = store
+            .recent(0)
+            .await
+            .ok()
+            .flatten()
+            .map(|r| count(&r))
+            .unwrap_or(0);
+        if done >= events as u64 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{done} of {events} completed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -14,16 +14,16 @@
 //! events per rate, default 8).
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hookline_core::message::OutboundMessage;
-use hookline_core::ports::{Queue, Store};
+use hookline_core::ports::Queue;
 use hookline_suite::stripe_stub::published;
 use hookline_suite::StripeStub;
 
 #[path = "support.rs"]
 mod support;
-use support::{env_usize, release_binary};
+use support::{env_usize, release_binary, wait_completed};
 
 const THIN: &str = include_str!("../testdata/stripe-events/v2.core.account.updated.json");
 
@@ -93,22 +93,10 @@ async fn run(rps: usize, events: usize) -> Rate {
         .expect("worker starts");
     // Killed however this run ends, a failed assertion included.
     let _worker = KillOnDrop(child);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let done = e
-            .store
-            .recent(0)
-            .await
-            .ok()
-            .flatten()
-            .map(|r| r.applied)
-            .unwrap_or(0);
-        if done >= events as u64 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{done} of {events} applied");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_completed(e.store.as_ref(), events, Duration::from_secs(600), |r| {
+        r.applied
+    })
+    .await;
     let seen = stub.requests();
     let (first, last) = (
         seen.first().expect("calls").at,

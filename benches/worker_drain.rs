@@ -21,7 +21,7 @@ use hookline_core::ports::{Queue, Store};
 
 #[path = "support.rs"]
 mod support;
-use support::{cpu_ticks, env_usize, release_binary, tick_us};
+use support::{cpu_ticks, env_usize, release_binary, tick_us, wait_completed};
 
 const FIXTURES: [&str; 6] = [
     include_str!("../testdata/stripe-events/payment_intent.succeeded.json"),
@@ -97,25 +97,10 @@ async fn drain(events: usize, concurrency: usize) -> Drain {
         .spawn()
         .expect("worker starts");
     let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let done = e
-            .store
-            .recent(0)
-            .await
-            .ok()
-            .flatten()
-            .map(|r| r.applied + r.stale + r.ignored)
-            .unwrap_or(0);
-        if done >= events as u64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "drain did not finish: {done} of {events}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_completed(e.store.as_ref(), events, Duration::from_secs(300), |r| {
+        r.applied + r.stale + r.ignored
+    })
+    .await;
     let elapsed = start.elapsed();
     let ticks = cpu_ticks(pid);
     let _ = child.kill();

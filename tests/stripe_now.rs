@@ -64,6 +64,23 @@ fn eventbridge(event: &str) -> OutboundMessage {
     }
 }
 
+/// Enqueues each event only once the one before it completed, so the
+/// worker sees them in this order.
+async fn one_at_a_time(bed: &Bed, events: &[String]) {
+    for e in events {
+        let id = hookline_core::envelope::Envelope::parse(e.as_bytes())
+            .expect("event")
+            .id
+            .to_string();
+        bed.enqueue(std::slice::from_ref(e)).await;
+        assert!(
+            eventually(Duration::from_secs(30), || bed
+                .all_completed(std::slice::from_ref(&id)))
+            .await
+        );
+    }
+}
+
 async fn put(bed: &Bed, messages: &[OutboundMessage]) {
     let results = bed.queue.send_batch(messages).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -248,18 +265,7 @@ async fn same_second_account_updates_end_in_stripes_current_state(bed: Bed) {
         } else {
             [earlier, later]
         };
-        for e in order {
-            let id = hookline_core::envelope::Envelope::parse(e.as_bytes())
-                .expect("event")
-                .id
-                .to_string();
-            bed.enqueue(std::slice::from_ref(&e)).await;
-            assert!(
-                eventually(Duration::from_secs(30), || bed
-                    .all_completed(std::slice::from_ref(&id)))
-                .await
-            );
-        }
+        one_at_a_time(&bed, &order).await;
         let p = bed.item(account).await.expect("provider");
         assert_eq!(p["chargesEnabled"], true, "{account}: {p:?}");
         assert_eq!(
@@ -304,18 +310,7 @@ async fn without_a_key_same_second_payment_intents_end_succeeded(bed: Bed) {
         } else {
             [failed, succeeded]
         };
-        for e in order {
-            let id = hookline_core::envelope::Envelope::parse(e.as_bytes())
-                .expect("event")
-                .id
-                .to_string();
-            bed.enqueue(std::slice::from_ref(&e)).await;
-            assert!(
-                eventually(Duration::from_secs(30), || bed
-                    .all_completed(std::slice::from_ref(&id)))
-                .await
-            );
-        }
+        one_at_a_time(&bed, &order).await;
         assert_eq!(
             bed.item(object).await.expect("item")["status"],
             "succeeded",
