@@ -468,7 +468,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 ///
 /// One implementation (`hookline-stripe`): a pinned `Stripe-Version`, a
 /// timeout, a client-side rate limit, and Stripe's errors classified once:
-/// 429 and `Stripe-Should-Retry: true`, 5xx and network errors are
+/// 408, 429 and `Stripe-Should-Retry: true`, 5xx and network errors are
 /// [`PortError::Transient`] (after the client's own retries); 401 and 403
 /// are [`PortError::Configuration`]; 404 and other 4xx are
 /// [`PortError::Permanent`], with Stripe's message.

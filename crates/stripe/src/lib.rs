@@ -6,7 +6,7 @@
 //! - A timeout per request.
 //! - A client-side rate limit: requests are spaced evenly at
 //!   `STRIPE_API_RPS`, shared by every task of the process.
-//! - 429 and `Stripe-Should-Retry: true` are retried after `Retry-After`
+//! - 408, 429 and `Stripe-Should-Retry: true` are retried after `Retry-After`
 //!   (or on a short backoff); 5xx and network errors too. What still fails
 //!   is [`PortError::Transient`]: the worker retries the event later and
 //!   never dead-letters it for that.
@@ -245,7 +245,7 @@ pub fn classify(path: &str, status: u16, should_retry: Option<&str>, body: &[u8]
         .unwrap_or_else(|| "(no Stripe error body)".to_owned());
     let text = format!("GET {path}: Stripe API answered {status}: {said}");
     match (status, should_retry) {
-        (_, Some("true")) | (429, _) => PortError::transient(text),
+        (_, Some("true")) | (408 | 429, _) => PortError::transient(text),
         (_, Some("false")) if status < 500 => permanent_or_config(status, text, path),
         (500..=599, _) => PortError::transient(text),
         _ => permanent_or_config(status, text, path),
@@ -310,10 +310,12 @@ mod tests {
         assert!(missing.message().contains("No such account"), "{missing}");
         let old = classify("/v2/core/events/evt_1", 404, None, b"{}");
         assert!(old.message().contains("30 days"), "{old}");
-        assert_eq!(
-            classify("/v1/accounts/acct_1", 429, None, b"").kind(),
-            ErrorKind::Transient
-        );
+        for status in [408, 429] {
+            assert_eq!(
+                classify("/v1/accounts/acct_1", status, None, b"").kind(),
+                ErrorKind::Transient
+            );
+        }
         assert_eq!(
             classify("/v1/accounts/acct_1", 409, Some("true"), b"").kind(),
             ErrorKind::Transient
