@@ -23,7 +23,7 @@ LOCAL_AWS_ENV = AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS
 HOOKLINE_TEST_RUN ?= $(shell date +%s%N)-$(shell echo $$PPID)
 export HOOKLINE_TEST_RUN
 
-.PHONY: console browser soak soak-short run build send-event test fmt-check clippy unit check-secrets bench help moto aws-local aws-local-stop infra-lint release-build
+.PHONY: console browser receiver soak soak-short run build send-event test fmt-check clippy unit check-secrets bench help moto aws-local aws-local-stop infra-lint release-build
 
 help:
 	@echo "make run          start the ingress and the worker on the embedded backend (./data)"
@@ -86,11 +86,20 @@ browser:
 	    || echo "cannot install chromium: the browser test will be skipped"; \
 	else echo "no chromium and no way to install it: the browser test will be skipped"; fi
 
+# The tests' HTTP destination: a Node app that verifies each delivery with
+# the official stripe package (tests/receiver), installed from its lock file.
+RECEIVER_STAMP := tests/receiver/node_modules/.package-lock.json
+$(RECEIVER_STAMP): tests/receiver/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/receiver --no-audit --no-fund --loglevel=error; \
+	else echo "no npm: the destination tests will be skipped"; fi
+
+receiver: $(RECEIVER_STAMP)
+
 # Starts moto on a free loopback port, runs every test against it and the
 # embedded backend, and stops it again, whatever the result; then fails if
 # any process the run started (browser, ChromeDriver, moto, the binaries
 # under test) is still running.
-unit: build $(MOTO_STAMP) browser
+unit: build $(MOTO_STAMP) browser receiver
 	@endpoint=$$(VENV=$(VENV) scripts/moto.sh start) || exit 1; \
 	echo "local AWS (moto) at $$endpoint"; \
 	rm -f target/test-skips.log; \

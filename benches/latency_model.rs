@@ -136,6 +136,19 @@ impl Store for Slow<dyn Store> {
         self.pay().await;
         self.inner.fail(id, t, e, now, tried).await
     }
+    async fn record_destination(
+        &self,
+        id: &EventId,
+        t: &str,
+        destination: &str,
+        state: &hookline_core::records::DestinationState,
+        now: i64,
+    ) -> Result<(), PortError> {
+        self.pay().await;
+        self.inner
+            .record_destination(id, t, destination, state, now)
+            .await
+    }
     async fn event(&self, id: &str) -> Result<Option<EventRecord>, PortError> {
         self.inner.event(id).await
     }

@@ -56,6 +56,10 @@ mod eventbridge;
 /// against Stripe's official library.
 mod stripe_now;
 
+/// Routes and destinations: delivery to a team's service over HTTP, checked
+/// by a Node receiver that verifies with the official stripe package.
+mod destinations;
+
 /// The worker stepped in-process: one delivery at a time through
 /// `Processor::process` against the embedded store.
 mod worker_steps;

@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 
 use crate::helpers::repo_root;
 
-const ADAPTERS: [&str; 3] = ["hookline-aws", "hookline-embedded", "hookline-stripe"];
+const ADAPTERS: [&str; 4] = [
+    "hookline-aws",
+    "hookline-embedded",
+    "hookline-stripe",
+    "hookline-destinations",
+];
 
 fn metadata() -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO"))

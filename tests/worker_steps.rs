@@ -53,6 +53,7 @@ fn steps_with(registry: hookline_core::handlers::Registry) -> Steps {
             lease: Duration::from_secs(30),
             registry,
             stripe: None,
+            routing: Default::default(),
         },
         store,
         _dir: dir,

@@ -27,11 +27,11 @@ use hookline_core::clock::rfc3339;
 use hookline_core::envelope::EventId;
 use hookline_core::ports::{Applied, Change, Claim, Lease, PortError, Store, Tie, Ties, Tried};
 use hookline_core::records::{
-    Completion, EventRecord, EventStatus, ItemTable, Outcome, Projection, StoredItem,
-    LEDGER_TTL_SECS,
+    Completion, DestinationState, EventRecord, EventStatus, ItemTable, Outcome, Projection,
+    StoredItem, LEDGER_TTL_SECS,
 };
 
-use crate::attrs::{from_item, to_item};
+use crate::attrs::{from_attr, from_item, to_attr, to_item};
 use crate::errors::classify;
 
 /// Table names, from the settings.
@@ -425,8 +425,21 @@ fn event_record(item: &HashMap<String, AttributeValue>) -> Option<EventRecord> {
         source: text("source"),
         object_id: text("objectId"),
         reason: text("reason"),
+        destinations: item
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = k.strip_prefix(DESTINATION_PREFIX)?;
+                // A state this version cannot read is shown as never tried.
+                let state = serde_json::from_value(from_attr(v)).unwrap_or_default();
+                Some((name.to_owned(), state))
+            })
+            .collect(),
     })
 }
+
+/// A destination's state is the ledger item's attribute `destination:NAME`
+/// (a map: delivered, attempts, lastError, firstFailedAt, updatedAt).
+const DESTINATION_PREFIX: &str = "destination:";
 
 #[async_trait]
 impl Store for DynamoStore {
@@ -512,6 +525,18 @@ impl Store for DynamoStore {
     ) -> Result<Completion, PortError> {
         let p = match change {
             Change::Project(p, _) => p,
+            Change::Delivered => {
+                return self
+                    .complete_ledger_only(
+                        event_id.as_str(),
+                        event_type,
+                        Done::new(Outcome::Applied, None),
+                        now,
+                        None,
+                    )
+                    .await
+                    .map(|a| a.completion);
+            }
             Change::Ignore(reason) => {
                 let done = Done {
                     reason: Some(reason),
@@ -614,6 +639,7 @@ impl Store for DynamoStore {
         // projection written and the event not completed: its redelivery
         // writes the same projection again and completes it.
         let (done, tie) = match change {
+            Change::Delivered => (Done::new(Outcome::Applied, None), None),
             Change::Ignore(reason) => (
                 Done {
                     reason: Some(reason),
@@ -674,6 +700,41 @@ impl Store for DynamoStore {
                 e,
             )),
         }
+    }
+
+    async fn record_destination(
+        &self,
+        event_id: &EventId,
+        event_type: &str,
+        destination: &str,
+        state: &DestinationState,
+        now: i64,
+    ) -> Result<(), PortError> {
+        let value = serde_json::to_value(state)
+            .map_err(|e| PortError::permanent(format!("destination state: {e}")))?;
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.tables.events)
+            .key("eventId", s(event_id.as_str()))
+            .update_expression(
+                "SET #d = :state, eventType = if_not_exists(eventType, :type), \
+                 #status = if_not_exists(#status, :processing), attempts = if_not_exists(attempts, :zero), \
+                 expiresAt = if_not_exists(expiresAt, :exp)",
+            )
+            .expression_attribute_names("#d", format!("{DESTINATION_PREFIX}{destination}"))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":state", to_attr(&value))
+            .expression_attribute_values(":type", s(event_type))
+            .expression_attribute_values(":processing", s(EventStatus::Processing.as_str()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":exp", n(now + LEDGER_TTL_SECS));
+        self.count_update(&request);
+        request
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&format!("UpdateItem on table {}", self.tables.events), e))
     }
 
     async fn event(&self, event_id: &str) -> Result<Option<EventRecord>, PortError> {

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use hookline_aws::{AwsClients, DynamoStore, SecretsReader, SqsQueue, SqsRedrive, Tables};
 use hookline_core::coalescer::CoalescerConfig;
-use hookline_core::ports::{NativeRedrive, PortError, Queue, Store, StripeApi};
+use hookline_core::ports::{Destination, NativeRedrive, PortError, Queue, Store, StripeApi};
+use hookline_core::routes::{Kind, Routes, Signing};
 use hookline_core::secrets::{ResolveError, SecretRuleError, SecretSetting, SecretSource};
 use hookline_settings::{CommonSettings, TableSettings};
 use secrecy::SecretString;
@@ -29,6 +30,15 @@ pub enum BackendError {
     Provision(#[source] PortError),
     #[error(transparent)]
     StripeClient(#[from] hookline_stripe::BuildError),
+    #[error(transparent)]
+    Destination(#[from] hookline_destinations::BuildError),
+    #[error("destination {name}: cannot read its signing secret {id}: {source}")]
+    DestinationSecret {
+        name: String,
+        id: String,
+        #[source]
+        source: PortError,
+    },
 }
 
 /// Which backend is in use, for logs and `config check`.
@@ -178,6 +188,35 @@ impl Backend {
         }
         let source = self.secrets().await;
         Ok(hookline_core::secrets::api_key(common.app_env, setting, source.as_ref()).await?)
+    }
+
+    /// The destinations of a routes document (`hookline-destinations`),
+    /// each with its signing secret: written in the document, or read from
+    /// Secrets Manager (`signing_secret_id`) once, here.
+    pub async fn destinations(
+        &self,
+        routes: &Routes,
+    ) -> Result<Vec<Arc<dyn Destination>>, BackendError> {
+        let mut built: Vec<Arc<dyn Destination>> = Vec::new();
+        for d in routes.destinations() {
+            let Kind::Http(http) = &d.kind else { continue };
+            let secret = match &http.signing {
+                Signing::Inline(s) => s.clone(),
+                Signing::SecretId(id) => {
+                    self.secrets().await.fetch(id).await.map_err(|source| {
+                        BackendError::DestinationSecret {
+                            name: d.name.clone(),
+                            id: id.clone(),
+                            source,
+                        }
+                    })?
+                }
+            };
+            built.push(Arc::new(hookline_destinations::HttpDestination::new(
+                &d.name, http, secret,
+            )?));
+        }
+        Ok(built)
     }
 
     /// The Stripe API client (`hookline-stripe`) with the key above, at

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use hookline_core::secrets::{check_key_mode, mask, webhook_secrets, SecretSetting};
-use hookline_settings::{EventSettings, WebhookSecretSettings};
+use hookline_settings::{EventSettings, RouteSettings, WebhookSecretSettings};
 
 use crate::opts::BackendOpts;
 
@@ -18,6 +18,8 @@ pub struct CheckArgs {
     pub webhook: WebhookSecretSettings,
     #[command(flatten)]
     pub events: EventSettings,
+    #[command(flatten)]
+    pub routes: RouteSettings,
 }
 
 /// One line of the report.
@@ -47,6 +49,21 @@ pub async fn run(args: &CheckArgs) -> Vec<Line> {
             args.events.enabled_events.to_string(),
         ),
     ];
+    let routes = args.routes.load(&args.events.enabled_events, c.app_env);
+    match &routes {
+        Ok(_) if args.routes.routes_file.is_none() && args.routes.routes.is_none() => {
+            report.push(line(true, "routes", "none: every type to the projections"));
+        }
+        Ok(r) => {
+            let names: Vec<String> = r
+                .destinations()
+                .iter()
+                .map(|d| format!("{} ({})", d.name, d.events.join(", ")))
+                .collect();
+            report.push(line(true, "routes", names.join("; ")));
+        }
+        Err(e) => report.push(line(false, "routes", e.to_string())),
+    }
     let backend = match hookline_backend::open(c, &args.backend.tables, Default::default()).await {
         Ok(b) => b,
         Err(e) => {
@@ -108,6 +125,18 @@ pub async fn run(args: &CheckArgs) -> Vec<Line> {
             ));
         }
         Err(e) => report.push(line(false, "webhook secrets", e)),
+    }
+
+    // Each destination can be built, its signing secret read.
+    if let Some(r) = routes.as_ref().ok().filter(|r| !r.is_projections_only()) {
+        match backend.destinations(r).await {
+            Ok(d) => report.push(line(
+                true,
+                "destinations",
+                format!("{} ready, signing secrets read", d.len()),
+            )),
+            Err(e) => report.push(line(false, "destinations", e.to_string())),
+        }
     }
 
     // Every resource answers.

@@ -105,8 +105,10 @@ pub enum Ignored {
     Livemode { livemode: bool, app_env: AppEnv },
     /// Not in `ENABLED_EVENTS`.
     TypeNotEnabled,
-    /// Admitted, but no handler or route takes this type.
+    /// Admitted, but no handler takes this type.
     NoHandler,
+    /// Admitted, but the routes document sends this type nowhere.
+    NoRoute,
 }
 
 impl Ignored {
@@ -116,6 +118,7 @@ impl Ignored {
             Self::Livemode { .. } => "livemode does not match APP_ENV",
             Self::TypeNotEnabled => "type not enabled",
             Self::NoHandler => "no handler",
+            Self::NoRoute => "no route",
         }
     }
 }

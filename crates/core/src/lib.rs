@@ -21,6 +21,7 @@ pub mod message;
 pub mod metrics;
 pub mod ports;
 pub mod records;
+pub mod routes;
 pub mod secrets;
 pub mod settings;
 pub mod shutdown;

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::envelope::EventId;
 use crate::message::OutboundMessage;
-use crate::records::{Completion, EventRecord, Projection, StoredItem};
+use crate::records::{Completion, DestinationState, EventRecord, Projection, StoredItem};
 
 /// What a port failure means for the event behind it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,6 +357,9 @@ pub enum Change<'a> {
     /// Nothing: the event completes `ignored` with this reason. Not final:
     /// the event is applied when it comes again.
     Ignore(&'a str),
+    /// Nothing more: every routed destination took the event (their states
+    /// are recorded already); it completes `applied`.
+    Delivered,
 }
 
 impl<'a> Change<'a> {
@@ -367,7 +370,7 @@ impl<'a> Change<'a> {
     pub fn projection(self) -> Option<&'a Projection> {
         match self {
             Self::Project(p, _) => Some(p),
-            Self::Ignore(_) => None,
+            Self::Ignore(_) | Self::Delivered => None,
         }
     }
 }
@@ -434,7 +437,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         tried: Tried,
     ) -> Result<(), PortError>;
 
-    /// The ledger item of an event.
+    /// Records one destination's state for the event (creating the ledger
+    /// item, `PROCESSING`, if there is none). A `COMPLETED` event keeps its
+    /// status; the destination's state is written regardless, since a
+    /// destination may still be owed an event the projections applied.
+    async fn record_destination(
+        &self,
+        event_id: &EventId,
+        event_type: &str,
+        destination: &str,
+        state: &DestinationState,
+        now: i64,
+    ) -> Result<(), PortError>;
+
+    /// The ledger item of an event, with its destinations' states.
     async fn event(&self, event_id: &str) -> Result<Option<EventRecord>, PortError>;
 
     /// An objects-table item (`pi_`, `po_`, `du_`, `dp_`) or provider item (`acct_`).
@@ -483,4 +499,59 @@ pub trait StripeApi: Send + Sync + std::fmt::Debug {
         query: &[(String, String)],
         context: Option<&str>,
     ) -> Result<Bytes, PortError>;
+}
+
+/// One event as a destination receives it.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    /// The Stripe event exactly as Stripe sent it.
+    pub body: &'a [u8],
+    /// This try, counted from 1.
+    pub attempt: u32,
+    /// Unix seconds (the signature's timestamp).
+    pub now: i64,
+}
+
+/// Why a destination did not take an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct DeliveryError {
+    /// `Transient` is retried within the destination's retry horizon,
+    /// `Permanent` dead-letters at once; `Configuration` (its signing
+    /// secret cannot be read) is retried like `Transient`.
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The destination asked for this much patience (`Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+impl DeliveryError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Transient,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// Where routed events go: a team's service over HTTP. One adapter per
+/// kind (`hookline-destinations`); the built-in projections are the store.
+#[async_trait]
+pub trait Destination: Send + Sync + std::fmt::Debug {
+    /// The routes document's name of the destination.
+    fn name(&self) -> &str;
+    /// How long failures are retried before the event is dead-lettered.
+    fn retry_for(&self) -> Duration;
+    /// Hands the event over; `Ok` once the destination took it.
+    async fn deliver(&self, event: Outgoing<'_>) -> Result<(), DeliveryError>;
 }

@@ -4,6 +4,8 @@
 //! as rows whose JSON uses the same attribute names, so `events show --json`
 //! and `objects show --json` print the same thing on either.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// How long a ledger item is kept (DynamoDB TTL on `expiresAt`): longer than
@@ -161,6 +163,54 @@ pub struct EventRecord {
     /// no handler, a destination ping).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Each routed destination's state for this event (not the built-in
+    /// projections of an event routed only there).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub destinations: BTreeMap<String, DestinationState>,
+}
+
+/// One destination's state for one event: whether it took the event, the
+/// tries, the last failure, and when failures began (the retry horizon
+/// counts from there).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationState {
+    pub delivered: bool,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Unix seconds of the first failed try since the destination last
+    /// took the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failed_at: Option<i64>,
+    /// Unix seconds of the last try.
+    pub updated_at: i64,
+}
+
+impl DestinationState {
+    /// The state after a successful try at `now`.
+    #[must_use]
+    pub fn delivered(&self, now: i64) -> Self {
+        Self {
+            delivered: true,
+            attempts: self.attempts + 1,
+            last_error: None,
+            first_failed_at: None,
+            updated_at: now,
+        }
+    }
+
+    /// The state after a failed try at `now`.
+    #[must_use]
+    pub fn failed(&self, error: &str, now: i64) -> Self {
+        Self {
+            delivered: false,
+            attempts: self.attempts + 1,
+            last_error: Some(error.to_owned()),
+            first_failed_at: Some(self.first_failed_at.unwrap_or(now)),
+            updated_at: now,
+        }
+    }
 }
 
 /// `objectType` of an objects-table item.

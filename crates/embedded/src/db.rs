@@ -40,6 +40,13 @@ CREATE TABLE IF NOT EXISTS events (
     reason        TEXT
 );
 
+CREATE TABLE IF NOT EXISTS destinations (
+    event_id      TEXT NOT NULL,
+    destination   TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    PRIMARY KEY (event_id, destination)
+);
+
 CREATE TABLE IF NOT EXISTS objects (
     object_id           TEXT PRIMARY KEY,
     last_event_created  INTEGER NOT NULL,

@@ -7,8 +7,8 @@ use hookline_core::ports::{
     Applied, Change, Claim, Lease, PortError, RecentActivity, Store, Tie, Ties, Tried,
 };
 use hookline_core::records::{
-    Completion, EventRecord, EventStatus, ItemTable, Outcome, Projection, StoredItem,
-    LEDGER_TTL_SECS,
+    Completion, DestinationState, EventRecord, EventStatus, ItemTable, Outcome, Projection,
+    StoredItem, LEDGER_TTL_SECS,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -204,6 +204,7 @@ impl Write {
 enum Changing {
     Write(Write),
     Ignore(String),
+    Delivered,
 }
 
 impl Changing {
@@ -211,6 +212,7 @@ impl Changing {
         match change {
             Change::Project(p, asked) => Self::Write(Write::of(p, ties.unwrap_or(asked))),
             Change::Ignore(reason) => Self::Ignore(reason.to_owned()),
+            Change::Delivered => Self::Delivered,
         }
     }
 }
@@ -234,6 +236,7 @@ impl Completing {
         }
         let (outcome, tie, object, reason) = match &self.change {
             Changing::Ignore(reason) => (Outcome::Ignored, None, None, Some(reason.as_str())),
+            Changing::Delivered => (Outcome::Applied, None, None, None),
             Changing::Write(w) => match project(conn, &self.id, w)? {
                 (Some(outcome), tie) => (outcome, tie, Some(w.key.as_str()), None),
                 (None, _) => return Ok(Applied::plain(Completion::Tied, None)),
@@ -395,11 +398,41 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn record_destination(
+        &self,
+        event_id: &EventId,
+        event_type: &str,
+        destination: &str,
+        state: &DestinationState,
+        now: i64,
+    ) -> Result<(), PortError> {
+        let id = event_id.as_str().to_owned();
+        let event_type = event_type.to_owned();
+        let destination = destination.to_owned();
+        let state = serde_json::to_string(state)
+            .map_err(|e| PortError::permanent(format!("destination state: {e}")))?;
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO events (event_id, status, event_type, attempts, expires_at)
+                     VALUES (?1, 'PROCESSING', ?2, 0, ?3)",
+                )?
+                .execute(params![id, event_type, now + LEDGER_TTL_SECS])?;
+                conn.prepare_cached(
+                    "INSERT INTO destinations (event_id, destination, state) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (event_id, destination) DO UPDATE SET state = excluded.state",
+                )?
+                .execute(params![id, destination, state])?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn event(&self, event_id: &str) -> Result<Option<EventRecord>, PortError> {
         let id = event_id.to_owned();
         self.db
             .read(move |conn| {
-                conn.query_row(
+                let record = conn.query_row(
                 "SELECT event_id, status, event_type, attempts, outcome, last_error, completed_at,
                         expires_at, lease_until, source, object_id, reason
                  FROM events WHERE event_id = ?1",
@@ -420,10 +453,27 @@ impl Store for EmbeddedStore {
                         source: r.get(9)?,
                         object_id: r.get(10)?,
                         reason: r.get(11)?,
+                        destinations: Default::default(),
                     })
                 },
             )
-            .optional()
+            .optional()?;
+                let Some(mut record) = record else {
+                    return Ok(None);
+                };
+                let mut stmt = conn.prepare_cached(
+                    "SELECT destination, state FROM destinations WHERE event_id = ?1",
+                )?;
+                let rows = stmt.query_map(params![id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?;
+                for row in rows {
+                    let (name, state) = row?;
+                    // A row this version cannot read is shown as never tried.
+                    let state = serde_json::from_str(&state).unwrap_or_default();
+                    record.destinations.insert(name, state);
+                }
+                Ok(Some(record))
             })
             .await
     }
@@ -506,6 +556,12 @@ impl Store for EmbeddedStore {
                     "DELETE FROM events WHERE rowid IN
                    (SELECT rowid FROM events WHERE expires_at < ?1 LIMIT ?2)",
                     params![now, HOUSEKEEPING_BATCH],
+                )?;
+                conn.execute(
+                    "DELETE FROM destinations WHERE rowid IN
+                   (SELECT d.rowid FROM destinations d LEFT JOIN events e ON e.event_id = d.event_id
+                    WHERE e.event_id IS NULL LIMIT ?1)",
+                    params![HOUSEKEEPING_BATCH],
                 )?;
                 let dead = conn.execute(
                     "DELETE FROM messages WHERE seq IN

@@ -428,7 +428,10 @@ impl WebhookOutcome {
                     livemode = envelope.livemode,
                 );
             }
-            Self::Ignored(envelope, Ignored::TypeNotEnabled | Ignored::NoHandler) => {
+            Self::Ignored(
+                envelope,
+                Ignored::TypeNotEnabled | Ignored::NoHandler | Ignored::NoRoute,
+            ) => {
                 metrics.ignored_event_type.inc();
                 tracing::info!(
                     message = "Event ignored: type not enabled.",

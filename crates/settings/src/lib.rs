@@ -168,6 +168,59 @@ pub struct WebhookSecretSettings {
     pub stripe_webhook_secret_id: Option<String>,
 }
 
+/// `ROUTES_FILE` / `ROUTES`: the routes document (see
+/// [`hookline_core::routes`]), read by the worker and `config check`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RouteSettings {
+    /// Path of the routes document (TOML): which event types go to which
+    /// destination. Unset (and ROUTES unset): every type to the built-in projections.
+    #[arg(long, env = "ROUTES_FILE")]
+    pub routes_file: Option<PathBuf>,
+
+    /// The routes document inline (what an ECS task definition can carry).
+    #[arg(long, env = "ROUTES", conflicts_with = "routes_file")]
+    pub routes: Option<String>,
+}
+
+/// Why the routes document cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RoutesLoadError {
+    #[error("cannot read ROUTES_FILE {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid routes document ({origin}), {error}")]
+    Invalid {
+        origin: String,
+        error: hookline_core::routes::RoutesError,
+    },
+}
+
+impl RouteSettings {
+    /// The checked document, or today's routing when none is given.
+    pub fn load(
+        &self,
+        enabled: &EventFilter,
+        env: AppEnv,
+    ) -> Result<hookline_core::routes::Routes, RoutesLoadError> {
+        let (origin, text) = match (&self.routes_file, &self.routes) {
+            (Some(path), _) => (
+                format!("ROUTES_FILE {}", path.display()),
+                std::fs::read_to_string(path).map_err(|source| RoutesLoadError::Read {
+                    path: path.clone(),
+                    source,
+                })?,
+            ),
+            (None, Some(inline)) => ("ROUTES".to_owned(), inline.clone()),
+            (None, None) => return Ok(hookline_core::routes::Routes::projections_only()),
+        };
+        hookline_core::routes::Routes::parse(&text, enabled, env)
+            .map_err(|error| RoutesLoadError::Invalid { origin, error })
+    }
+}
+
 /// The `ENABLED_EVENTS` flag, shared by the ingress and the worker.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EventSettings {

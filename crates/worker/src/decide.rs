@@ -41,6 +41,8 @@ pub enum Cause {
     Store,
     /// Stripe's API (a thin-event or same-second fetch).
     StripeApi,
+    /// A routed destination (within its retry horizon).
+    Destination,
 }
 
 /// Backoff policy: full jitter over an exponential ceiling.

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod outcome;
 mod poll;
 pub mod process;
+pub mod route;
 pub mod run;
 mod serve;
 mod settings;

@@ -270,6 +270,7 @@ mod tests {
                 lease: Duration::from_secs(30),
                 registry: hookline_core::handlers::registered,
                 stripe: None,
+                routing: Default::default(),
             },
             metrics: Arc::new(WorkerMetrics::default()),
             visibility: Duration::from_secs(30),

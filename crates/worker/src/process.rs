@@ -24,6 +24,7 @@ use hookline_core::records::{Completion, Projection};
 use hookline_core::settings::{AppEnv, EventFilter};
 
 use crate::decide::{after_dependency_failure, busy_delay, Backoff, Cause, Decision};
+use crate::route::Routing;
 
 /// What the worker knows about the event behind a delivery, for logs and
 /// metrics.
@@ -58,6 +59,9 @@ pub struct Processor {
     /// Stripe's API, when a key is configured: thin events are fetched
     /// through it, and same-second ties settled by the object's current state.
     pub stripe: Option<Arc<dyn StripeApi>>,
+    /// Where each event type goes ([`Routing::projections_only`] without a
+    /// routes document).
+    pub routing: Routing,
 }
 
 /// What the project step decided to write.
@@ -68,15 +72,15 @@ enum Planned {
 }
 
 /// What processing one event came to.
-struct Processed {
-    decision: Decision,
-    attempts: Option<u32>,
-    ignored: Option<Ignored>,
-    tie: Option<Tie>,
+pub(crate) struct Processed {
+    pub(crate) decision: Decision,
+    pub(crate) attempts: Option<u32>,
+    pub(crate) ignored: Option<Ignored>,
+    pub(crate) tie: Option<Tie>,
 }
 
 impl Processed {
-    fn only(decision: Decision) -> Self {
+    pub(crate) fn only(decision: Decision) -> Self {
         Self {
             decision,
             attempts: None,
@@ -94,13 +98,13 @@ struct Committed {
 }
 
 /// One processing try of one event: what the steps share.
-struct Try<'a> {
-    id: &'a EventId,
-    event_type: &'a str,
-    delivery: &'a Delivery,
-    now: i64,
-    unit: f64,
-    source: &'a str,
+pub(crate) struct Try<'a> {
+    pub(crate) id: &'a EventId,
+    pub(crate) event_type: &'a str,
+    pub(crate) delivery: &'a Delivery,
+    pub(crate) now: i64,
+    pub(crate) unit: f64,
+    pub(crate) source: &'a str,
 }
 
 impl Committed {
@@ -179,7 +183,6 @@ impl Processor {
         (now, unit): (i64, f64),
         source: Source,
     ) -> Processed {
-        let registered = (self.registry)(&envelope.event_type);
         let t = Try {
             id: &envelope.id,
             event_type: &envelope.event_type,
@@ -188,24 +191,39 @@ impl Processor {
             unit,
             source: source.as_str(),
         };
+        match self.routing.plan(&envelope.event_type) {
+            Some(plan) => self.route(&t, plan, envelope, event).await,
+            None => self.project_event(&t, envelope, event).await,
+        }
+    }
+
+    /// The built-in projections' path (every event's, without routes).
+    pub(crate) async fn project_event(
+        &self,
+        t: &Try<'_>,
+        envelope: &Envelope,
+        event: &[u8],
+    ) -> Processed {
+        let (delivery, unit) = (t.delivery, t.unit);
+        let registered = (self.registry)(&envelope.event_type);
         // An effect that replaces state needs no claim (see `Effect`).
         let (tried, claimed) = match registered.map_or(Effect::Replace, |(_, e)| e) {
             Effect::Replace => (Tried::Unclaimed, None),
-            Effect::Once => match self.claim(&t).await {
+            Effect::Once => match self.claim(t).await {
                 Ok(attempts) => (Tried::Claimed, Some(attempts)),
                 Err(decision) => return Processed::only(decision),
             },
         };
         let handler = registered.map(|(h, _)| h);
-        let planned = match self.project(&t, envelope, event, handler, tried).await {
+        let planned = match self.project(t, envelope, event, handler, tried).await {
             Ok(p) => p,
             Err(decision) => return Processed::only(decision),
         };
-        let mut committed = self.commit(&t, &planned, tried).await;
+        let mut committed = self.commit(t, &planned, tried).await;
         if let (Decision::Done(Completion::Tied), Planned::Project(p, _)) =
             (&committed.decision, &planned)
         {
-            committed = self.settle_tie(&t, envelope, handler, p, tried).await;
+            committed = self.settle_tie(t, envelope, handler, p, tried).await;
         }
         if let Decision::Done(Completion::Tied) = committed.decision {
             // Current state is written by rank and never refused; should a
@@ -455,7 +473,7 @@ impl Processor {
     }
 
     /// The decision after a dependency failed for a reason that may pass.
-    fn after_transient(
+    pub(crate) fn after_transient(
         &self,
         error: &PortError,
         cause: Cause,
@@ -488,7 +506,7 @@ impl Processor {
 
     /// Best effort: the ledger item `FAILED` with `lastError` (also for an
     /// event the queue may redrive, so `dlq list` can show the reason).
-    async fn record_failure(
+    pub(crate) async fn record_failure(
         &self,
         id: &str,
         event_type: &str,

@@ -22,6 +22,7 @@ use crate::housekeeping::housekeep;
 use crate::metrics::WorkerMetrics;
 use crate::poll::Poll;
 use crate::process::Processor;
+use crate::route::Routing;
 use crate::settings::WorkerArgs;
 use hookline_core::coalescer::{CoalescerConfig, DeleteCoalescer, SendCoalescer};
 
@@ -34,6 +35,8 @@ pub enum WorkerError {
     Backend(#[from] hookline_backend::BackendError),
     #[error(transparent)]
     MissingDlq(#[from] hookline_settings::MissingDlq),
+    #[error(transparent)]
+    Routes(#[from] hookline_settings::RoutesLoadError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -67,6 +70,9 @@ impl Worker {
         // id (checked once the backend can read it) over the plain value.
         args.common.check_plain_key()?;
         args.common.check_dlq()?;
+        // A bad routes document stops the start before anything is opened.
+        args.routes
+            .load(&args.events.enabled_events, args.common.app_env)?;
         let backend: Backend =
             hookline_backend::open(&args.common, &args.tables, Tuning::default()).await?;
         Self::build_with_backend(args, backend).await
@@ -79,6 +85,16 @@ impl Worker {
         backend: Backend,
     ) -> Result<Self, WorkerError> {
         let stripe = backend.stripe_api(&args.common).await?;
+        let routes = args
+            .routes
+            .load(&args.events.enabled_events, args.common.app_env)?;
+        let routing = match routes.is_projections_only() {
+            true => Routing::projections_only(),
+            false => {
+                let destinations = backend.destinations(&routes).await?;
+                Routing::new(routes, destinations)
+            }
+        };
         let dlq = backend.dlq.clone().ok_or(hookline_settings::MissingDlq)?;
         let listener = TcpListener::bind(&args.metrics_addr)
             .await
@@ -111,6 +127,7 @@ impl Worker {
                 lease: visibility,
                 registry: hookline_core::handlers::registered,
                 stripe,
+                routing,
             },
             metrics: Arc::new(WorkerMetrics::default()),
             listener,

@@ -1,5 +1,5 @@
 use hookline_settings::EmfSettings;
-use hookline_settings::{CommonSettings, EventSettings, TableSettings};
+use hookline_settings::{CommonSettings, EventSettings, RouteSettings, TableSettings};
 
 /// Settings of `hookline-worker` (environment variables or flags).
 #[derive(Debug, Clone, clap::Parser)]
@@ -22,6 +22,9 @@ pub struct WorkerArgs {
 
     #[command(flatten)]
     pub emf: EmfSettings,
+
+    #[command(flatten)]
+    pub routes: RouteSettings,
 
     /// Events processed at once.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]

@@ -1,0 +1,231 @@
+//! Delivery of routed events to a team's own service: the `http`
+//! destination of the routes document.
+//!
+//! Each delivery POSTs the Stripe event byte for byte with a
+//! `Stripe-Signature` computed over it with the destination's own signing
+//! secret, exactly as Stripe signs a webhook, so an existing handler that
+//! calls `stripe.webhooks.constructEvent(body, header, secret)` works
+//! unchanged. Answers are classified once, here:
+//!
+//! | answer | class |
+//! | --- | --- |
+//! | 2xx | delivered |
+//! | 408, 429 (`Retry-After` honoured), 5xx | transient |
+//! | 3xx (never followed, as Stripe does) | transient |
+//! | timeout, refused or reset connection | transient |
+//! | any other 4xx | permanent: status and the first 256 bytes of the answer |
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hookline_core::ports::{DeliveryError, Destination, ErrorKind, Outgoing};
+use hookline_core::routes::Http;
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+
+/// Headers sent with each delivery, besides `Stripe-Signature`.
+pub mod header {
+    pub const STRIPE_SIGNATURE: &str = "stripe-signature";
+    pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+    pub const EVENT_ID: &str = "hookline-event-id";
+    pub const ATTEMPT: &str = "hookline-delivery-attempt";
+}
+
+/// How much of a refusing answer's body goes into the reason.
+const ANSWER_EXCERPT: usize = 256;
+
+/// The longest `Retry-After` taken as given; SQS cannot hide a message
+/// longer than 12 hours.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(43_200);
+
+/// Why a destination could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("destination {name}: cannot build its HTTP client: {source}")]
+pub struct BuildError {
+    name: String,
+    #[source]
+    source: reqwest::Error,
+}
+
+/// An `http` destination: one keep-alive connection pool, at most
+/// `max_concurrency` deliveries at once.
+pub struct HttpDestination {
+    name: String,
+    url: String,
+    secret: SecretString,
+    retry_for: Duration,
+    client: reqwest::Client,
+    slots: Semaphore,
+}
+
+impl std::fmt::Debug for HttpDestination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpDestination")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("secret", &"[REDACTED]")
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpDestination {
+    /// A destination with its settings and its signing secret (already read
+    /// from where the document says).
+    pub fn new(name: &str, http: &Http, secret: SecretString) -> Result<Self, BuildError> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("Hookline/", env!("CARGO_PKG_VERSION")))
+            .timeout(http.timeout)
+            .connect_timeout(http.timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(http.max_concurrency)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|source| BuildError {
+                name: name.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            name: name.to_owned(),
+            url: http.url.clone(),
+            secret,
+            retry_for: http.retry_for,
+            client,
+            slots: Semaphore::new(http.max_concurrency),
+        })
+    }
+
+    fn headers(&self, event: &Outgoing<'_>) -> HeaderMap {
+        let signature = hookline_signature::header_for(
+            self.secret.expose_secret().as_bytes(),
+            event.now,
+            event.body,
+        );
+        let mut h = HeaderMap::new();
+        let mut put = |name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(name, v);
+            }
+        };
+        put(header::STRIPE_SIGNATURE, &signature);
+        put(header::IDEMPOTENCY_KEY, event.event_id);
+        put(header::EVENT_ID, event.event_id);
+        put(header::ATTEMPT, &event.attempt.to_string());
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        h
+    }
+}
+
+#[async_trait]
+impl Destination for HttpDestination {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn retry_for(&self) -> Duration {
+        self.retry_for
+    }
+
+    async fn deliver(&self, event: Outgoing<'_>) -> Result<(), DeliveryError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| DeliveryError::transient("destination closed"))?;
+        let sent = self
+            .client
+            .post(&self.url)
+            .headers(self.headers(&event))
+            .body(event.body.to_vec())
+            .send()
+            .await;
+        let answer = match sent {
+            Ok(a) => a,
+            Err(e) => return Err(DeliveryError::transient(network_error(e))),
+        };
+        let status = answer.status();
+        let retry_after = answer
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = answer.bytes().await.unwrap_or_default();
+        Err(classify(status, &body, retry_after))
+    }
+}
+
+/// The class of a non-2xx answer.
+pub fn classify(status: StatusCode, body: &[u8], retry_after: Option<Duration>) -> DeliveryError {
+    let excerpt = String::from_utf8_lossy(&body[..body.len().min(ANSWER_EXCERPT)]).into_owned();
+    let message = format!("HTTP {}: {excerpt}", status.as_u16());
+    let kind = if status.is_redirection()
+        || status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+    {
+        ErrorKind::Transient
+    } else {
+        ErrorKind::Permanent
+    };
+    DeliveryError {
+        kind,
+        message,
+        retry_after: (kind == ErrorKind::Transient)
+            .then_some(retry_after)
+            .flatten(),
+    }
+}
+
+/// A network failure, said without the URL's query (it may carry a token).
+fn network_error(e: reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "connection failed"
+    };
+    let e = e.without_url();
+    match std::error::Error::source(&e) {
+        Some(source) => format!("{what}: {e}: {source}"),
+        None => format!("{what}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_classified_as_stripe_treats_them() {
+        let t = |code: u16| classify(StatusCode::from_u16(code).expect("status"), b"", None).kind;
+        for code in [301, 302, 307, 408, 429, 500, 502, 503] {
+            assert_eq!(t(code), ErrorKind::Transient, "{code}");
+        }
+        for code in [400, 401, 403, 404, 410, 422] {
+            assert_eq!(t(code), ErrorKind::Permanent, "{code}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_status_and_the_start_of_the_answer() {
+        let body = vec![b'x'; 1000];
+        let e = classify(StatusCode::GONE, &body, Some(Duration::from_secs(5)));
+        assert_eq!(e.message, format!("HTTP 410: {}", "x".repeat(256)));
+        assert_eq!(e.retry_after, None, "a permanent answer has no retry");
+        let e = classify(
+            StatusCode::TOO_MANY_REQUESTS,
+            b"slow",
+            Some(Duration::from_secs(2)),
+        );
+        assert_eq!(e.retry_after, Some(Duration::from_secs(2)));
+    }
+}

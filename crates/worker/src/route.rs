@@ -1,0 +1,358 @@
+//! Routed events: each destination the routes document names for the
+//! event's type gets it, independently.
+//!
+//! - A destination that took the event is recorded in the ledger
+//!   (`destination:NAME`) and never called again for it: not when another
+//!   destination fails and the event comes back, not after a `dlq replay`.
+//! - The built-in projections run as before (their own ledger completion);
+//!   an event routed only to other destinations completes `applied` once
+//!   every one took it.
+//! - A destination's failure within its retry horizon (`retry_for`, from
+//!   its first failure for this event) is retried on a backoff of its own
+//!   and never counts toward the DLQ: on the queue's last allowed receive
+//!   the event is requeued as a fresh copy, as for any dependency failure.
+//!   A permanent refusal, or a failure past the horizon, dead-letters the
+//!   event with the destination's name in the reason.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use hookline_core::envelope::Envelope;
+use hookline_core::inbound::{admit, Ignored};
+use hookline_core::ports::{
+    Change, DeliveryError, Destination, ErrorKind, Outgoing, PortError, Tried,
+};
+use hookline_core::records::DestinationState;
+use hookline_core::routes::{Kind, Routes};
+
+use crate::decide::{Backoff, Cause, Decision, MAX_VISIBILITY};
+use crate::process::{Processed, Processor, Try};
+
+/// The routes document and the destinations built from it.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    routes: Arc<Routes>,
+    destinations: BTreeMap<String, Arc<dyn Destination>>,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self::projections_only()
+    }
+}
+
+/// Where one event goes.
+pub(crate) struct Plan {
+    projections: bool,
+    remote: Vec<Arc<dyn Destination>>,
+}
+
+impl Routing {
+    /// No routes document: every type to the built-in projections.
+    pub fn projections_only() -> Self {
+        Self {
+            routes: Arc::new(Routes::projections_only()),
+            destinations: BTreeMap::new(),
+        }
+    }
+
+    /// A document and its destinations (by name; the backend builds them).
+    pub fn new(routes: Routes, destinations: Vec<Arc<dyn Destination>>) -> Self {
+        Self {
+            routes: Arc::new(routes),
+            destinations: destinations
+                .into_iter()
+                .map(|d| (d.name().to_owned(), d))
+                .collect(),
+        }
+    }
+
+    /// `None` when the event takes the projections path alone, as without
+    /// routes.
+    pub(crate) fn plan(&self, event_type: &str) -> Option<Plan> {
+        if self.routes.is_projections_only() {
+            return None;
+        }
+        let mut plan = Plan {
+            projections: false,
+            remote: Vec::new(),
+        };
+        for d in self.routes.for_type(event_type) {
+            match d.kind {
+                Kind::Projections => plan.projections = true,
+                Kind::Http(_) => plan.remote.extend(self.destinations.get(&d.name).cloned()),
+            }
+        }
+        (!plan.remote.is_empty() || !plan.projections).then_some(plan)
+    }
+}
+
+/// One destination's try: its state before, and how it went.
+struct Tried1 {
+    destination: Arc<dyn Destination>,
+    state: DestinationState,
+    result: Result<(), DeliveryError>,
+}
+
+impl Processor {
+    /// The routed path of an event [`Routing::plan`] sends to at least one
+    /// destination other than the projections (or to none).
+    pub(crate) async fn route(
+        &self,
+        t: &Try<'_>,
+        plan: Plan,
+        envelope: &Envelope,
+        event: &[u8],
+    ) -> Processed {
+        if let Err(ignored) = admit(envelope, self.app_env, &self.enabled) {
+            return self.ignore(t, ignored).await;
+        }
+        if plan.remote.is_empty() && !plan.projections {
+            return self.ignore(t, Ignored::NoRoute).await;
+        }
+        let record = match self.store.event(t.id.as_str()).await {
+            Ok(r) => r,
+            Err(e) => {
+                return Processed::only(self.after_transient(&e, Cause::Store, t.delivery, t.unit))
+            }
+        };
+        let states = record.map(|r| r.destinations).unwrap_or_default();
+        let pending = plan
+            .remote
+            .iter()
+            .filter(|d| !states.get(d.name()).is_some_and(|s| s.delivered))
+            .map(|d| {
+                let state = states.get(d.name()).cloned().unwrap_or_default();
+                async move {
+                    let result = d
+                        .deliver(Outgoing {
+                            event_id: t.id.as_str(),
+                            event_type: t.event_type,
+                            body: event,
+                            attempt: state.attempts + 1,
+                            now: t.now,
+                        })
+                        .await;
+                    Tried1 {
+                        destination: d.clone(),
+                        state,
+                        result,
+                    }
+                }
+            });
+        let tries = join_all(pending).await;
+        let mut failed = Vec::new();
+        for tried in tries {
+            let name = tried.destination.name();
+            let next = match &tried.result {
+                Ok(()) => tried.state.delivered(t.now),
+                Err(e) => tried.state.failed(&e.to_string(), t.now),
+            };
+            if let Err(e) = self
+                .store
+                .record_destination(t.id, t.event_type, name, &next, t.now)
+                .await
+            {
+                // Not recorded: the event comes back, and a destination that
+                // took it gets it again with the same Idempotency-Key.
+                return Processed::only(self.after_transient(&e, Cause::Store, t.delivery, t.unit));
+            }
+            match tried.result {
+                Ok(()) => {
+                    tracing::debug!(message = "Delivered.", event_id = %t.id, destination = name, attempts = next.attempts)
+                }
+                Err(error) => {
+                    tracing::warn!(message = "Destination did not take the event.", event_id = %t.id, destination = name, attempts = next.attempts, error_kind = error.kind.as_str(), %error);
+                    failed.push((tried.destination, next, error));
+                }
+            }
+        }
+        // The projections, whatever the other destinations answered.
+        let projected = match plan.projections {
+            true => Some(self.project_event(t, envelope, event).await),
+            false => None,
+        };
+        if let Some(decision) = self.after_destinations(t, &failed).await {
+            return match projected {
+                // A store failure of the projections is retried first.
+                Some(p)
+                    if !matches!(decision, Decision::DeadLetter { .. })
+                        && !matches!(p.decision, Decision::Done(_)) =>
+                {
+                    p
+                }
+                _ => Processed::only(decision),
+            };
+        }
+        match projected {
+            Some(p) => p,
+            None => self.delivered(t).await,
+        }
+    }
+
+    /// Completes an event every destination took.
+    async fn delivered(&self, t: &Try<'_>) -> Processed {
+        let applied = self
+            .store
+            .apply(t.id, t.event_type, Change::Delivered, t.source, t.now)
+            .await;
+        match applied {
+            Ok(a) => Processed {
+                decision: Decision::Done(a.completion),
+                attempts: a.attempts,
+                ignored: None,
+                tie: None,
+            },
+            Err(e) => Processed::only(self.after_transient(&e, Cause::Store, t.delivery, t.unit)),
+        }
+    }
+
+    async fn ignore(&self, t: &Try<'_>, why: Ignored) -> Processed {
+        let applied = self
+            .store
+            .apply(
+                t.id,
+                t.event_type,
+                Change::Ignore(why.reason()),
+                t.source,
+                t.now,
+            )
+            .await;
+        match applied {
+            Ok(a) => Processed {
+                decision: Decision::Done(a.completion),
+                attempts: a.attempts,
+                ignored: Some(why),
+                tie: None,
+            },
+            Err(e) => Processed::only(self.after_transient(&e, Cause::Store, t.delivery, t.unit)),
+        }
+    }
+
+    /// The decision the destinations' failures call for, `None` when none
+    /// failed: a permanent refusal or a failure past the retry horizon
+    /// dead-letters; otherwise the event comes back on the destination's
+    /// backoff (the longest one asked for), never counted toward the DLQ.
+    async fn after_destinations(
+        &self,
+        t: &Try<'_>,
+        failed: &[(Arc<dyn Destination>, DestinationState, DeliveryError)],
+    ) -> Option<Decision> {
+        let mut reasons = Vec::new();
+        let mut retry: Option<(Duration, PortError)> = None;
+        for (d, state, error) in failed {
+            let horizon = d.retry_for();
+            let failing_for = t.now - state.first_failed_at.unwrap_or(t.now);
+            if error.kind == ErrorKind::Permanent {
+                reasons.push(format!("destination {}: {}", d.name(), error.message));
+            } else if u64::try_from(failing_for).unwrap_or(0) >= horizon.as_secs() {
+                reasons.push(format!(
+                    "destination {}: still failing after {} (retry_for): {}",
+                    d.name(),
+                    humantime::format_duration(horizon),
+                    error.message
+                ));
+            } else {
+                let delay = destination_delay(self.backoff, horizon, state.attempts, t.unit)
+                    .max(error.retry_after.unwrap_or_default())
+                    .min(MAX_VISIBILITY);
+                let error =
+                    PortError::transient(format!("destination {}: {}", d.name(), error.message));
+                if retry.as_ref().is_none_or(|(longest, _)| delay > *longest) {
+                    retry = Some((delay, error));
+                }
+            }
+        }
+        if !reasons.is_empty() {
+            let reason = reasons.join("; ");
+            self.record_failure(
+                t.id.as_str(),
+                t.event_type,
+                &reason,
+                t.now,
+                Tried::Unclaimed,
+            )
+            .await;
+            return Some(Decision::DeadLetter { reason });
+        }
+        let (delay, error) = retry?;
+        self.record_failure(
+            t.id.as_str(),
+            t.event_type,
+            &error.to_string(),
+            t.now,
+            Tried::Unclaimed,
+        )
+        .await;
+        Some(if t.delivery.receive_count >= self.max_receives {
+            Decision::Requeue {
+                error,
+                cause: Cause::Destination,
+            }
+        } else {
+            Decision::RetryLater {
+                delay,
+                error,
+                cause: Cause::Destination,
+            }
+        })
+    }
+}
+
+/// The delay before a destination's next try after its `attempts`-th
+/// failure: full jitter under a ceiling that doubles from the worker's
+/// base up to a cap of its own, a 24th of the retry horizon (an hour for
+/// the default 24 h) but never below the worker's own cap nor above SQS's
+/// 12-hour visibility limit. The destination's own count is used, not the
+/// message's receives, which start again when the event is requeued.
+pub fn destination_delay(
+    worker: Backoff,
+    retry_for: Duration,
+    attempts: u32,
+    unit: f64,
+) -> Duration {
+    let cap = (retry_for / 24).max(worker.max).min(MAX_VISIBILITY);
+    Backoff {
+        base: worker.base,
+        max: cap,
+    }
+    .delay(attempts, unit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_destination_backs_off_on_its_own_count_up_to_its_cap() {
+        let worker = Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+        };
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            destination_delay(worker, day, 1, 1.0),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            destination_delay(worker, day, 8, 1.0),
+            Duration::from_secs(128)
+        );
+        assert_eq!(
+            destination_delay(worker, day, 30, 1.0),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            destination_delay(worker, Duration::from_secs(600), 30, 1.0),
+            Duration::from_secs(300),
+            "never below the worker's cap"
+        );
+        assert_eq!(
+            destination_delay(worker, Duration::from_secs(30 * 86_400), 60, 1.0),
+            MAX_VISIBILITY
+        );
+        assert_eq!(destination_delay(worker, day, 5, 0.0), Duration::ZERO);
+    }
+}

@@ -1,0 +1,459 @@
+//! Routes and destinations: events delivered to a team's own service over
+//! HTTP with Hookline's guarantees. The receiver is not ours: a Node app
+//! (tests/receiver) that verifies every delivery with the official `stripe`
+//! package's `webhooks.constructEvent`, installed from its lock file by
+//! `make test`. Every case runs on both backends and checks what reached
+//! the DLQ.
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hookline_core::records::{EventStatus, Outcome};
+use serde_json::{json, Value};
+
+use crate::bed::Bed;
+use crate::helpers::*;
+use crate::on_both_backends;
+
+const SECRET_A: &str = "whsec_test_destinationA";
+const SECRET_B: &str = "whsec_test_destinationB";
+
+on_both_backends!(
+    server_errors_are_retried_until_the_destination_takes_it(5),
+    a_retry_after_is_honoured(5),
+    a_refusal_dead_letters_with_the_status(5),
+    timeouts_redirects_and_refused_connections_are_retried(5),
+    fan_out_calls_a_taker_once_and_a_replay_reaches_only_the_other(5),
+    a_worker_killed_mid_delivery_delivers_again_with_the_same_key(5),
+);
+
+/// The Node receiver, killed on drop.
+struct Receiver {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Receiver {
+    /// Starts it, or `None` (the skip recorded) where `make test` could not
+    /// install it.
+    fn start() -> Option<Receiver> {
+        let dir = repo_root().join("tests/receiver");
+        if !dir.join("node_modules/stripe").is_dir() {
+            record_skip(
+                "the Node receiver is not installed (make receiver: npm ci in tests/receiver)",
+            );
+            return None;
+        }
+        let secrets = json!({"a": SECRET_A, "b": SECRET_B}).to_string();
+        let mut child = Command::new("node")
+            .arg(dir.join("server.js"))
+            .env("RECEIVER_SECRETS", secrets)
+            .stdout(Stdio::piped())
+            .stderr(log_file("receiver"))
+            .spawn()
+            .expect("node starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the receiver prints its port");
+        let port: u16 = line.trim().parse().expect("a port");
+        Some(Receiver {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("{}/hook/{name}", self.base)
+    }
+
+    async fn script(&self, name: &str, answers: Value) {
+        let r = reqwest::Client::new()
+            .put(format!("{}/script/{name}", self.base))
+            .body(answers.to_string())
+            .send()
+            .await
+            .expect("script");
+        assert!(r.status().is_success());
+    }
+
+    async fn deliveries(&self, name: &str) -> Vec<Value> {
+        let v: Value = reqwest::get(format!("{}/deliveries/{name}", self.base))
+            .await
+            .expect("deliveries")
+            .json()
+            .await
+            .expect("json");
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until `name` has seen `n` deliveries.
+    async fn wait_for(&self, name: &str, n: usize, within: Duration) -> Vec<Value> {
+        eventually(within, || async { self.deliveries(name).await.len() >= n }).await;
+        self.deliveries(name).await
+    }
+}
+
+/// A routes document: destinations `(name, events)` of kind http at the
+/// receiver, with extra keys.
+fn routes(rx: &Receiver, destinations: &[(&str, &str, &str)]) -> String {
+    destinations
+        .iter()
+        .map(|(name, events, extra)| {
+            let secret = if *name == "b" { SECRET_B } else { SECRET_A };
+            format!(
+                "[[destination]]\nname = \"{name}\"\nkind = \"http\"\nevents = [{events}]\nurl = \"{}\"\nallow_http = true\nsigning_secret = \"{secret}\"\n{extra}\n",
+                rx.url(name)
+            )
+        })
+        .collect()
+}
+
+fn one_event(id: &str) -> String {
+    event_with("payment_intent.succeeded", id, now())
+}
+
+/// Every delivery verified with Stripe's library, carried the body Stripe
+/// sent byte for byte, the event id as its idempotency key, and Hookline's
+/// user agent; the attempts count up from 1.
+fn check_deliveries(seen: &[Value], body: &str, id: &str) {
+    for (i, d) in seen.iter().enumerate() {
+        assert_eq!(d["verified"], true, "constructEvent accepted it: {d}");
+        assert_eq!(d["body"], body, "the body Stripe sent, byte for byte");
+        assert_eq!(d["eventId"], id);
+        assert_eq!(d["idempotencyKey"], id);
+        assert_eq!(d["hooklineEventId"], id);
+        assert_eq!(d["attempt"], i + 1);
+        assert!(
+            d["userAgent"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("Hookline/")),
+            "{d}"
+        );
+    }
+}
+
+async fn completed_with_nothing_dead_lettered(bed: &Bed, id: &str) {
+    let ids = [id.to_owned()];
+    assert!(
+        eventually(Duration::from_secs(30), || bed.all_completed(&ids)).await,
+        "{id} completes: {:?}",
+        bed.ledger(id).await
+    );
+    assert_eq!(bed.dlq_len().await, 0, "nothing dead-lettered");
+    assert!(eventually(Duration::from_secs(10), || bed.queue_is_empty()).await);
+}
+
+async fn server_errors_are_retried_until_the_destination_takes_it(bed: Bed) {
+    let Some(rx) = Receiver::start() else { return };
+    rx.script("a", json!([{"status": 500}, {"status": 503}]))
+        .await;
+    let doc = routes(&rx, &[("a", "\"*\"", "")]);
+    let _w = bed.worker(&[
+        ("ROUTES", &doc),
+        ("ENABLED_EVENTS", "payment_intent.succeeded"),
+    ]);
+    let body = one_event("evt_test_dest5xx");
+    bed.enqueue(std::slice::from_ref(&body)).await;
+    let seen = rx.wait_for("a", 3, Duration::from_secs(30)).await;
+    assert_eq!(seen.len(), 3, "two 5xx, then taken: {seen:?}");
+    check_deliveries(&seen, &body, "evt_test_dest5xx");
+    completed_with_nothing_dead_lettered(&bed, "evt_test_dest5xx").await;
+    let rec = bed.ledger("evt_test_dest5xx").await.expect("ledger");
+    assert_eq!(rec.outcome, Some(Outcome::Applied));
+    let a = &rec.destinations["a"];
+    assert!(a.delivered);
+    assert_eq!(a.attempts, 3);
+    assert_eq!(rx.deliveries("a").await.len(), 3, "never called again");
+}
+
+async fn a_retry_after_is_honoured(bed: Bed) {
+    let Some(rx) = Receiver::start() else { return };
+    rx.script("a", json!([{"status": 429, "retryAfter": 2}]))
+        .await;
+    let doc = routes(&rx, &[("a", "\"payment_intent.*\"", "")]);
+    let _w = bed.worker(&[
+        ("ROUTES", &doc),
+        ("ENABLED_EVENTS", "payment_intent.succeeded"),
+    ]);
+    let body = one_event("evt_test_dest429");
+    bed.enqueue(std::slice::from_ref(&body)).await;
+    let seen = rx.wait_for("a", 2, Duration::from_secs(30)).await;
+    check_deliveries(&seen, &body, "evt_test_dest429");
+    let waited = seen[1]["at"].as_i64().expect("at") - seen[0]["at"].as_i64().expect("at");
+    assert!(
+        waited >= 1900,
+        "Retry-After: 2 honoured, waited {waited} ms"
+    );
+    completed_with_nothing_dead_lettered(&bed, "evt_test_dest429").await;
+}
+
+async fn a_refusal_dead_letters_with_the_status(bed: Bed) {
+    let Some(rx) = Receiver::start() else { return };
+    rx.script("a", json!([{"status": 410, "message": "endpoint retired"}]))
+        .await;
+    let doc = routes(&rx, &[("a", "\"*\"", "")]);
+    let _w = bed.worker(&[
+        ("ROUTES", &doc),
+        ("ENABLED_EVENTS", "payment_intent.succeeded"),
+    ]);
+    let body = one_event("evt_test_dest410");
+    bed.enqueue(std::slice::from_ref(&body)).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            bed.dlq_len().await == 1
+        })
+        .await
+    );
+    let dead = bed.dead_letters().await;
+    let reason = dead[0].attributes.get("error").cloned().unwrap_or_default();
+    assert!(
+        reason.starts_with("destination a: HTTP 410: ") && reason.contains("endpoint retired"),
+        "{reason}"
+    );
+    assert_eq!(dead[0].body, body.as_bytes(), "the event itself, kept");
+    assert_eq!(
+        rx.deliveries("a").await.len(),
+        1,
+        "a refusal is not retried"
+    );
+    let rec = bed.ledger("evt_test_dest410").await.expect("ledger");
+    assert_eq!(rec.status, EventStatus::Failed);
+    assert!(!rec.destinations["a"].delivered);
+    assert!(bed.queue_is_empty().await);
+}
+
+async fn timeouts_redirects_and_refused_connections_are_retried(bed: Bed) {
+    let Some(rx) = Receiver::start() else { return };
+    rx.script(
+        "a",
+        json!([{"delayMs": 3000}, {"status": 301, "location": "https://elsewhere.example/"}, {"reset": true}]),
+    )
+    .await;
+    let closed = format!("http://127.0.0.1:{}/hook/c", free_port());
+    let mut doc = routes(&rx, &[("a", "\"*\"", "timeout_secs = 1")]);
+    doc.push_str(&format!(
+        "[[destination]]\nname = \"c\"\nkind = \"http\"\nevents = [\"*\"]\nurl = \"{closed}\"\nallow_http = true\nsigning_secret = \"{SECRET_A}\"\n"
+    ));
+    let _w = bed.worker(&[
+        ("ROUTES", &doc),
+        ("ENABLED_EVENTS", "payment_intent.succeeded"),
+    ]);
+    let body = one_event("evt_test_destNet");
+    bed.enqueue(std::slice::from_ref(&body)).await;
+    // A's late answer, redirect (not followed) and reset are retried; the
+    // fourth try is taken.
+    let seen = rx.wait_for("a", 4, Duration::from_secs(60)).await;
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    check_deliveries(&seen, &body, "evt_test_destNet");
+    // C refuses connections: retried, never dead-lettered, within its horizon.
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            bed.ledger("evt_test_destNet").await.is_some_and(|r| {
+                r.destinations.get("c").is_some_and(|c| c.attempts >= 3)
+                    && r.destinations.get("a").is_some_and(|a| a.delivered)
+            })
+        })
+        .await
+    );
+    let rec = bed.ledger("evt_test_destNet").await.expect("ledger");
+    let c = &rec.destinations["c"];
+    assert!(!c.delivered);
+    assert!(
+        c.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("cannot connect")),
+        "{c:?}"
+    );
+    assert_eq!(rec.destinations["a"].attempts, 4);
+    assert_eq!(
+        bed.dlq_len().await,
+        0,
+        "nothing dead-lettered within the horizon"
+    );
+    assert_eq!(rx.deliveries("a").await.len(), 4, "A is not called again");
+}
+
+async fn fan_out_calls_a_taker_once_and_a_replay_reaches_only_the_other(bed: Bed) {
+    let Some(rx) = Receiver::start() else { return };
+    rx.script("b", Value::Array(vec![json!({"status": 500}); 20]))
+        .await;
+    // B gives up after 2 s of failures so that it dead-letters in the test.
+    let doc = routes(
+        &rx,
+        &[
+            ("a", "\"*\"", ""),
+            ("b", "\"payment_intent.*\"", "retry_for = \"2s\""),
+        ],
+    );
+    let mut w = bed.worker(&[
+        ("ROUTES", &doc),
+        ("ENABLED_EVENTS", "payment_intent.succeeded"),
+    ]);
+    let body = one_event("evt_test_destFan");
+    bed.enqueue(std::slice::from_ref(&body)).await;
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            bed.dlq_len().await == 1
+        })
+        .await,
+        "B dead-lettered after its horizon"
+    );
+    let (code, out, err) = run_hookline(&bed.env, &[], &["dlq", "list", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let listed = json(&out);
+    let reason = listed[0]["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        reason.starts_with("destination b: still failing after 2s"),
+        "the DLQ names the destination: {out}"
+    );
+    let b_tries = rx.deliveries("b").await.len();
+    assert!(b_tries >= 2, "B retried: {b_tries}");
+    assert_eq!(rx.deliveries("a").await.len(), 1, "A called exactly once");
+    drop(w);
+    // B is back; the replay reaches B only.
+    rx.script("b", json!([])).await;
+    let (code, out, err) = run_hookline(&bed.env, &[], &["dlq", "replay", "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    w = bed.worker(&[
+        ("ROUTES", &doc),
+        ("ENABLED_EVENTS", "payment_intent.succeeded"),
+    ]);
+    completed_with_nothing_dead_lettered(&bed, "evt_test_destFan").await;
+    let b = rx.deliveries("b").await;
+    assert_eq!(b.len(), b_tries + 1, "B once more, by the replay");
+    assert_eq!(rx.deliveries("a").await.len(), 1, "A not called again");
+    check_deliveries(&rx.deliveries("a").await, &body, "evt_test_destFan");
+    let last = b.last().expect("b");
+    assert_eq!(last["verified"], true);
+    assert_eq!(last["idempotencyKey"], "evt_test_destFan");
+    let rec = bed.ledger("evt_test_destFan").await.expect("ledger");
+    assert!(rec.destinations["a"].delivered && rec.destinations["b"].delivered);
+    assert_eq!(rec.status, EventStatus::Completed);
+    drop(w);
+}
+
+async fn a_worker_killed_mid_delivery_delivers_again_with_the_same_key(bed: Bed) {
+    let Some(rx) = Receiver::start() else { return };
+    rx.script("a", json!([{"delayMs": 4000}])).await;
+    let doc = routes(&rx, &[("a", "\"*\"", "timeout_secs = 10")]);
+    let env = [
+        ("ROUTES", doc.as_str()),
+        ("ENABLED_EVENTS", "payment_intent.succeeded"),
+        ("VISIBILITY_TIMEOUT_SECS", "3"),
+    ];
+    let mut w = bed.worker(&env);
+    let body = one_event("evt_test_destKill");
+    bed.enqueue(std::slice::from_ref(&body)).await;
+    rx.wait_for("a", 1, Duration::from_secs(30)).await;
+    signal(&w.child, "KILL");
+    let _ = wait_exit(&mut w.child, Duration::from_secs(5));
+    let _w = bed.worker(&env);
+    let seen = rx.wait_for("a", 2, Duration::from_secs(60)).await;
+    assert!(seen.len() >= 2, "delivered again after the kill: {seen:?}");
+    for d in &seen {
+        assert_eq!(d["verified"], true);
+        assert_eq!(d["body"], body.as_str());
+        assert_eq!(
+            d["idempotencyKey"], "evt_test_destKill",
+            "the same key on each copy"
+        );
+    }
+    completed_with_nothing_dead_lettered(&bed, "evt_test_destKill").await;
+}
+
+/// A document that cannot be used stops the worker at start (exit 1), and
+/// `config check` names the same problem.
+#[tokio::test]
+async fn an_invalid_routes_document_exits_1_naming_the_problem() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().display().to_string();
+    let cases = [
+        (
+            "[[destination]]\nname = \"a\"\nkind = \"projections\"\nevents = [\"*\"]\n\n[[destination]]\nname = \"a\"\nkind = \"projections\"\nevents = [\"*\"]\n",
+            "line 7: duplicate destination name \"a\"",
+        ),
+        (
+            "[[destination]]\nname = \"a\"\nkind = \"smtp\"\nevents = [\"*\"]\n",
+            "line 3: destination \"a\": unknown kind \"smtp\"",
+        ),
+        (
+            "[[destination]]\nname = \"a\"\nkind = \"http\"\nevents = [\"*\"]\nurl = \"ftp://x.example/\"\nsigning_secret = \"whsec_test_x\"\n",
+            "line 5: destination \"a\": the url's scheme \"ftp\" is not https",
+        ),
+        (
+            "[[destination]]\nname = \"a\"\nkind = \"projections\"\nevents = [\"payout.*\"]\n",
+            "enables \"payment_intent.succeeded\" but no destination takes it",
+        ),
+    ];
+    for (doc, problem) in cases {
+        let mut worker = Command::new(bin("hookline-worker"))
+            .env_clear()
+            .env("DATA_DIR", &data)
+            .env("ROUTES", doc)
+            .env("ENABLED_EVENTS", "payment_intent.succeeded")
+            .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("worker");
+        let code = wait_exit(&mut worker, Duration::from_secs(20));
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut worker.stderr.take().expect("stderr"), &mut err)
+            .expect("stderr");
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains(problem), "names {problem:?}: {err}");
+        assert!(err.contains("invalid routes document (ROUTES)"), "{err}");
+
+        let env = vec![
+            ("DATA_DIR".to_owned(), data.clone()),
+            ("ROUTES".to_owned(), doc.to_owned()),
+            (
+                "ENABLED_EVENTS".to_owned(),
+                "payment_intent.succeeded".to_owned(),
+            ),
+            (
+                "STRIPE_WEBHOOK_SECRET".to_owned(),
+                "whsec_test_configCheck".to_owned(),
+            ),
+        ];
+        let (code, out, err) = run_hookline(&env, &[], &["config", "check"]).await;
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("FAIL routes") && l.contains(problem)),
+            "{out}"
+        );
+    }
+    // A file, too, and a valid one passes the check.
+    let file = dir.path().join("routes.toml");
+    std::fs::write(
+        &file,
+        "[[destination]]\nname = \"tables\"\nkind = \"projections\"\nevents = [\"payment_intent.*\"]\n",
+    )
+    .expect("write");
+    let env = vec![
+        ("DATA_DIR".to_owned(), data.clone()),
+        ("ROUTES_FILE".to_owned(), file.display().to_string()),
+        (
+            "ENABLED_EVENTS".to_owned(),
+            "payment_intent.succeeded".to_owned(),
+        ),
+        (
+            "STRIPE_WEBHOOK_SECRET".to_owned(),
+            "whsec_test_configCheck".to_owned(),
+        ),
+    ];
+    let (code, out, err) = run_hookline(&env, &[], &["config", "check"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("tables (payment_intent.*)"), "{out}");
+}
