@@ -7,6 +7,11 @@
 //! per event (utime + stime from /proc/<pid>/stat, so the bench's own CPU is
 //! not counted), at `WORKER_CONCURRENCY` 16 and 64.
 //!
+//! The same drain then forwards every event to an `http` destination
+//! instead (a routes document with one destination for `*`): a keep-alive
+//! receiver in this process answers 200 to each signed POST. The figure to
+//! hold: ≥ 5,000 events/s at ≤ 1.5× the projections' worker CPU per event.
+//!
 //! Run: `make bench`, or `cargo build --release --bins && cargo bench --bench
 //! worker_drain`. Knobs: BENCH_EVENTS (default 10000), BENCH_RUNS (default
 //! 1), BENCH_WORKER_BIN (another worker binary, to compare builds side by
@@ -74,7 +79,34 @@ struct Drain {
     cpu_us: f64,
 }
 
-async fn drain(events: usize, concurrency: usize) -> Drain {
+/// A keep-alive HTTP receiver that takes every POST; its port and a count
+/// of what it took.
+async fn receiver() -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let taken = std::sync::Arc::new(AtomicU64::new(0));
+    let count = std::sync::Arc::clone(&taken);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let count = std::sync::Arc::clone(&count);
+            async move {
+                assert!(!body.is_empty());
+                count.fetch_add(1, Ordering::Relaxed);
+                "{\"received\":true}"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (port, taken)
+}
+
+async fn drain(events: usize, concurrency: usize, routes: Option<String>) -> Drain {
     let dir = tempfile::tempdir().expect("tmp");
     let e = hookline_embedded::open(dir.path(), Default::default()).expect("open");
     let now = hookline_core::clock::unix_secs();
@@ -92,6 +124,7 @@ async fn drain(events: usize, concurrency: usize) -> Drain {
         .env("WORKER_CONCURRENCY", concurrency.to_string())
         .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")
+        .envs(routes.map(|r| ("ROUTES", r)))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -116,7 +149,8 @@ async fn drain(events: usize, concurrency: usize) -> Drain {
 fn main() {
     let events = env_usize("BENCH_EVENTS", 10_000);
     let runs = env_usize("BENCH_RUNS", 1);
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
@@ -130,8 +164,38 @@ fn main() {
     );
     for concurrency in [16usize, 64] {
         for _ in 0..runs {
-            let d = rt.block_on(drain(events, concurrency));
+            let d = rt.block_on(drain(events, concurrency, None));
             println!("{:<12} {:>10.0} {:>18.0}", concurrency, d.eps, d.cpu_us);
         }
+    }
+    // Side by side: the projections, then forwarding to a local receiver.
+    let (port, taken) = rt.block_on(receiver());
+    let routes = format!(
+        "[[destination]]\nname = \"bench\"\nkind = \"http\"\nevents = [\"*\"]\nurl = \"http://127.0.0.1:{port}/hook\"\nallow_http = true\nsigning_secret = \"whsec_test_benchReceiver\"\nmax_concurrency = 64\n"
+    );
+    println!(
+        "\nforwarding to an http destination (keep-alive receiver on loopback), concurrency 64"
+    );
+    println!(
+        "{:<12} {:>10} {:>18} {:>10}",
+        "path", "events/s", "CPU µs per event", "CPU ratio"
+    );
+    for _ in 0..runs {
+        let p = rt.block_on(drain(events, 64, None));
+        let before = taken.load(std::sync::atomic::Ordering::Relaxed);
+        let f = rt.block_on(drain(events, 64, Some(routes.clone())));
+        let got = taken.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert!(got >= events as u64, "the receiver took every event: {got}");
+        println!(
+            "{:<12} {:>10.0} {:>18.0} {:>10}",
+            "projections", p.eps, p.cpu_us, "1.00"
+        );
+        println!(
+            "{:<12} {:>10.0} {:>18.0} {:>10.2}",
+            "forward",
+            f.eps,
+            f.cpu_us,
+            f.cpu_us / p.cpu_us
+        );
     }
 }

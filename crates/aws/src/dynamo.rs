@@ -170,7 +170,11 @@ impl DynamoStore {
             outcome,
             object,
             reason,
+            destinations,
         } = done;
+        let destination_set: String = (0..destinations.len())
+            .map(|i| format!(", #d{i} = :d{i}"))
+            .collect();
         // The item the event projected (or would have, when stale), for
         // lookups from an event to its state.
         let object_set = if object.is_some() {
@@ -191,7 +195,7 @@ impl DynamoStore {
             .key("eventId", s(event_id))
             .update_expression(format!(
                 "SET #status = :completed, outcome = :outcome, completedAt = :at, expiresAt = :exp, \
-                 eventType = if_not_exists(eventType, :type){attempts}{object_set}{reason_set}{source} \
+                 eventType = if_not_exists(eventType, :type){attempts}{object_set}{reason_set}{destination_set}{source} \
                  REMOVE leaseUntil, leaseOwner{reason_remove}"
             ))
             .condition_expression(NOT_FINAL)
@@ -205,6 +209,13 @@ impl DynamoStore {
             .expression_attribute_values(":one", n(1));
         if let Some(o) = object {
             update = update.expression_attribute_values(":object", s(o));
+        }
+        for (i, (name, state)) in destinations.iter().enumerate() {
+            let value = serde_json::to_value(state)
+                .map_err(|e| PortError::permanent(format!("destination state: {e}")))?;
+            update = update
+                .expression_attribute_names(format!("#d{i}"), format!("{DESTINATION_PREFIX}{name}"))
+                .expression_attribute_values(format!(":d{i}"), to_attr(&value));
         }
         if let Some(r) = reason {
             update = update.expression_attribute_values(":reason", s(r));
@@ -348,6 +359,8 @@ struct Done<'a> {
     object: Option<&'a str>,
     /// Why it was ignored.
     reason: Option<&'a str>,
+    /// Destinations' states written with the completion.
+    destinations: &'a [(String, DestinationState)],
 }
 
 impl<'a> Done<'a> {
@@ -356,6 +369,7 @@ impl<'a> Done<'a> {
             outcome,
             object,
             reason: None,
+            destinations: &[],
         }
     }
 }
@@ -525,12 +539,15 @@ impl Store for DynamoStore {
     ) -> Result<Completion, PortError> {
         let p = match change {
             Change::Project(p, _) => p,
-            Change::Delivered => {
+            Change::Delivered(destinations) => {
                 return self
                     .complete_ledger_only(
                         event_id.as_str(),
                         event_type,
-                        Done::new(Outcome::Applied, None),
+                        Done {
+                            destinations,
+                            ..Done::new(Outcome::Applied, None)
+                        },
                         now,
                         None,
                     )
@@ -639,7 +656,13 @@ impl Store for DynamoStore {
         // projection written and the event not completed: its redelivery
         // writes the same projection again and completes it.
         let (done, tie) = match change {
-            Change::Delivered => (Done::new(Outcome::Applied, None), None),
+            Change::Delivered(destinations) => (
+                Done {
+                    destinations,
+                    ..Done::new(Outcome::Applied, None)
+                },
+                None,
+            ),
             Change::Ignore(reason) => (
                 Done {
                     reason: Some(reason),

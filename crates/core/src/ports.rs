@@ -357,9 +357,9 @@ pub enum Change<'a> {
     /// Nothing: the event completes `ignored` with this reason. Not final:
     /// the event is applied when it comes again.
     Ignore(&'a str),
-    /// Nothing more: every routed destination took the event (their states
-    /// are recorded already); it completes `applied`.
-    Delivered,
+    /// Every routed destination took the event: these destinations' states
+    /// are written with the completion (one write), which is `applied`.
+    Delivered(&'a [(String, DestinationState)]),
 }
 
 impl<'a> Change<'a> {
@@ -370,7 +370,7 @@ impl<'a> Change<'a> {
     pub fn projection(self) -> Option<&'a Projection> {
         match self {
             Self::Project(p, _) => Some(p),
-            Self::Ignore(_) | Self::Delivered => None,
+            Self::Ignore(_) | Self::Delivered(_) => None,
         }
     }
 }
@@ -453,6 +453,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The ledger item of an event, with its destinations' states.
     async fn event(&self, event_id: &str) -> Result<Option<EventRecord>, PortError>;
 
+    /// Only the destinations' states of an event (what the worker reads
+    /// before delivering); by default from [`Store::event`].
+    async fn destinations(
+        &self,
+        event_id: &str,
+    ) -> Result<BTreeMap<String, DestinationState>, PortError> {
+        Ok(self
+            .event(event_id)
+            .await?
+            .map(|r| r.destinations)
+            .unwrap_or_default())
+    }
+
     /// An objects-table item (`pi_`, `po_`, `du_`, `dp_`) or provider item (`acct_`).
     async fn item(&self, id: &str) -> Result<Option<StoredItem>, PortError>;
 
@@ -506,8 +519,8 @@ pub trait StripeApi: Send + Sync + std::fmt::Debug {
 pub struct Outgoing<'a> {
     pub event_id: &'a str,
     pub event_type: &'a str,
-    /// The Stripe event exactly as Stripe sent it.
-    pub body: &'a [u8],
+    /// The Stripe event exactly as Stripe sent it (shared, not copied).
+    pub body: &'a Bytes,
     /// This try, counted from 1.
     pub attempt: u32,
     /// Unix seconds (the signature's timestamp).

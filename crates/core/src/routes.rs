@@ -189,12 +189,14 @@ impl Routes {
                     Kind::Projections
                 }
                 "http" => Kind::Http(http(&d, name, env, &err)?),
-                other => return Err(err(
-                    d.kind.span(),
-                    format!(
+                other => {
+                    return Err(err(
+                        d.kind.span(),
+                        format!(
                         "destination {name:?}: unknown kind {other:?} (known: http, projections)"
                     ),
-                )),
+                    ))
+                }
             };
             destinations.push(Destination {
                 name: name.clone(),
@@ -293,12 +295,14 @@ fn http(
                 format!("destination {name:?}: give signing_secret or signing_secret_id, not both"),
             ))
         }
-        (None, None) => return Err(err(
-            d.name.span(),
-            format!(
+        (None, None) => {
+            return Err(err(
+                d.name.span(),
+                format!(
                 "destination {name:?} of kind http has no signing_secret_id (or signing_secret)"
             ),
-        )),
+            ))
+        }
         (None, Some(id)) => Signing::SecretId(id.get_ref().clone()),
         (Some(secret), None) => {
             if !secret.get_ref().starts_with("whsec_") {

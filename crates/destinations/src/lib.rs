@@ -140,7 +140,7 @@ impl Destination for HttpDestination {
             .client
             .post(&self.url)
             .headers(self.headers(&event))
-            .body(event.body.to_vec())
+            .body(event.body.clone())
             .send()
             .await;
         let answer = match sent {

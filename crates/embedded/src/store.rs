@@ -1,5 +1,7 @@
 //! The embedded store: ledger and projections in one SQLite transaction.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use hookline_core::clock::rfc3339;
 use hookline_core::envelope::EventId;
@@ -204,7 +206,8 @@ impl Write {
 enum Changing {
     Write(Write),
     Ignore(String),
-    Delivered,
+    /// Destination names and their states, as JSON.
+    Delivered(Vec<(String, String)>),
 }
 
 impl Changing {
@@ -212,9 +215,51 @@ impl Changing {
         match change {
             Change::Project(p, asked) => Self::Write(Write::of(p, ties.unwrap_or(asked))),
             Change::Ignore(reason) => Self::Ignore(reason.to_owned()),
-            Change::Delivered => Self::Delivered,
+            Change::Delivered(states) => Self::Delivered(
+                states
+                    .iter()
+                    .map(|(name, state)| {
+                        let json = serde_json::to_string(state).unwrap_or_default();
+                        (name.clone(), json)
+                    })
+                    .collect(),
+            ),
         }
     }
+}
+
+/// The destinations' states of an event.
+fn destinations_of(
+    conn: &Connection,
+    event_id: &str,
+) -> rusqlite::Result<BTreeMap<String, DestinationState>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT destination, state FROM destinations WHERE event_id = ?1")?;
+    let rows = stmt.query_map(params![event_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut states = BTreeMap::new();
+    for row in rows {
+        let (name, state) = row?;
+        // A row this version cannot read is shown as never tried.
+        states.insert(name, serde_json::from_str(&state).unwrap_or_default());
+    }
+    Ok(states)
+}
+
+/// Writes one destination's state (JSON) for an event.
+fn record_destination(
+    conn: &Connection,
+    event_id: &str,
+    destination: &str,
+    state: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO destinations (event_id, destination, state) VALUES (?1, ?2, ?3)
+         ON CONFLICT (event_id, destination) DO UPDATE SET state = excluded.state",
+    )?
+    .execute(params![event_id, destination, state])?;
+    Ok(())
 }
 
 /// What completes an event: the ledger item and the projection.
@@ -236,7 +281,12 @@ impl Completing {
         }
         let (outcome, tie, object, reason) = match &self.change {
             Changing::Ignore(reason) => (Outcome::Ignored, None, None, Some(reason.as_str())),
-            Changing::Delivered => (Outcome::Applied, None, None, None),
+            Changing::Delivered(states) => {
+                for (name, state) in states {
+                    record_destination(conn, &self.id, name, state)?;
+                }
+                (Outcome::Applied, None, None, None)
+            }
             Changing::Write(w) => match project(conn, &self.id, w)? {
                 (Some(outcome), tie) => (outcome, tie, Some(w.key.as_str()), None),
                 (None, _) => return Ok(Applied::plain(Completion::Tied, None)),
@@ -418,12 +468,7 @@ impl Store for EmbeddedStore {
                      VALUES (?1, 'PROCESSING', ?2, 0, ?3)",
                 )?
                 .execute(params![id, event_type, now + LEDGER_TTL_SECS])?;
-                conn.prepare_cached(
-                    "INSERT INTO destinations (event_id, destination, state) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (event_id, destination) DO UPDATE SET state = excluded.state",
-                )?
-                .execute(params![id, destination, state])?;
-                Ok(())
+                record_destination(conn, &id, &destination, &state)
             })
             .await
     }
@@ -432,10 +477,11 @@ impl Store for EmbeddedStore {
         let id = event_id.to_owned();
         self.db
             .read(move |conn| {
-                let record = conn.query_row(
+                let record = conn.prepare_cached(
                 "SELECT event_id, status, event_type, attempts, outcome, last_error, completed_at,
                         expires_at, lease_until, source, object_id, reason
                  FROM events WHERE event_id = ?1",
+                )?.query_row(
                 params![id],
                 |r| {
                     let status: String = r.get(1)?;
@@ -461,21 +507,18 @@ impl Store for EmbeddedStore {
                 let Some(mut record) = record else {
                     return Ok(None);
                 };
-                let mut stmt = conn.prepare_cached(
-                    "SELECT destination, state FROM destinations WHERE event_id = ?1",
-                )?;
-                let rows = stmt.query_map(params![id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })?;
-                for row in rows {
-                    let (name, state) = row?;
-                    // A row this version cannot read is shown as never tried.
-                    let state = serde_json::from_str(&state).unwrap_or_default();
-                    record.destinations.insert(name, state);
-                }
+                record.destinations = destinations_of(conn, &id)?;
                 Ok(Some(record))
             })
             .await
+    }
+
+    async fn destinations(
+        &self,
+        event_id: &str,
+    ) -> Result<BTreeMap<String, DestinationState>, PortError> {
+        let id = event_id.to_owned();
+        self.db.read(move |conn| destinations_of(conn, &id)).await
     }
 
     async fn item(&self, id: &str) -> Result<Option<StoredItem>, PortError> {

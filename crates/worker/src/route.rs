@@ -112,13 +112,14 @@ impl Processor {
         if plan.remote.is_empty() && !plan.projections {
             return self.ignore(t, Ignored::NoRoute).await;
         }
-        let record = match self.store.event(t.id.as_str()).await {
-            Ok(r) => r,
+        let states = match self.store.destinations(t.id.as_str()).await {
+            Ok(s) => s,
             Err(e) => {
                 return Processed::only(self.after_transient(&e, Cause::Store, t.delivery, t.unit))
             }
         };
-        let states = record.map(|r| r.destinations).unwrap_or_default();
+        // The event's bytes within the delivery's body, shared.
+        let body = &shared(&t.delivery.body, event);
         let pending = plan
             .remote
             .iter()
@@ -130,7 +131,7 @@ impl Processor {
                         .deliver(Outgoing {
                             event_id: t.id.as_str(),
                             event_type: t.event_type,
-                            body: event,
+                            body,
                             attempt: state.attempts + 1,
                             now: t.now,
                         })
@@ -143,14 +144,20 @@ impl Processor {
                 }
             });
         let tries = join_all(pending).await;
+        // When every destination took it and no projection runs, the states
+        // are written with the completion, in one write.
+        let completes_now = !plan.projections && tries.iter().all(|t| t.result.is_ok());
         let mut failed = Vec::new();
+        let mut taken = Vec::new();
         for tried in tries {
             let name = tried.destination.name();
             let next = match &tried.result {
                 Ok(()) => tried.state.delivered(t.now),
                 Err(e) => tried.state.failed(&e.to_string(), t.now),
             };
-            if let Err(e) = self
+            if completes_now {
+                taken.push((name.to_owned(), next.clone()));
+            } else if let Err(e) = self
                 .store
                 .record_destination(t.id, t.event_type, name, &next, t.now)
                 .await
@@ -188,15 +195,22 @@ impl Processor {
         }
         match projected {
             Some(p) => p,
-            None => self.delivered(t).await,
+            None => self.delivered(t, &taken).await,
         }
     }
 
-    /// Completes an event every destination took.
-    async fn delivered(&self, t: &Try<'_>) -> Processed {
+    /// Completes an event every destination took, with the states of those
+    /// that took it on this try.
+    async fn delivered(&self, t: &Try<'_>, taken: &[(String, DestinationState)]) -> Processed {
         let applied = self
             .store
-            .apply(t.id, t.event_type, Change::Delivered, t.source, t.now)
+            .apply(
+                t.id,
+                t.event_type,
+                Change::Delivered(taken),
+                t.source,
+                t.now,
+            )
             .await;
         match applied {
             Ok(a) => Processed {
@@ -298,6 +312,18 @@ impl Processor {
                 cause: Cause::Destination,
             }
         })
+    }
+}
+
+/// `part` as a view of `whole` when it lies within it (no copy), else a
+/// copy.
+fn shared(whole: &bytes::Bytes, part: &[u8]) -> bytes::Bytes {
+    let range = whole.as_ptr_range();
+    let inside = range.start <= part.as_ptr() && part.as_ptr_range().end <= range.end;
+    if inside && !part.is_empty() {
+        whole.slice_ref(part)
+    } else {
+        bytes::Bytes::copy_from_slice(part)
     }
 }
 
