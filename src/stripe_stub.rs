@@ -321,7 +321,8 @@ fn missing(what: &str, id: &str) -> Box<Response> {
 }
 
 /// The v1 collections served, and the `object` each holds.
-const V1: [(&str, &str); 4] = [
+const V1: [(&str, &str); 5] = [
+    ("events", "event"),
     ("accounts", "account"),
     ("payment_intents", "payment_intent"),
     ("payouts", "payout"),

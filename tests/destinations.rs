@@ -26,6 +26,7 @@ on_both_backends!(
     timeouts_redirects_and_refused_connections_are_retried(5),
     fan_out_calls_a_taker_once_and_a_replay_reaches_only_the_other(5),
     a_worker_killed_mid_delivery_delivers_again_with_the_same_key(5),
+    events_show_names_each_destination_and_redeliver_sends_again(5),
 );
 
 /// The Node receiver, killed on drop.
@@ -369,6 +370,91 @@ async fn a_worker_killed_mid_delivery_delivers_again_with_the_same_key(bed: Bed)
         );
     }
     completed_with_nothing_dead_lettered(&bed, "evt_test_destKill").await;
+}
+
+async fn events_show_names_each_destination_and_redeliver_sends_again(bed: Bed) {
+    let Some(rx) = Receiver::start() else { return };
+    let stub = hookline_suite::StripeStub::start().await.expect("stub");
+    rx.script("b", json!([{"status": 410, "message": "retired"}]))
+        .await;
+    let doc = routes(&rx, &[("a", "\"*\"", ""), ("b", "\"*\"", "")]);
+    let w = bed.worker(&[
+        ("ROUTES", &doc),
+        ("ENABLED_EVENTS", "payment_intent.succeeded"),
+    ]);
+    let body = one_event("evt_test_destAgain");
+    bed.enqueue(std::slice::from_ref(&body)).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            bed.dlq_len().await == 1
+        })
+        .await
+    );
+    let (code, out, err) =
+        run_hookline(&bed.env, &[], &["events", "show", "evt_test_destAgain"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("destination a  delivered after 1 attempt(s)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("destination b  not delivered, 1 attempt(s), failing since ")
+            && out.contains(": HTTP 410: "),
+        "{out}"
+    );
+    // The destination asks for it again: Stripe's API form of the event,
+    // to A only, signed, with the same idempotency key.
+    stub.put_v1(serde_json::from_str(&body).expect("event"));
+    let api = [
+        ("STRIPE_SECRET_KEY", "sk_test_hooklineStubOnly"),
+        ("STRIPE_API_BASE", stub.base.as_str()),
+    ];
+    let (code, out, err) = run_hookline(
+        &bed.env,
+        &api,
+        &[
+            "events",
+            "redeliver",
+            "evt_test_destAgain",
+            "--destination",
+            "a",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("queued again for destination a"), "{out}");
+    let seen = rx.wait_for("a", 2, Duration::from_secs(30)).await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1]["verified"], true);
+    assert_eq!(seen[1]["idempotencyKey"], "evt_test_destAgain");
+    assert_eq!(seen[1]["attempt"], 2);
+    let redelivered: Value =
+        serde_json::from_str(seen[1]["body"].as_str().expect("body")).expect("json");
+    assert_eq!(redelivered["id"], "evt_test_destAgain");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            bed.ledger("evt_test_destAgain")
+                .await
+                .is_some_and(|r| r.destinations["a"].delivered && r.destinations["a"].attempts == 2)
+        })
+        .await
+    );
+    assert!(eventually(Duration::from_secs(10), || bed.queue_is_empty()).await);
+    // The copy also reaches B, which has not taken the event yet (it
+    // takes it now), and the event completes.
+    let b = rx.wait_for("b", 2, Duration::from_secs(30)).await;
+    assert_eq!(b.len(), 2, "{b:?}");
+    assert_eq!(b[1]["verified"], true);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            bed.ledger("evt_test_destAgain")
+                .await
+                .is_some_and(|r| r.status == EventStatus::Completed)
+        })
+        .await
+    );
+    assert_eq!(bed.dlq_len().await, 1, "only the first refusal");
+    drop(w);
 }
 
 /// A document that cannot be used stops the worker at start (exit 1), and

@@ -13,4 +13,5 @@ pub mod dlq;
 pub mod fixtures;
 pub mod opts;
 pub mod output;
+pub mod redeliver;
 pub mod show;

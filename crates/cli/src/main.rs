@@ -151,6 +151,11 @@ enum EventsCommand {
         #[command(flatten)]
         backend: BackendOpts,
     },
+    /// Send an event to one destination again, on purpose (read from Stripe's API, queued as a copy).
+    #[command(
+        after_help = "Example:\n  hookline events redeliver evt_1QhLsDExampleEvent06 --destination billing"
+    )]
+    Redeliver(Box<hookline_cli::redeliver::RedeliverArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,6 +246,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out,
             backend,
         }) => show::event_cmd(&backend, &event_id, out.json).await,
+        Command::Events(EventsCommand::Redeliver(args)) => {
+            hookline_cli::redeliver::cmd(&args).await
+        }
         Command::Objects(ObjectsCommand::Show { id, out, backend }) => {
             show::object_cmd(&backend, &id, out.json).await
         }

@@ -24,6 +24,16 @@ pub fn human(value: &serde_json::Value) -> String {
     if let serde_json::Value::Object(map) = value {
         let width = map.keys().map(String::len).max().unwrap_or(0);
         for (k, v) in map {
+            if let (true, serde_json::Value::Object(destinations)) = (k == "destinations", v) {
+                for (name, state) in destinations {
+                    out.push_str(&format!(
+                        "{:<width$}  {}\n",
+                        format!("destination {name}"),
+                        destination_line(state)
+                    ));
+                }
+                continue;
+            }
             let shown = match v {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
@@ -75,4 +85,24 @@ fn print(item: &serde_json::Value, json: bool) -> anyhow::Result<std::process::E
         print!("{}", human(item));
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// One destination's state in words: `delivered after 3 attempts`, or
+/// `not delivered, 5 attempts, failing since 2026-12-02T10:00:00Z: HTTP 503: …`.
+fn destination_line(state: &serde_json::Value) -> String {
+    let attempts = state["attempts"].as_u64().unwrap_or(0);
+    if state["delivered"] == true {
+        return format!("delivered after {attempts} attempt(s)");
+    }
+    let mut line = format!("not delivered, {attempts} attempt(s)");
+    if let Some(since) = state["firstFailedAt"].as_i64() {
+        line.push_str(&format!(
+            ", failing since {}",
+            hookline_core::clock::rfc3339(since)
+        ));
+    }
+    if let Some(error) = state["lastError"].as_str() {
+        line.push_str(&format!(": {error}"));
+    }
+    line
 }

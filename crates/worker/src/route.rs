@@ -24,7 +24,7 @@ use hookline_core::inbound::{admit, Ignored};
 use hookline_core::ports::{
     Change, DeliveryError, Destination, ErrorKind, Outgoing, PortError, Tried,
 };
-use hookline_core::records::DestinationState;
+use hookline_core::records::{Completion, DestinationState};
 use hookline_core::routes::{Kind, Routes};
 
 use crate::decide::{Backoff, Cause, Decision, MAX_VISIBILITY};
@@ -212,6 +212,29 @@ impl Processor {
                 t.now,
             )
             .await;
+        let applied = match applied {
+            // Completed before (a redelivery on purpose, a replay after the
+            // routes changed): the completion wrote nothing, so the states
+            // are written on their own.
+            Ok(a) if a.completion == Completion::Duplicate => {
+                for (name, state) in taken {
+                    if let Err(e) = self
+                        .store
+                        .record_destination(t.id, t.event_type, name, state, t.now)
+                        .await
+                    {
+                        return Processed::only(self.after_transient(
+                            &e,
+                            Cause::Store,
+                            t.delivery,
+                            t.unit,
+                        ));
+                    }
+                }
+                Ok(a)
+            }
+            other => other,
+        };
         match applied {
             Ok(a) => Processed {
                 decision: Decision::Done(a.completion),
