@@ -140,6 +140,8 @@ struct ReplayArgs {
     backend: BackendOpts,
 }
 
+// Parsed once per run: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum EventsCommand {
     /// The ledger item of an event.
@@ -155,7 +157,7 @@ enum EventsCommand {
     #[command(
         after_help = "Example:\n  hookline events redeliver evt_1QhLsDExampleEvent06 --destination billing"
     )]
-    Redeliver(Box<hookline_cli::redeliver::RedeliverArgs>),
+    Redeliver(hookline_cli::redeliver::RedeliverArgs),
 }
 
 #[derive(Debug, Subcommand)]
