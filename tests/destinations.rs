@@ -159,7 +159,7 @@ async fn server_errors_are_retried_until_the_destination_takes_it(bed: Bed) {
     rx.script("a", json!([{"status": 500}, {"status": 503}]))
         .await;
     let doc = routes(&rx, &[("a", "\"*\"", "")]);
-    let _w = bed.worker(&[
+    let w = bed.worker(&[
         ("ROUTES", &doc),
         ("ENABLED_EVENTS", "payment_intent.succeeded"),
     ]);
@@ -175,6 +175,20 @@ async fn server_errors_are_retried_until_the_destination_takes_it(bed: Bed) {
     assert!(a.delivered);
     assert_eq!(a.attempts, 3);
     assert_eq!(rx.deliveries("a").await.len(), 3, "never called again");
+    let series = |result: &str| {
+        format!("hookline_destination_deliveries_total{{destination=\"a\",result=\"{result}\"}}")
+    };
+    assert_eq!(metric(&w, &series("delivered")).await, 1);
+    assert_eq!(metric(&w, &series("retried")).await, 2);
+    assert_eq!(metric(&w, &series("failed")).await, 0);
+    assert_eq!(
+        metric(
+            &w,
+            "hookline_destination_delivery_seconds_count{destination=\"a\"}"
+        )
+        .await,
+        3
+    );
 }
 
 async fn a_retry_after_is_honoured(bed: Bed) {

@@ -53,10 +53,32 @@ impl Reading {
 /// One metric of a service: its EMF name, unit and reading.
 pub type Sample = (&'static str, Reading);
 
-/// Renders one EMF line from the change between two readings.
+/// Renders one EMF line from the change between two readings, under the
+/// dimension `Service`.
 pub fn line(
     namespace: &str,
     service: &str,
+    timestamp_ms: i64,
+    now: &[Sample],
+    before: &[Sample],
+) -> String {
+    line_with(
+        namespace,
+        &[("Service", service)],
+        timestamp_ms,
+        now,
+        before,
+    )
+}
+
+/// Dimensions of one EMF line: name and value, `Service` first.
+pub type Dimensions = Vec<(&'static str, String)>;
+
+/// Renders one EMF line under `dimensions` (all of them one dimension set,
+/// such as `Service` and `Destination`).
+pub fn line_with(
+    namespace: &str,
+    dimensions: &[(&str, &str)],
     timestamp_ms: i64,
     now: &[Sample],
     before: &[Sample],
@@ -126,14 +148,17 @@ pub fn line(
         definitions.push(json!({"Name": name, "Unit": unit}));
         doc.insert((*name).to_owned(), value);
     }
-    doc.insert("Service".to_owned(), Value::String(service.to_owned()));
+    for (name, value) in dimensions {
+        doc.insert((*name).to_owned(), Value::String((*value).to_owned()));
+    }
+    let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
     doc.insert(
         "_aws".to_owned(),
         json!({
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": namespace,
-                "Dimensions": [["Service"]],
+                "Dimensions": [names],
                 "Metrics": definitions,
             }],
         }),
@@ -154,6 +179,25 @@ pub fn spawn<F>(
 where
     F: Fn() -> Vec<Sample> + Send + 'static,
 {
+    spawn_lines(
+        namespace,
+        every,
+        move || vec![(vec![("Service", service.to_owned())], read())],
+        shutdown,
+    )
+}
+
+/// Like [`spawn`], one line per group of samples, each under its own
+/// dimensions (the groups keep their order from one reading to the next).
+pub fn spawn_lines<F>(
+    namespace: Option<String>,
+    every: Duration,
+    read: F,
+    shutdown: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>>
+where
+    F: Fn() -> Vec<(Dimensions, Vec<Sample>)> + Send + 'static,
+{
     let namespace = namespace?;
     let every = every.max(Duration::from_secs(1));
     Some(tokio::spawn(async move {
@@ -165,17 +209,20 @@ where
                 _ = shutdown.cancelled() => true,
             };
             let now = read();
-            let text = line(
-                &namespace,
-                service,
-                crate::clock::unix_millis(),
-                &now,
-                &before,
-            );
+            let at = crate::clock::unix_millis();
             let mut out = std::io::stdout().lock();
-            if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
-                tracing::debug!(message = "Cannot write EMF metrics to stdout.");
+            for (i, (dimensions, samples)) in now.iter().enumerate() {
+                let dims: Vec<(&str, &str)> =
+                    dimensions.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                let previous: &[Sample] = before
+                    .get(i)
+                    .map_or(&[], |(_, s): &(Dimensions, Vec<Sample>)| s);
+                let text = line_with(&namespace, &dims, at, samples, previous);
+                if writeln!(out, "{text}").is_err() {
+                    tracing::debug!(message = "Cannot write EMF metrics to stdout.");
+                }
             }
+            let _ = out.flush();
             before = now;
             if last {
                 return;
@@ -237,6 +284,26 @@ mod tests {
             json!({"Name": "EventAge", "Unit": "Seconds"})
         );
         assert_eq!(v["_aws"]["Timestamp"], 1_000);
+    }
+
+    #[test]
+    fn a_line_carries_every_dimension_as_one_set() {
+        let now = vec![("DestinationDelivered", Reading::Count(4))];
+        let text = line_with(
+            "Hookline",
+            &[("Service", "worker"), ("Destination", "billing")],
+            5,
+            &now,
+            &[],
+        );
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["Destination"], "billing");
+        assert_eq!(v["Service"], "worker");
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Service", "Destination"]])
+        );
+        assert_eq!(v["DestinationDelivered"], 4);
     }
 
     #[test]

@@ -21,6 +21,44 @@ impl Part {
     }
 }
 
+/// What one routed destination did (label and EMF dimension
+/// `Destination`).
+#[derive(Debug)]
+pub struct DestinationMetrics {
+    /// Tries the destination took (2xx).
+    pub delivered: Counter,
+    /// Tries that failed and will be tried again (within the horizon).
+    pub retried: Counter,
+    /// Tries whose failure dead-lettered the event (refused, or past the
+    /// horizon).
+    pub failed: Counter,
+    /// Time of one try, request to answer.
+    pub latency: Histogram,
+}
+
+impl Default for DestinationMetrics {
+    fn default() -> Self {
+        Self {
+            delivered: Counter::default(),
+            retried: Counter::default(),
+            failed: Counter::default(),
+            latency: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
+}
+
+impl DestinationMetrics {
+    fn emf_samples(&self) -> Vec<hookline_core::emf::Sample> {
+        use hookline_core::emf::Reading;
+        vec![
+            ("DestinationDelivered", Reading::counter(&self.delivered)),
+            ("DestinationRetried", Reading::counter(&self.retried)),
+            ("DestinationFailed", Reading::counter(&self.failed)),
+            ("DestinationLatency", Reading::histogram(&self.latency)),
+        ]
+    }
+}
+
 #[derive(Debug)]
 pub struct WorkerMetrics {
     pub applied: Counter,
@@ -47,6 +85,8 @@ pub struct WorkerMetrics {
     pub handler_latency: Histogram,
     /// now − `created` when an event is applied: the lag users watch.
     pub event_age: Histogram,
+    /// Each routed destination's, by name (none without routes).
+    pub destinations: Vec<(String, std::sync::Arc<DestinationMetrics>)>,
 }
 
 impl Default for WorkerMetrics {
@@ -69,11 +109,22 @@ impl Default for WorkerMetrics {
             in_flight: Gauge::default(),
             handler_latency: Histogram::new(LATENCY_BUCKETS),
             event_age: Histogram::new(AGE_BUCKETS),
+            destinations: Vec::new(),
         }
     }
 }
 
 impl WorkerMetrics {
+    /// Metrics that also count these routed destinations.
+    pub fn with_destinations(
+        destinations: Vec<(String, std::sync::Arc<DestinationMetrics>)>,
+    ) -> Self {
+        Self {
+            destinations,
+            ..Self::default()
+        }
+    }
+
     pub fn done(&self, done: Completion) {
         match done {
             Completion::Completed(Outcome::Applied) => self.applied.inc(),
@@ -153,6 +204,27 @@ impl WorkerMetrics {
         ]
     }
 
+    /// The EMF lines: the worker's, then one per destination under the
+    /// dimensions `Service` and `Destination`.
+    pub fn emf_lines(
+        &self,
+    ) -> Vec<(
+        hookline_core::emf::Dimensions,
+        Vec<hookline_core::emf::Sample>,
+    )> {
+        let mut lines = vec![(vec![("Service", "worker".to_owned())], self.emf_samples())];
+        for (name, m) in &self.destinations {
+            lines.push((
+                vec![
+                    ("Service", "worker".to_owned()),
+                    ("Destination", name.clone()),
+                ],
+                m.emf_samples(),
+            ));
+        }
+        lines
+    }
+
     pub fn render(&self) -> String {
         let mut e = Exposition::new();
         e.counters(
@@ -197,7 +269,52 @@ impl WorkerMetrics {
             &self.same_second_unresolved,
         );
         self.render_health(&mut e);
-        e.finish()
+        let mut text = e.finish();
+        self.render_destinations(&mut text);
+        text
+    }
+
+    /// `hookline_destination_deliveries_total{destination,result}` and
+    /// `hookline_destination_delivery_seconds{destination}`.
+    fn render_destinations(&self, out: &mut String) {
+        use std::fmt::Write;
+        if self.destinations.is_empty() {
+            return;
+        }
+        let name = "hookline_destination_deliveries_total";
+        let _ = writeln!(out, "# HELP {name} Tries of each routed destination, by result (delivered, retried, failed).\n# TYPE {name} counter");
+        for (d, m) in &self.destinations {
+            for (result, c) in [
+                ("delivered", &m.delivered),
+                ("retried", &m.retried),
+                ("failed", &m.failed),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{destination=\"{d}\",result=\"{result}\"}} {}",
+                    c.get()
+                );
+            }
+        }
+        let name = "hookline_destination_delivery_seconds";
+        let _ = writeln!(out, "# HELP {name} Time of one try of a routed destination, request to answer.\n# TYPE {name} histogram");
+        for (d, m) in &self.destinations {
+            let (counts, overflow) = m.latency.bucket_counts();
+            let mut cumulative = 0;
+            for (bound, c) in m.latency.bounds().iter().zip(counts) {
+                cumulative += c;
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{destination=\"{d}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let count = cumulative + overflow;
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{destination=\"{d}\",le=\"+Inf\"}} {count}\n{name}_sum{{destination=\"{d}\"}} {}\n{name}_count{{destination=\"{d}\"}} {count}",
+                m.latency.sum_secs()
+            );
+        }
     }
 
     /// The circuit breaker's state, work in flight and the histograms.

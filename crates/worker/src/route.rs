@@ -28,6 +28,7 @@ use hookline_core::records::{Completion, DestinationState};
 use hookline_core::routes::{Kind, Routes};
 
 use crate::decide::{Backoff, Cause, Decision, MAX_VISIBILITY};
+use crate::metrics::DestinationMetrics;
 use crate::process::{Processed, Processor, Try};
 
 /// The routes document and the destinations built from it.
@@ -35,6 +36,7 @@ use crate::process::{Processed, Processor, Try};
 pub struct Routing {
     routes: Arc<Routes>,
     destinations: BTreeMap<String, Arc<dyn Destination>>,
+    counted: BTreeMap<String, Arc<DestinationMetrics>>,
 }
 
 impl Default for Routing {
@@ -55,17 +57,37 @@ impl Routing {
         Self {
             routes: Arc::new(Routes::projections_only()),
             destinations: BTreeMap::new(),
+            counted: BTreeMap::new(),
         }
     }
 
     /// A document and its destinations (by name; the backend builds them).
     pub fn new(routes: Routes, destinations: Vec<Arc<dyn Destination>>) -> Self {
+        let counted = destinations
+            .iter()
+            .map(|d| (d.name().to_owned(), Arc::default()))
+            .collect();
         Self {
             routes: Arc::new(routes),
             destinations: destinations
                 .into_iter()
                 .map(|d| (d.name().to_owned(), d))
                 .collect(),
+            counted,
+        }
+    }
+
+    /// Each destination's metrics, by name, for the worker's endpoint.
+    pub fn metrics(&self) -> Vec<(String, Arc<DestinationMetrics>)> {
+        self.counted
+            .iter()
+            .map(|(n, m)| (n.clone(), Arc::clone(m)))
+            .collect()
+    }
+
+    fn count(&self, name: &str, f: impl FnOnce(&DestinationMetrics)) {
+        if let Some(m) = self.counted.get(name) {
+            f(m);
         }
     }
 
@@ -127,6 +149,7 @@ impl Processor {
             .map(|d| {
                 let state = states.get(d.name()).cloned().unwrap_or_default();
                 async move {
+                    let started = std::time::Instant::now();
                     let result = d
                         .deliver(Outgoing {
                             event_id: t.id.as_str(),
@@ -136,6 +159,8 @@ impl Processor {
                             now: t.now,
                         })
                         .await;
+                    self.routing
+                        .count(d.name(), |m| m.latency.observe(started.elapsed()));
                     Tried1 {
                         destination: d.clone(),
                         state,
@@ -168,6 +193,7 @@ impl Processor {
             }
             match tried.result {
                 Ok(()) => {
+                    self.routing.count(name, |m| m.delivered.inc());
                     tracing::debug!(message = "Delivered.", event_id = %t.id, destination = name, attempts = next.attempts)
                 }
                 Err(error) => {
@@ -283,8 +309,10 @@ impl Processor {
             let horizon = d.retry_for();
             let failing_for = t.now - state.first_failed_at.unwrap_or(t.now);
             if error.kind == ErrorKind::Permanent {
+                self.routing.count(d.name(), |m| m.failed.inc());
                 reasons.push(format!("destination {}: {}", d.name(), error.message));
             } else if u64::try_from(failing_for).unwrap_or(0) >= horizon.as_secs() {
+                self.routing.count(d.name(), |m| m.failed.inc());
                 reasons.push(format!(
                     "destination {}: still failing after {} (retry_for): {}",
                     d.name(),
@@ -292,6 +320,7 @@ impl Processor {
                     error.message
                 ));
             } else {
+                self.routing.count(d.name(), |m| m.retried.inc());
                 let delay = destination_delay(self.backoff, horizon, state.attempts, t.unit)
                     .max(error.retry_after.unwrap_or_default())
                     .min(MAX_VISIBILITY);

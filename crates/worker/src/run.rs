@@ -95,6 +95,7 @@ impl Worker {
                 Routing::new(routes, destinations)
             }
         };
+        let destination_metrics = routing.metrics();
         let dlq = backend.dlq.clone().ok_or(hookline_settings::MissingDlq)?;
         let listener = TcpListener::bind(&args.metrics_addr)
             .await
@@ -129,7 +130,7 @@ impl Worker {
                 stripe,
                 routing,
             },
-            metrics: Arc::new(WorkerMetrics::default()),
+            metrics: Arc::new(WorkerMetrics::with_destinations(destination_metrics)),
             listener,
             concurrency: usize::try_from(args.worker_concurrency).unwrap_or(16),
             visibility,
@@ -208,11 +209,10 @@ fn spawn_emf(
     metrics: Arc<WorkerMetrics>,
     shutdown: &CancellationToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    hookline_core::emf::spawn(
+    hookline_core::emf::spawn_lines(
         emf.emf_namespace.clone(),
         Duration::from_secs(emf.emf_interval_secs),
-        "worker",
-        move || metrics.emf_samples(),
+        move || metrics.emf_lines(),
         shutdown.clone(),
     )
 }
