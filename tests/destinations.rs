@@ -27,6 +27,7 @@ on_both_backends!(
     fan_out_calls_a_taker_once_and_a_replay_reaches_only_the_other(5),
     a_worker_killed_mid_delivery_delivers_again_with_the_same_key(5),
     events_show_names_each_destination_and_redeliver_sends_again(5),
+    a_destination_down_for_two_minutes_loses_nothing_and_holds_up_no_other(5),
 );
 
 /// The Node receiver, killed on drop.
@@ -469,6 +470,76 @@ async fn events_show_names_each_destination_and_redeliver_sends_again(bed: Bed) 
     );
     assert_eq!(bed.dlq_len().await, 1, "only the first refusal");
     drop(w);
+}
+
+async fn a_destination_down_for_two_minutes_loses_nothing_and_holds_up_no_other(bed: Bed) {
+    let Some(rx) = Receiver::start() else { return };
+    let outage = Duration::from_secs(120);
+    let until =
+        hookline_core::clock::unix_millis() + i64::try_from(outage.as_millis()).expect("ms");
+    let r = reqwest::Client::new()
+        .put(format!("{}/down/b", rx.base))
+        .body(json!({ "until": until }).to_string())
+        .send()
+        .await
+        .expect("down");
+    assert!(r.status().is_success());
+    // Default destination settings (retry_for 24 h); B takes payment
+    // intents, A everything.
+    let doc = routes(
+        &rx,
+        &[("a", "\"*\"", ""), ("b", "\"payment_intent.*\"", "")],
+    );
+    let _w = bed.worker(&[
+        ("ROUTES", &doc),
+        ("ENABLED_EVENTS", "payment_intent.succeeded,payout.created"),
+    ]);
+    let both: Vec<String> = (0..3)
+        .map(|i| {
+            event_with(
+                "payment_intent.succeeded",
+                &format!("evt_test_down_pi{i}"),
+                now(),
+            )
+        })
+        .collect();
+    bed.enqueue(&both).await;
+    // A's events flow while B is down: its own, and its share of B's.
+    let only_a: Vec<String> = (0..3)
+        .map(|i| event_with("payout.created", &format!("evt_test_down_po{i}"), now()))
+        .collect();
+    bed.enqueue(&only_a).await;
+    let seen = rx.wait_for("a", 6, Duration::from_secs(30)).await;
+    assert_eq!(seen.len(), 6, "A is not held up by B: {seen:?}");
+    let payouts: Vec<String> = (0..3).map(|i| format!("evt_test_down_po{i}")).collect();
+    assert!(eventually(Duration::from_secs(20), || bed.all_completed(&payouts)).await);
+    // B comes back after two minutes: everything reaches it, nothing was
+    // dead-lettered meanwhile.
+    tokio::time::sleep(outage.saturating_sub(Duration::from_secs(15))).await;
+    assert_eq!(
+        bed.dlq_len().await,
+        0,
+        "nothing dead-lettered while B is down"
+    );
+    let ids: Vec<String> = (0..3).map(|i| format!("evt_test_down_pi{i}")).collect();
+    assert!(
+        eventually(Duration::from_secs(240), || bed.all_completed(&ids)).await,
+        "every event reaches B once it is back"
+    );
+    let b = rx.deliveries("b").await;
+    for id in &ids {
+        let took = b
+            .iter()
+            .filter(|d| d["eventId"] == id.as_str())
+            .map(|d| d["at"].as_i64().unwrap_or(0))
+            .filter(|at| *at >= until);
+        assert_eq!(took.count(), 1, "{id} taken by B once, after the outage");
+        let rec = bed.ledger(id).await.expect("ledger");
+        assert!(rec.destinations["a"].delivered && rec.destinations["b"].delivered);
+        assert_eq!(rec.destinations["a"].attempts, 1, "A called once");
+    }
+    assert_eq!(rx.deliveries("a").await.len(), 6, "A called once per event");
+    assert_eq!(bed.dlq_len().await, 0, "nothing dead-lettered");
 }
 
 /// A document that cannot be used stops the worker at start (exit 1), and

@@ -113,12 +113,19 @@ def env_of(aws, created, logical):
     arn = created[logical]["PhysicalResourceId"]
     td = aws("ecs").describe_task_definition(taskDefinition=arn)["taskDefinition"]
     (c,) = td["containerDefinitions"]
-    return {e["name"]: e["value"] for e in c["environment"]}
+    # moto keeps an AWS::NoValue list element as null; CloudFormation drops it.
+    return {e["name"]: e["value"] for e in c["environment"] if e is not None}
 
 
 def test_the_stack_deploys_with_existing_secrets(aws):
     webhook, api_key = existing_secrets(aws)
-    created, outputs = deploy(aws, WebhookSecretArn=webhook, StripeApiKeySecretArn=api_key)
+    signing = aws("secretsmanager").create_secret(
+        Name="prod/hookline/billing-signing", SecretString="whsec_test_destinationSigning")["ARN"]
+    routes = ('[[destination]]\nname = "billing"\nkind = "http"\nevents = ["*"]\n'
+              'url = "https://billing.internal/stripe"\nsigning_secret_id = "%s"\n' % signing)
+    created, outputs = deploy(aws, WebhookSecretArn=webhook, StripeApiKeySecretArn=api_key,
+                              Routes=routes, DestinationSecretArns=signing,
+                              DestinationEgressCidr="10.20.0.0/16")
 
     # Queues: redrive, and room for an event of MAX_BODY_BYTES plus attributes.
     sqs = aws("sqs")
@@ -152,8 +159,13 @@ def test_the_stack_deploys_with_existing_secrets(aws):
     # same-second events), and that secret alone: never the webhook secret.
     worker = role_policy(aws, "WorkerTaskRole", created)
     worker_reads = [s["Resource"] for s in worker if "secretsmanager:GetSecretValue" in s["Action"]]
-    assert worker_reads in ([api_key], [[api_key]]), worker_reads
+    flat = [r for x in worker_reads for r in (x if isinstance(x, list) else [x])]
+    assert flat == [api_key, signing], "the API key and the destinations' signing secrets, nothing else"
     assert env_of(aws, created, "WorkerTaskDefinition")["STRIPE_SECRET_KEY_ID"] == api_key
+    # The routes document reaches the worker as ROUTES. (moto creates no
+    # AWS::EC2::SecurityGroupEgress: the egress rule is checked on the
+    # template, test_templates.py.)
+    assert env_of(aws, created, "WorkerTaskDefinition")["ROUTES"] == routes
 
     # Metrics as EMF lines, and the webhook path, in the tasks' settings.
     for task in ("IngressTaskDefinition", "WorkerTaskDefinition"):

@@ -53,7 +53,8 @@ def refers_to_own(value, tpl):
     # Resources the operator hands the stack: the image repository, and
     # secrets (and their key) created before the stack.
     own = set(tpl["Resources"]) | {"ImageRepositoryArn", "WebhookSecretArn",
-                                   "StripeApiKeySecretArn", "SecretsKmsKeyArn"}
+                                   "StripeApiKeySecretArn", "SecretsKmsKeyArn",
+                                   "DestinationSecretArns"}
     if isinstance(value, dict) and "Fn::If" in value:
         options = branches(value)
         return bool(options) and all(refers_to_own(v, tpl) for v in options)
@@ -101,8 +102,8 @@ def test_each_service_role_has_only_what_it_needs(template):
             "dynamodb:UpdateItem", "dynamodb:PutItem"} <= worker
     worker_reads = [st["Resource"] for r, st in role_statements(template)
                     if r == "WorkerTaskRole" and "secretsmanager:GetSecretValue" in as_list(st["Action"])]
-    assert worker_reads in ([], [{"Ref": "StripeApiKeySecretArn"}]), \
-        "the worker reads the API key the operator gave, never the webhook secret"
+    assert worker_reads == [{"Ref": "StripeApiKeySecretArn"}, {"Ref": "DestinationSecretArns"}], \
+        "the worker reads the API key and the destinations' signing secrets the operator gave, never the webhook secret"
     assert "dynamodb:DeleteItem" not in worker and "dynamodb:Scan" not in worker
 
     operator = actions("OperatorRole")
@@ -236,9 +237,10 @@ def security_group_rules(template):
 
 
 def test_the_ingress_port_is_reached_by_security_group_reference(template):
+    # Rules on a port given as a parameter (the destinations') are not the ingress's.
     on_port = [(g, d, r) for g, d, r in security_group_rules(template)
-               if r.get("FromPort", 0) <= 8080 <= r.get("ToPort", 65535) and r.get("IpProtocol") != "-1"
-               and r.get("FromPort") is not None]
+               if isinstance(r.get("FromPort"), int) and isinstance(r.get("ToPort"), int)
+               and r["FromPort"] <= 8080 <= r["ToPort"] and r.get("IpProtocol") != "-1"]
     assert on_port
     for group, direction, rule in on_port:
         assert "CidrIp" not in rule and "CidrIpv6" not in rule, f"{group} {direction}: {rule}"
@@ -424,3 +426,26 @@ def test_the_operator_cannot_read_the_webhook_secret(template):
     flat = str(reads)
     assert "WebhookSecret" not in flat, reads
     assert "StripeApiKeySecret" in flat
+
+
+# ---------------------------------------------------------------- Destinations
+
+def test_routes_reach_the_worker_and_its_egress_is_the_destinations_only(template):
+    env = [e for x in container(template, "WorkerTaskDefinition")["Environment"] for e in branches(x)]
+    routes = [e for e in env if e["Name"] == "ROUTES"]
+    assert routes == [{"Name": "ROUTES", "Value": {"Ref": "Routes"}}]
+    assert template["Parameters"]["Routes"]["Default"] == ""
+    egress = resources(template, "AWS::EC2::SecurityGroupEgress")
+    assert set(egress) == {"WorkerToDestinationsCidr", "WorkerToDestinationsPrefixList"}
+    for name, rule in egress.items():
+        p = rule["Properties"]
+        assert p["GroupId"] == {"Ref": "WorkerSecurityGroup"}
+        assert p["FromPort"] == p["ToPort"] == {"Ref": "DestinationPort"}
+        assert p.get("CidrIp") in (None, {"Ref": "DestinationEgressCidr"}), "never a blanket rule"
+    assert egress["WorkerToDestinationsCidr"]["Condition"] == "HasDestinationCidr"
+    assert egress["WorkerToDestinationsPrefixList"]["Properties"]["DestinationPrefixListId"] == {"Ref": "DestinationPrefixListId"}
+    cidr = re.compile(template["Parameters"]["DestinationEgressCidr"]["AllowedPattern"])
+    for ok in ("", "10.0.0.0/8", "203.0.113.7/32"):
+        assert cidr.fullmatch(ok), ok
+    for bad in ("10.0.0.0", "0.0.0.0/33", "example.com"):
+        assert not cidr.fullmatch(bad), bad

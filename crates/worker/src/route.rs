@@ -321,9 +321,11 @@ impl Processor {
                 ));
             } else {
                 self.routing.count(d.name(), |m| m.retried.inc());
-                let delay = destination_delay(self.backoff, horizon, state.attempts, t.unit)
-                    .max(error.retry_after.unwrap_or_default())
-                    .min(MAX_VISIBILITY);
+                let failing = Duration::from_secs(u64::try_from(failing_for).unwrap_or(0));
+                let delay =
+                    destination_delay(self.backoff, horizon, state.attempts, failing, t.unit)
+                        .max(error.retry_after.unwrap_or_default())
+                        .min(MAX_VISIBILITY);
                 let error =
                     PortError::transient(format!("destination {}: {}", d.name(), error.message));
                 if retry.as_ref().is_none_or(|(longest, _)| delay > *longest) {
@@ -380,23 +382,31 @@ fn shared(whole: &bytes::Bytes, part: &[u8]) -> bytes::Bytes {
 }
 
 /// The delay before a destination's next try after its `attempts`-th
-/// failure: full jitter under a ceiling that doubles from the worker's
-/// base up to a cap of its own, a 24th of the retry horizon (an hour for
-/// the default 24 h) but never below the worker's own cap nor above SQS's
-/// 12-hour visibility limit. The destination's own count is used, not the
-/// message's receives, which start again when the event is requeued.
+/// failure, `failing_for` after the first, never under the worker's base
+/// nor a second (SQS counts visibility in whole seconds: a shorter delay
+/// would be none): full jitter under a ceiling that
+/// doubles from the worker's base, but never beyond how long the
+/// destination has been failing (so an outage of T is noticed within T of
+/// its end), nor beyond a cap of its own: a 24th of the retry horizon (an
+/// hour for the default 24 h), never below the worker's own cap nor above
+/// SQS's 12-hour visibility limit. The destination's own count is used,
+/// not the message's receives, which start again when the event is
+/// requeued.
 pub fn destination_delay(
     worker: Backoff,
     retry_for: Duration,
     attempts: u32,
+    failing_for: Duration,
     unit: f64,
 ) -> Duration {
     let cap = (retry_for / 24).max(worker.max).min(MAX_VISIBILITY);
+    let floor = worker.base.max(Duration::from_secs(1));
     Backoff {
         base: worker.base,
-        max: cap,
+        max: cap.min(failing_for.max(floor)),
     }
     .delay(attempts, unit)
+    .max(floor)
 }
 
 #[cfg(test)]
@@ -410,27 +420,41 @@ mod tests {
             max: Duration::from_secs(300),
         };
         let day = Duration::from_secs(86_400);
+        let long = Duration::from_secs(7 * 86_400);
+        let d = |horizon, attempts, unit| destination_delay(worker, horizon, attempts, long, unit);
+        assert_eq!(d(day, 1, 1.0), Duration::from_secs(1));
+        assert_eq!(d(day, 8, 1.0), Duration::from_secs(128));
+        assert_eq!(d(day, 30, 1.0), Duration::from_secs(3600));
         assert_eq!(
-            destination_delay(worker, day, 1, 1.0),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            destination_delay(worker, day, 8, 1.0),
-            Duration::from_secs(128)
-        );
-        assert_eq!(
-            destination_delay(worker, day, 30, 1.0),
-            Duration::from_secs(3600)
-        );
-        assert_eq!(
-            destination_delay(worker, Duration::from_secs(600), 30, 1.0),
+            d(Duration::from_secs(600), 30, 1.0),
             Duration::from_secs(300),
             "never below the worker's cap"
         );
+        assert_eq!(d(Duration::from_secs(30 * 86_400), 60, 1.0), MAX_VISIBILITY);
         assert_eq!(
-            destination_delay(worker, Duration::from_secs(30 * 86_400), 60, 1.0),
-            MAX_VISIBILITY
+            d(day, 5, 0.0),
+            Duration::from_secs(1),
+            "never under a second"
         );
-        assert_eq!(destination_delay(worker, day, 5, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_destination_never_waits_longer_than_it_has_been_failing() {
+        let worker = Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(2),
+        };
+        let day = Duration::from_secs(86_400);
+        let two_minutes = Duration::from_secs(120);
+        assert_eq!(
+            destination_delay(worker, day, 11, two_minutes, 1.0),
+            two_minutes,
+            "after 2 minutes of failures, the 11th try waits 2 minutes at most"
+        );
+        assert_eq!(
+            destination_delay(worker, day, 3, Duration::ZERO, 1.0),
+            Duration::from_secs(1),
+            "the first failure waits the base"
+        );
     }
 }
