@@ -28,6 +28,7 @@ on_both_backends!(
     a_worker_killed_mid_delivery_delivers_again_with_the_same_key(5),
     events_show_names_each_destination_and_redeliver_sends_again(5),
     a_destination_down_for_two_minutes_loses_nothing_and_holds_up_no_other(5),
+    the_custom_worker_example_runs_its_handler(5),
 );
 
 /// The Node receiver, killed on drop.
@@ -540,6 +541,70 @@ async fn a_destination_down_for_two_minutes_loses_nothing_and_holds_up_no_other(
     }
     assert_eq!(rx.deliveries("a").await.len(), 6, "A called once per event");
     assert_eq!(bed.dlq_len().await, 0, "nothing dead-lettered");
+}
+
+/// A `checkout.session.completed` event around Stripe's published Checkout
+/// Session (testdata/stripe-openapi), for the user `client_reference_id`.
+fn checkout_completed(id: &str, client_reference_id: Option<&str>) -> String {
+    let mut session: Value = serde_json::from_str(include_str!(
+        "../testdata/stripe-openapi/checkout_session.json"
+    ))
+    .expect("session");
+    session["id"] = format!("cs_test_{id}").into();
+    session["status"] = "complete".into();
+    session["payment_status"] = "paid".into();
+    if let Some(user) = client_reference_id {
+        session["client_reference_id"] = user.into();
+    }
+    let mut event: Value =
+        serde_json::from_str(include_str!("../testdata/stripe-openapi/event.json")).expect("event");
+    event["id"] = id.into();
+    event["type"] = "checkout.session.completed".into();
+    event["created"] = now().into();
+    event["livemode"] = false.into();
+    event["data"]["object"] = session;
+    serde_json::to_string_pretty(&event).expect("json")
+}
+
+async fn the_custom_worker_example_runs_its_handler(bed: Bed) {
+    let grants = tempfile::tempdir().expect("tmp");
+    let mut env = bed.env.clone();
+    env.push((
+        "ENABLED_EVENTS".to_owned(),
+        "checkout.session.completed".to_owned(),
+    ));
+    env.push(("GRANTS_DIR".to_owned(), grants.path().display().to_string()));
+    let _w = start_worker_bin("custom-worker", &env);
+    let granted = checkout_completed("evt_test_customGrant", Some("user_42"));
+    let guest = checkout_completed("evt_test_customGuest", None);
+    bed.enqueue(&[granted, guest]).await;
+    let ids = ["evt_test_customGrant".to_owned()];
+    assert!(eventually(Duration::from_secs(30), || bed.all_completed(&ids)).await);
+    let file = grants.path().join("user_42");
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("the grant"),
+        "cs_test_evt_test_customGrant"
+    );
+    let rec = bed.ledger("evt_test_customGrant").await.expect("ledger");
+    assert_eq!(rec.outcome, Some(Outcome::Applied));
+    let own = &rec.destinations["handler:checkout.session.completed"];
+    assert!(own.delivered && own.attempts == 1, "{own:?}");
+    // Stripe's published session has no client_reference_id: the handler
+    // refuses it, and the event is dead-lettered with its reason.
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            bed.dlq_len().await == 1
+        })
+        .await
+    );
+    let dead = bed.dead_letters().await;
+    let reason = dead[0].attributes.get("error").cloned().unwrap_or_default();
+    assert_eq!(
+        reason,
+        "destination handler:checkout.session.completed: no client_reference_id: whose access to grant?"
+    );
+    assert_eq!(std::fs::read_dir(grants.path()).expect("dir").count(), 1);
+    assert!(bed.queue_is_empty().await);
 }
 
 /// A document that cannot be used stops the worker at start (exit 1), and

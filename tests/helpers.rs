@@ -256,8 +256,14 @@ impl Drop for WorkerProc {
 /// Starts the built worker with quick test timings and `env` (the backend's
 /// settings plus any extra).
 pub fn start_worker_env(env: &[(String, String)]) -> WorkerProc {
+    start_worker_bin("hookline-worker", env)
+}
+
+/// Starts a worker binary (`hookline-worker`, or a custom worker built on
+/// its library) as [`start_worker_env`] does.
+pub fn start_worker_bin(name: &str, env: &[(String, String)]) -> WorkerProc {
     let port = free_port();
-    let mut cmd = std::process::Command::new(bin("hookline-worker"));
+    let mut cmd = std::process::Command::new(bin(name));
     cmd.env_clear()
         .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
         .env("RECEIVE_WAIT_SECS", "1")

@@ -557,14 +557,21 @@ impl DeliveryError {
     }
 }
 
-/// Where routed events go: a team's service over HTTP. One adapter per
-/// kind (`hookline-destinations`); the built-in projections are the store.
+/// Where routed events go: a team's service over HTTP (`hookline-destinations`),
+/// or a handler of its own in a custom worker binary
+/// (`hookline_worker::handler`); the built-in projections are the store.
 #[async_trait]
 pub trait Destination: Send + Sync + std::fmt::Debug {
     /// The routes document's name of the destination.
     fn name(&self) -> &str;
     /// How long failures are retried before the event is dead-lettered.
     fn retry_for(&self) -> Duration;
+    /// `Once`: the event is claimed (a lease keeps other workers off it)
+    /// before this destination is called. An `http` destination is
+    /// `Replace`: the receiver dedupes by `Idempotency-Key`.
+    fn effect(&self) -> crate::handlers::Effect {
+        crate::handlers::Effect::Replace
+    }
     /// Hands the event over; `Ok` once the destination took it.
     async fn deliver(&self, event: Outgoing<'_>) -> Result<(), DeliveryError>;
 }

@@ -65,6 +65,9 @@ pub enum Kind {
     Projections,
     /// A service of the team's, over HTTP.
     Http(Http),
+    /// A handler of the team's, in its own worker binary (registered in
+    /// code, never written in the document).
+    Handler,
 }
 
 /// An `http` destination's settings.
@@ -214,6 +217,16 @@ impl Routes {
             });
         }
         Ok(routes)
+    }
+
+    /// Adds a handler registered in code for `event_type` (a custom
+    /// worker binary), as the destination `name`.
+    pub fn add_handler(&mut self, name: &str, event_type: &str) {
+        self.destinations.push(Destination {
+            name: name.to_owned(),
+            events: vec![event_type.to_owned()],
+            kind: Kind::Handler,
+        });
     }
 
     pub fn destinations(&self) -> &[Destination] {

@@ -19,6 +19,7 @@
 pub mod breaker;
 mod context;
 pub mod decide;
+pub mod handler;
 mod housekeeping;
 pub mod metrics;
 pub mod outcome;

@@ -433,7 +433,7 @@ impl Processor {
 
     /// The claim of the transactional path: the ledger's attempts, or `Err`
     /// with the decision when this delivery must not go on.
-    async fn claim(&self, t: &Try<'_>) -> Result<u32, Decision> {
+    pub(crate) async fn claim(&self, t: &Try<'_>) -> Result<u32, Decision> {
         // Unique per delivery: our own retried claim gets the lease back,
         // a redelivery (crash, expired visibility) is a new owner.
         let owner = format!("{}/{}", t.delivery.message_id, t.delivery.receive_count);

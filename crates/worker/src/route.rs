@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use hookline_core::envelope::Envelope;
+use hookline_core::fetched::{self, ThinPlan};
+use hookline_core::handlers::Effect;
 use hookline_core::inbound::{admit, Ignored};
 use hookline_core::ports::{
     Change, DeliveryError, Destination, ErrorKind, Outgoing, PortError, Tried,
@@ -104,7 +106,9 @@ impl Routing {
         for d in self.routes.for_type(event_type) {
             match d.kind {
                 Kind::Projections => plan.projections = true,
-                Kind::Http(_) => plan.remote.extend(self.destinations.get(&d.name).cloned()),
+                Kind::Http(_) | Kind::Handler => {
+                    plan.remote.extend(self.destinations.get(&d.name).cloned());
+                }
             }
         }
         (!plan.remote.is_empty() || !plan.projections).then_some(plan)
@@ -134,12 +138,30 @@ impl Processor {
         if plan.remote.is_empty() && !plan.projections {
             return self.ignore(t, Ignored::NoRoute).await;
         }
+        // A `*` projections route beside a team's handler: the projections
+        // run only where they have something to write.
+        let projections = plan.projections
+            && (plan.remote.is_empty()
+                || (self.registry)(t.event_type).is_some()
+                || fetched::thin_plan(envelope).is_some_and(|p| !matches!(p, ThinPlan::NoHandler)));
         let states = match self.store.destinations(t.id.as_str()).await {
             Ok(s) => s,
             Err(e) => {
                 return Processed::only(self.after_transient(&e, Cause::Store, t.delivery, t.unit))
             }
         };
+        // A handler whose effect must happen once runs under the event's
+        // claim: a lease keeps any other delivery of the event off it.
+        let once = plan.remote.iter().any(|d| {
+            d.effect() == Effect::Once && !states.get(d.name()).is_some_and(|s| s.delivered)
+        });
+        if once {
+            match self.claim(t).await {
+                // Completed by the projections: the states say what is owed.
+                Ok(_) | Err(Decision::Done(Completion::Duplicate)) => {}
+                Err(decision) => return Processed::only(decision),
+            }
+        }
         // The event's bytes within the delivery's body, shared.
         let body = &shared(&t.delivery.body, event);
         let pending = plan
@@ -171,7 +193,7 @@ impl Processor {
         let tries = join_all(pending).await;
         // When every destination took it and no projection runs, the states
         // are written with the completion, in one write.
-        let completes_now = !plan.projections && tries.iter().all(|t| t.result.is_ok());
+        let completes_now = !projections && tries.iter().all(|t| t.result.is_ok());
         let mut failed = Vec::new();
         let mut taken = Vec::new();
         for tried in tries {
@@ -203,7 +225,7 @@ impl Processor {
             }
         }
         // The projections, whatever the other destinations answered.
-        let projected = match plan.projections {
+        let projected = match projections {
             true => Some(self.project_event(t, envelope, event).await),
             false => None,
         };

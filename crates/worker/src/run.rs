@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::breaker::Breaker;
 use crate::context::{probe_while_open, Context};
 use crate::decide::Backoff;
+use crate::handler::Handlers;
 use crate::housekeeping::housekeep;
 use crate::metrics::WorkerMetrics;
 use crate::poll::Poll;
@@ -66,6 +67,15 @@ pub struct Worker {
 
 impl Worker {
     pub async fn build(args: WorkerArgs) -> Result<Self, WorkerError> {
+        Self::build_with_handlers(args, Handlers::default()).await
+    }
+
+    /// A custom worker: these handlers of the team's besides the routes
+    /// (see [`crate::handler`]).
+    pub async fn build_with_handlers(
+        args: WorkerArgs,
+        handlers: Handlers,
+    ) -> Result<Self, WorkerError> {
         // The key-mode rule applies to the key that wins: a Secrets Manager
         // id (checked once the backend can read it) over the plain value.
         args.common.check_plain_key()?;
@@ -75,7 +85,7 @@ impl Worker {
             .load(&args.events.enabled_events, args.common.app_env)?;
         let backend: Backend =
             hookline_backend::open(&args.common, &args.tables, Tuning::default()).await?;
-        Self::build_with_backend(args, backend).await
+        Self::assemble(args, backend, handlers).await
     }
 
     /// Builds on a backend the caller opened (benchmarks put decorators in
@@ -84,14 +94,26 @@ impl Worker {
         args: WorkerArgs,
         backend: Backend,
     ) -> Result<Self, WorkerError> {
+        Self::assemble(args, backend, Handlers::default()).await
+    }
+
+    async fn assemble(
+        args: WorkerArgs,
+        backend: Backend,
+        handlers: Handlers,
+    ) -> Result<Self, WorkerError> {
         let stripe = backend.stripe_api(&args.common).await?;
-        let routes = args
+        let mut routes = args
             .routes
             .load(&args.events.enabled_events, args.common.app_env)?;
+        for (event_type, handler) in &handlers.registered {
+            routes.add_handler(handler.name(), event_type);
+        }
         let routing = match routes.is_projections_only() {
             true => Routing::projections_only(),
             false => {
-                let destinations = backend.destinations(&routes).await?;
+                let mut destinations = backend.destinations(&routes).await?;
+                destinations.extend(handlers.registered.into_iter().map(|(_, d)| d));
                 Routing::new(routes, destinations)
             }
         };
