@@ -89,7 +89,7 @@ fn print(item: &serde_json::Value, json: bool) -> anyhow::Result<std::process::E
 
 /// One destination's state in words: `delivered after 3 attempts`, or
 /// `not delivered, 5 attempts, failing since 2026-12-02T10:00:00Z: HTTP 503: …`.
-fn destination_line(state: &serde_json::Value) -> String {
+pub(crate) fn destination_line(state: &serde_json::Value) -> String {
     let attempts = state["attempts"].as_u64().unwrap_or(0);
     if state["delivered"] == true {
         return format!("delivered after {attempts} attempt(s)");

@@ -36,11 +36,12 @@ async function refresh() {
     // Groups that emptied disappear; new ones show on the next reload.
     // While a replay runs the groups are not read (counts only).
     if (!o.groups_current) return;
-    const keys = new Set(o.by_reason.map((g) => g.key).concat(o.by_type.map((g) => g.key)));
+    const all = o.by_reason.concat(o.by_type, o.by_destination);
+    const keys = new Set(all.map((g) => g.key));
     for (const el of document.querySelectorAll("details.group")) {
       if (!keys.has(el.dataset.key)) el.remove();
     }
-    for (const g of o.by_reason.concat(o.by_type)) {
+    for (const g of all) {
       for (const el of document.querySelectorAll("details.group")) {
         if (el.dataset.key === g.key) {
           const c = el.querySelector(".count");

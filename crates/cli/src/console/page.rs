@@ -104,6 +104,20 @@ fn record(title: &str, value: &serde_json::Value) -> Markup {
     }
 }
 
+/// Each routed destination's state for the event, one row each.
+fn destinations(ledger: &serde_json::Value) -> Markup {
+    html! {
+        @if let Some(serde_json::Value::Object(map)) = ledger.get("destinations") {
+            h3 { "Destinations" }
+            table id="destinations" class="record" {
+                @for (name, state) in map {
+                    tr { th { (name) } td { (crate::show::destination_line(state)) } }
+                }
+            }
+        }
+    }
+}
+
 fn count(label: &str, id: Option<&str>, value: impl std::fmt::Display) -> Markup {
     html! {
         div { span class="label" { (label) } " " span id=[id] class="value" { (value) } }
@@ -131,6 +145,9 @@ pub fn index(o: &Overview, lookup: Option<&Lookup>, job: &JobView, csrf: &str) -
         @if o.groups_current {
             (groups("Dead letters by reason", "by-reason", &o.by_reason))
             (groups("Dead letters by event type", "by-type", &o.by_type))
+            @if !o.by_destination.is_empty() {
+                (groups("Dead letters by destination", "by-destination", &o.by_destination))
+            }
         } @else {
             p class="note" { "A replay is running: the dead-letter groups show again when it is done." }
         }
@@ -145,7 +162,7 @@ pub fn index(o: &Overview, lookup: Option<&Lookup>, job: &JobView, csrf: &str) -
                 div id="lookup-result" {
                     p { (l.id) }
                     @if let Some(e) = &l.error { p class="error" { (e) } }
-                    @if let Some(ledger) = &l.ledger { (record("Ledger item", ledger)) }
+                    @if let Some(ledger) = &l.ledger { (record("Ledger item", ledger)) (destinations(ledger)) }
                     @if let Some(item) = &l.item { (record("Projected item", item)) }
                 }
             }
@@ -224,5 +241,54 @@ mod tests {
         assert!(!html.contains("<img"));
         assert!(!html.contains("t\"><b>"), "attributes are escaped too");
         assert!(html.contains(r#"<div id="progress" hidden>"#), "{html}");
+    }
+
+    #[test]
+    fn an_event_shows_each_destination_and_the_dlq_groups_by_destination() {
+        let o = Overview {
+            groups_current: true,
+            by_destination: vec![Group {
+                key: "billing".to_owned(),
+                count: 2,
+                ..Group::default()
+            }],
+            ..Overview::default()
+        };
+        let lookup = Lookup {
+            id: "evt_test_1".to_owned(),
+            ledger: Some(serde_json::json!({
+                "eventId": "evt_test_1",
+                "destinations": {
+                    "billing": {"delivered": false, "attempts": 3, "lastError": "HTTP 503: down", "firstFailedAt": 0, "updatedAt": 10},
+                    "crm": {"delivered": true, "attempts": 1, "updatedAt": 10},
+                },
+            })),
+            ..Lookup::default()
+        };
+        let html = index(&o, Some(&lookup), &JobView::default(), "t");
+        assert!(html.contains("Dead letters by destination"), "{html}");
+        assert!(html.contains(r#"data-key="billing""#), "{html}");
+        assert!(html.contains(r#"<table id="destinations""#), "{html}");
+        assert!(
+            html.contains("<th>billing</th><td>not delivered, 3 attempt(s), failing since 1970-01-01T00:00:00Z: HTTP 503: down</td>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<th>crm</th><td>delivered after 1 attempt(s)</td>"),
+            "{html}"
+        );
+        let none = index(
+            &Overview {
+                groups_current: true,
+                ..Overview::default()
+            },
+            None,
+            &JobView::default(),
+            "t",
+        );
+        assert!(
+            !none.contains("Dead letters by destination"),
+            "shown only when a destination failed"
+        );
     }
 }

@@ -20,6 +20,8 @@ pub struct Overview {
     pub oldest_dead_age: String,
     pub by_reason: Vec<Group>,
     pub by_type: Vec<Group>,
+    /// The dead letters a routed destination failed, by destination.
+    pub by_destination: Vec<Group>,
     /// Completions in the last five minutes, where the store can tell.
     pub recent: Option<RecentActivity>,
     /// Whether the groups were read now. While a replay runs the console
@@ -74,6 +76,14 @@ pub fn reason_key(reason: Option<&str>) -> String {
     r.lines().next().unwrap_or("").chars().take(120).collect()
 }
 
+/// The destination a dead letter's reason names (`destination NAME: …`,
+/// as the worker writes it), if any.
+pub fn destination_of(reason: Option<&str>) -> Option<String> {
+    let rest = reason?.strip_prefix("destination ")?;
+    let (name, _) = rest.split_once(": ")?;
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 /// The overview of `rows` (the DLQ as read now) with the queue's counts.
 pub fn overview(
     counts: crate::dlq::Stats,
@@ -97,6 +107,16 @@ pub fn overview(
                 .clone()
                 .unwrap_or_else(|| "(unknown)".to_owned())
         }),
+        by_destination: {
+            let routed: Vec<Row> = rows
+                .iter()
+                .filter(|r| destination_of(r.entry.reason.as_deref()).is_some())
+                .cloned()
+                .collect();
+            group_by(&routed, |r| {
+                destination_of(r.entry.reason.as_deref()).unwrap_or_default()
+            })
+        },
         recent,
         groups_current: true,
     }
@@ -165,6 +185,48 @@ mod tests {
                 source: None,
             },
         }
+    }
+
+    #[test]
+    fn dead_letters_a_destination_failed_group_by_its_name() {
+        assert_eq!(
+            destination_of(Some("destination billing: HTTP 410: gone")),
+            Some("billing".to_owned())
+        );
+        assert_eq!(
+            destination_of(Some("destination handler:invoice.paid: no user")),
+            Some("handler:invoice.paid".to_owned())
+        );
+        assert_eq!(destination_of(Some("invalid event payload: x")), None);
+        assert_eq!(destination_of(None), None);
+        let rows = [
+            row(
+                "e1",
+                "invoice.paid",
+                30,
+                Some("destination a: HTTP 410: gone"),
+            ),
+            row(
+                "e2",
+                "invoice.paid",
+                20,
+                Some("destination a: still failing after 1day (retry_for): HTTP 503"),
+            ),
+            row(
+                "e3",
+                "invoice.paid",
+                10,
+                Some("destination b: HTTP 400: bad"),
+            ),
+            row("e4", "payout.updated", 5, Some("invalid event payload")),
+        ];
+        let o = overview(crate::dlq::Stats::default(), &rows, None);
+        let keys: Vec<(&str, usize)> = o
+            .by_destination
+            .iter()
+            .map(|g| (g.key.as_str(), g.count))
+            .collect();
+        assert_eq!(keys, [("a", 2), ("b", 1)]);
     }
 
     #[test]
