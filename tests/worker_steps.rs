@@ -327,3 +327,101 @@ async fn an_effect_that_must_happen_once_is_claimed_then_committed() {
         .expect("ledger");
     assert_eq!((rec.status, rec.attempts), (EventStatus::Completed, 1));
 }
+
+/// A team's handler declared `Effect::Once`: it waits inside until told.
+#[derive(Debug)]
+struct Gate {
+    calls: std::sync::atomic::AtomicU32,
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl hookline_core::ports::Destination for Gate {
+    fn name(&self) -> &str {
+        "handler:payout.updated"
+    }
+    fn retry_for(&self) -> Duration {
+        Duration::from_secs(86_400)
+    }
+    fn effect(&self) -> Effect {
+        Effect::Once
+    }
+    async fn deliver(
+        &self,
+        _event: hookline_core::ports::Outgoing<'_>,
+    ) -> Result<(), hookline_core::ports::DeliveryError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.entered.notify_one();
+        self.release.notified().await;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_handler_that_must_run_once_runs_under_the_claim() {
+    let mut s = steps();
+    let enabled: EventFilter = "payout.updated,account.updated".parse().expect("filter");
+    let mut routes = hookline_core::routes::Routes::parse(
+        "[[destination]]\nname = \"tables\"\nkind = \"projections\"\nevents = [\"account.updated\"]\n",
+        &"account.updated".parse().expect("filter"),
+        AppEnv::Development,
+    )
+    .expect("routes");
+    routes.add_handler("handler:payout.updated", "payout.updated");
+    let gate = Arc::new(Gate {
+        calls: Default::default(),
+        entered: Default::default(),
+        release: Default::default(),
+    });
+    s.processor.enabled = enabled;
+    s.processor.routing = hookline_worker::route::Routing::new(
+        routes,
+        vec![gate.clone() as Arc<dyn hookline_core::ports::Destination>],
+    );
+    let body = payout("evt_test_step_once", 100);
+    let first = {
+        let p = s.processor.clone();
+        let d = delivery(&body, "m1", 1);
+        tokio::spawn(async move { p.process(&d, NOW, 0.5).await.0 })
+    };
+    gate.entered.notified().await;
+    // While the handler runs, the event is claimed: another delivery of it
+    // is told to come back, and the handler is not called a second time.
+    let rec = s
+        .store
+        .event("evt_test_step_once")
+        .await
+        .expect("read")
+        .expect("item");
+    assert_eq!(rec.status, EventStatus::Processing);
+    assert!(rec.lease_until.is_some_and(|u| u > NOW));
+    let copy = delivery(&body, "m2", 1);
+    let second = s.processor.process(&copy, NOW, 0.5);
+    let (d, _) = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("not held inside the handler: told to come back");
+    assert!(matches!(d, Decision::Busy { .. }), "{d:?}");
+    gate.release.notify_one();
+    assert_eq!(
+        first.await.expect("task"),
+        Decision::Done(Completion::Completed(Outcome::Applied))
+    );
+    let rec = s
+        .store
+        .event("evt_test_step_once")
+        .await
+        .expect("read")
+        .expect("item");
+    assert!(rec.destinations["handler:payout.updated"].delivered);
+    let (d, _) = s
+        .processor
+        .process(&delivery(&body, "m3", 1), NOW + 1, 0.5)
+        .await;
+    assert_eq!(d, Decision::Done(Completion::Duplicate));
+    assert_eq!(
+        gate.calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "run once"
+    );
+}
