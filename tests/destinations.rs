@@ -607,6 +607,57 @@ async fn the_custom_worker_example_runs_its_handler(bed: Bed) {
     assert!(bed.queue_is_empty().await);
 }
 
+/// On a FIFO queue one object's events reach a destination in order: a
+/// retried event holds back the later ones of its object (SQS hands out a
+/// group's next message only once the one before it is gone, and the
+/// worker takes a receive's messages of one group one at a time).
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_fifo_queue_an_objects_events_arrive_in_order() {
+    crate::skip_without_aws!();
+    let Some(rx) = Receiver::start() else { return };
+    rx.script("a", json!([{"status": 500}, {"status": 503}]))
+        .await;
+    let fixture = aws_fixture_with(5, true).await;
+    let created = now() - 60;
+    let ids: Vec<String> = (1..=3)
+        .map(|i| format!("evt_test_fifo_order_{i}"))
+        .collect();
+    let messages: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let body = event_with("payout.updated", id, created + i as i64);
+            let env = hookline_core::envelope::Envelope::parse(body.as_bytes()).expect("event");
+            hookline_core::message::OutboundMessage::for_event(
+                &env,
+                bytes::Bytes::from(body),
+                now(),
+            )
+        })
+        .collect();
+    let group = &messages[0].group_id;
+    assert!(
+        messages.iter().all(|m| &m.group_id == group),
+        "one object, one group"
+    );
+    let sent = fixture.backend.queue.send_batch(&messages).await;
+    assert!(sent.iter().all(Result::is_ok), "{sent:?}");
+    let doc = routes(&rx, &[("a", "\"*\"", "")]);
+    let mut env = fixture.env();
+    env.push(("MAX_RECEIVES".to_owned(), "5".to_owned()));
+    env.push(("ROUTES".to_owned(), doc));
+    env.push(("ENABLED_EVENTS".to_owned(), "payout.updated".to_owned()));
+    let _w = start_worker_env(&env);
+    let seen = rx.wait_for("a", 5, Duration::from_secs(60)).await;
+    let order: Vec<&str> = seen.iter().filter_map(|d| d["eventId"].as_str()).collect();
+    assert_eq!(
+        order,
+        [&ids[0], &ids[0], &ids[0], &ids[1], &ids[2]].map(String::as_str),
+        "the first event, retried twice, held back the later two"
+    );
+    assert!(seen.iter().all(|d| d["verified"] == true));
+}
+
 /// A document that cannot be used stops the worker at start (exit 1), and
 /// `config check` names the same problem.
 #[tokio::test]

@@ -68,6 +68,7 @@ fn delivery(body: &str, message_id: &str, receive_count: u32) -> Delivery {
         attributes: BTreeMap::new(),
         receive_count,
         sent_at_ms: 0,
+        group_id: None,
     }
 }
 

@@ -278,6 +278,7 @@ impl Queue for SqsQueue {
             .message_attribute_names("All")
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .customize()
             .config_override(
                 aws_sdk_sqs::config::Builder::default().timeout_config(
@@ -318,6 +319,9 @@ impl Queue for SqsQueue {
                     .and_then(|n| u32::try_from(n).ok())
                     .unwrap_or(1),
                 sent_at_ms: number(MessageSystemAttributeName::SentTimestamp).unwrap_or(0),
+                group_id: system
+                    .get(&MessageSystemAttributeName::MessageGroupId)
+                    .cloned(),
             });
         }
         Ok(deliveries)

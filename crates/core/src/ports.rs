@@ -130,6 +130,10 @@ pub struct Delivery {
     pub receive_count: u32,
     /// When the message was first sent, Unix milliseconds.
     pub sent_at_ms: i64,
+    /// The FIFO message group, on a queue that keeps groups in order (SQS
+    /// FIFO); `None` elsewhere. The worker processes one group's messages
+    /// of a receive in order, one at a time.
+    pub group_id: Option<String>,
 }
 
 impl Delivery {

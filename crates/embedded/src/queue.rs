@@ -110,6 +110,7 @@ impl EmbeddedQueue {
                     attributes: serde_json::from_str(&attributes).unwrap_or_default(),
                     receive_count: count,
                     sent_at_ms: sent_at,
+                    group_id: None,
                 });
             }
             if !redrove || out.len() >= max {

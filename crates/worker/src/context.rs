@@ -47,7 +47,10 @@ impl Context {
         }
     }
 
-    pub(crate) async fn handle(&self, delivery: Delivery) {
+    /// Processes one delivery and acts on it; `true` when the message is
+    /// gone from the queue's view for good (completed or dead-lettered), so
+    /// the next message of its FIFO group may follow.
+    pub(crate) async fn handle(&self, delivery: Delivery) -> bool {
         use tracing::Instrument;
         // One span from receive to delete, opened and filled in here.
         let span = tracing::info_span!(
@@ -72,6 +75,10 @@ impl Context {
             let handled = self.act(&delivery, decision).await;
             handled.record(&delivery, &info, &self.metrics);
             self.metrics.in_flight.add(-1);
+            matches!(
+                handled,
+                Handled::Completed(_) | Handled::DeadLettered { .. }
+            )
         }
         .instrument(span)
         .await

@@ -157,27 +157,64 @@ impl Poll {
     }
 
     /// A task per message, each holding one permit; a message without a
-    /// permit (more than asked for, or shutting down) is handed back.
+    /// permit (more than asked for, or shutting down) is handed back. The
+    /// messages of one FIFO group share a task that takes them in order:
+    /// once one of them is not done (it will be retried), the rest are
+    /// handed back untouched, and the queue keeps them behind it.
     async fn start(&self, deliveries: Vec<Delivery>, mut permits: Vec<OwnedSemaphorePermit>) {
-        for delivery in deliveries {
-            let permit = match permits.pop() {
-                Some(p) if !self.shutdown.is_cancelled() => p,
-                _ => {
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(1),
-                        hand_back(self.ctx.queue.as_ref(), &delivery),
-                    )
-                    .await;
-                    continue;
+        for run in in_groups(deliveries) {
+            let mut held = Vec::with_capacity(run.len());
+            for delivery in run {
+                match permits.pop() {
+                    Some(p) if !self.shutdown.is_cancelled() => held.push((delivery, p)),
+                    _ => {
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            hand_back(self.ctx.queue.as_ref(), &delivery),
+                        )
+                        .await;
+                    }
                 }
-            };
+            }
+            if held.is_empty() {
+                continue;
+            }
             let ctx = Arc::clone(&self.ctx);
             self.tasks.spawn(async move {
-                ctx.handle(delivery).await;
-                drop(permit);
+                let mut held = held.into_iter();
+                while let Some((delivery, permit)) = held.next() {
+                    let done = ctx.handle(delivery).await;
+                    drop(permit);
+                    if !done {
+                        for (later, permit) in held.by_ref() {
+                            hand_back(ctx.queue.as_ref(), &later).await;
+                            drop(permit);
+                        }
+                    }
+                }
             });
         }
     }
+}
+
+/// A receive's messages as runs to process: each message of no group on
+/// its own, and the messages of one group together, in the order received.
+fn in_groups(deliveries: Vec<Delivery>) -> Vec<Vec<Delivery>> {
+    let mut runs: Vec<Vec<Delivery>> = Vec::new();
+    let mut by_group: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for d in deliveries {
+        match d.group_id.clone() {
+            Some(g) => match by_group.get(&g) {
+                Some(&i) => runs[i].push(d),
+                None => {
+                    by_group.insert(g, runs.len());
+                    runs.push(vec![d]);
+                }
+            },
+            None => runs.push(vec![d]),
+        }
+    }
+    runs
 }
 
 /// Whether a poller goes on.
@@ -229,6 +266,31 @@ mod tests {
     use crate::metrics::WorkerMetrics;
     use crate::process::Processor;
     use hookline_core::coalescer::{DeleteCoalescer, SendCoalescer};
+
+    #[test]
+    fn a_groups_messages_run_together_in_the_order_received() {
+        let d = |id: &str, group: Option<&str>| Delivery {
+            message_id: id.to_owned(),
+            receipt: id.to_owned(),
+            body: bytes::Bytes::new(),
+            attributes: Default::default(),
+            receive_count: 1,
+            sent_at_ms: 0,
+            group_id: group.map(str::to_owned),
+        };
+        let runs = in_groups(vec![
+            d("1", Some("po_a")),
+            d("2", None),
+            d("3", Some("po_b")),
+            d("4", Some("po_a")),
+            d("5", None),
+        ]);
+        let ids: Vec<Vec<&str>> = runs
+            .iter()
+            .map(|r| r.iter().map(|d| d.message_id.as_str()).collect())
+            .collect();
+        assert_eq!(ids, [vec!["1", "4"], vec!["2"], vec!["3"], vec!["5"]]);
+    }
 
     struct Bench {
         _dir: tempfile::TempDir,

@@ -511,6 +511,7 @@ mod tests {
                 .collect(),
             receive_count: 1,
             sent_at_ms: now_ms - age_secs * 1000,
+            group_id: None,
         }
     }
 
