@@ -138,11 +138,10 @@ impl Processor {
         if plan.remote.is_empty() && !plan.projections {
             return self.ignore(t, Ignored::NoRoute).await;
         }
-        // A `*` projections route beside a team's handler: the projections
+        // A `*` projections route beside a destination: the projections
         // run only where they have something to write.
         let projections = plan.projections
-            && (plan.remote.is_empty()
-                || (self.registry)(t.event_type).is_some()
+            && ((self.registry)(t.event_type).is_some()
                 || fetched::thin_plan(envelope).is_some_and(|p| !matches!(p, ThinPlan::NoHandler)));
         let states = match self.store.destinations(t.id.as_str()).await {
             Ok(s) => s,
