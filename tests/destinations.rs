@@ -121,6 +121,16 @@ fn routes(rx: &Receiver, destinations: &[(&str, &str, &str)]) -> String {
         .collect()
 }
 
+/// A worker on `bed` with the routes document `doc` and `enabled` types.
+fn routed_worker(bed: &Bed, doc: &str, enabled: &str) -> WorkerProc {
+    bed.worker(&[("ROUTES", doc), ("ENABLED_EVENTS", enabled)])
+}
+
+/// Waits until the DLQ holds `n` messages.
+async fn dead_lettered(bed: &Bed, n: u64, within: Duration) -> bool {
+    eventually(within, || async { bed.dlq_len().await == n }).await
+}
+
 fn one_event(id: &str) -> String {
     event_with("payment_intent.succeeded", id, now())
 }
@@ -161,10 +171,7 @@ async fn server_errors_are_retried_until_the_destination_takes_it(bed: Bed) {
     rx.script("a", json!([{"status": 500}, {"status": 503}]))
         .await;
     let doc = routes(&rx, &[("a", "\"*\"", "")]);
-    let w = bed.worker(&[
-        ("ROUTES", &doc),
-        ("ENABLED_EVENTS", "payment_intent.succeeded"),
-    ]);
+    let w = routed_worker(&bed, &doc, "payment_intent.succeeded");
     let body = one_event("evt_test_dest5xx");
     bed.enqueue(std::slice::from_ref(&body)).await;
     let seen = rx.wait_for("a", 3, Duration::from_secs(30)).await;
@@ -198,10 +205,7 @@ async fn a_retry_after_is_honoured(bed: Bed) {
     rx.script("a", json!([{"status": 429, "retryAfter": 2}]))
         .await;
     let doc = routes(&rx, &[("a", "\"payment_intent.*\"", "")]);
-    let _w = bed.worker(&[
-        ("ROUTES", &doc),
-        ("ENABLED_EVENTS", "payment_intent.succeeded"),
-    ]);
+    let _w = routed_worker(&bed, &doc, "payment_intent.succeeded");
     let body = one_event("evt_test_dest429");
     bed.enqueue(std::slice::from_ref(&body)).await;
     let seen = rx.wait_for("a", 2, Duration::from_secs(30)).await;
@@ -219,18 +223,10 @@ async fn a_refusal_dead_letters_with_the_status(bed: Bed) {
     rx.script("a", json!([{"status": 410, "message": "endpoint retired"}]))
         .await;
     let doc = routes(&rx, &[("a", "\"*\"", "")]);
-    let _w = bed.worker(&[
-        ("ROUTES", &doc),
-        ("ENABLED_EVENTS", "payment_intent.succeeded"),
-    ]);
+    let _w = routed_worker(&bed, &doc, "payment_intent.succeeded");
     let body = one_event("evt_test_dest410");
     bed.enqueue(std::slice::from_ref(&body)).await;
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            bed.dlq_len().await == 1
-        })
-        .await
-    );
+    assert!(dead_lettered(&bed, 1, Duration::from_secs(30)).await);
     let dead = bed.dead_letters().await;
     let reason = dead[0].attributes.get("error").cloned().unwrap_or_default();
     assert!(
@@ -261,10 +257,7 @@ async fn timeouts_redirects_and_refused_connections_are_retried(bed: Bed) {
     doc.push_str(&format!(
         "[[destination]]\nname = \"c\"\nkind = \"http\"\nevents = [\"*\"]\nurl = \"{closed}\"\nallow_http = true\nsigning_secret = \"{SECRET_A}\"\n"
     ));
-    let _w = bed.worker(&[
-        ("ROUTES", &doc),
-        ("ENABLED_EVENTS", "payment_intent.succeeded"),
-    ]);
+    let _w = routed_worker(&bed, &doc, "payment_intent.succeeded");
     let body = one_event("evt_test_destNet");
     bed.enqueue(std::slice::from_ref(&body)).await;
     // A's late answer, redirect (not followed) and reset are retried; the
@@ -312,17 +305,11 @@ async fn fan_out_calls_a_taker_once_and_a_replay_reaches_only_the_other(bed: Bed
             ("b", "\"payment_intent.*\"", "retry_for = \"2s\""),
         ],
     );
-    let mut w = bed.worker(&[
-        ("ROUTES", &doc),
-        ("ENABLED_EVENTS", "payment_intent.succeeded"),
-    ]);
+    let mut w = routed_worker(&bed, &doc, "payment_intent.succeeded");
     let body = one_event("evt_test_destFan");
     bed.enqueue(std::slice::from_ref(&body)).await;
     assert!(
-        eventually(Duration::from_secs(60), || async {
-            bed.dlq_len().await == 1
-        })
-        .await,
+        dead_lettered(&bed, 1, Duration::from_secs(60)).await,
         "B dead-lettered after its horizon"
     );
     let (code, out, err) = run_hookline(&bed.env, &[], &["dlq", "list", "--json"]).await;
@@ -341,10 +328,7 @@ async fn fan_out_calls_a_taker_once_and_a_replay_reaches_only_the_other(bed: Bed
     rx.script("b", json!([])).await;
     let (code, out, err) = run_hookline(&bed.env, &[], &["dlq", "replay", "--json"]).await;
     assert_eq!(code, 0, "{out}{err}");
-    w = bed.worker(&[
-        ("ROUTES", &doc),
-        ("ENABLED_EVENTS", "payment_intent.succeeded"),
-    ]);
+    w = routed_worker(&bed, &doc, "payment_intent.succeeded");
     completed_with_nothing_dead_lettered(&bed, "evt_test_destFan").await;
     let b = rx.deliveries("b").await;
     assert_eq!(b.len(), b_tries + 1, "B once more, by the replay");
@@ -394,18 +378,10 @@ async fn events_show_names_each_destination_and_redeliver_sends_again(bed: Bed) 
     rx.script("b", json!([{"status": 410, "message": "retired"}]))
         .await;
     let doc = routes(&rx, &[("a", "\"*\"", ""), ("b", "\"*\"", "")]);
-    let w = bed.worker(&[
-        ("ROUTES", &doc),
-        ("ENABLED_EVENTS", "payment_intent.succeeded"),
-    ]);
+    let w = routed_worker(&bed, &doc, "payment_intent.succeeded");
     let body = one_event("evt_test_destAgain");
     bed.enqueue(std::slice::from_ref(&body)).await;
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            bed.dlq_len().await == 1
-        })
-        .await
-    );
+    assert!(dead_lettered(&bed, 1, Duration::from_secs(30)).await);
     let (code, out, err) =
         run_hookline(&bed.env, &[], &["events", "show", "evt_test_destAgain"]).await;
     assert_eq!(code, 0, "{err}");
@@ -491,10 +467,7 @@ async fn a_destination_down_for_two_minutes_loses_nothing_and_holds_up_no_other(
         &rx,
         &[("a", "\"*\"", ""), ("b", "\"payment_intent.*\"", "")],
     );
-    let _w = bed.worker(&[
-        ("ROUTES", &doc),
-        ("ENABLED_EVENTS", "payment_intent.succeeded,payout.created"),
-    ]);
+    let _w = routed_worker(&bed, &doc, "payment_intent.succeeded,payout.created");
     let both: Vec<String> = (0..3)
         .map(|i| {
             event_with(
@@ -591,12 +564,7 @@ async fn the_custom_worker_example_runs_its_handler(bed: Bed) {
     assert!(own.delivered && own.attempts == 1, "{own:?}");
     // Stripe's published session has no client_reference_id: the handler
     // refuses it, and the event is dead-lettered with its reason.
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            bed.dlq_len().await == 1
-        })
-        .await
-    );
+    assert!(dead_lettered(&bed, 1, Duration::from_secs(30)).await);
     let dead = bed.dead_letters().await;
     let reason = dead[0].attributes.get("error").cloned().unwrap_or_default();
     assert_eq!(

@@ -211,11 +211,9 @@ impl DynamoStore {
             update = update.expression_attribute_values(":object", s(o));
         }
         for (i, (name, state)) in destinations.iter().enumerate() {
-            let value = serde_json::to_value(state)
-                .map_err(|e| PortError::permanent(format!("destination state: {e}")))?;
             update = update
                 .expression_attribute_names(format!("#d{i}"), format!("{DESTINATION_PREFIX}{name}"))
-                .expression_attribute_values(format!(":d{i}"), to_attr(&value));
+                .expression_attribute_values(format!(":d{i}"), state_attr(state)?);
         }
         if let Some(r) = reason {
             update = update.expression_attribute_values(":reason", s(r));
@@ -449,6 +447,13 @@ fn event_record(item: &HashMap<String, AttributeValue>) -> Option<EventRecord> {
             })
             .collect(),
     })
+}
+
+/// A destination's state as the map attribute it is stored as.
+fn state_attr(state: &DestinationState) -> Result<AttributeValue, PortError> {
+    serde_json::to_value(state)
+        .map(|v| to_attr(&v))
+        .map_err(|e| PortError::permanent(format!("destination state: {e}")))
 }
 
 /// A destination's state is the ledger item's attribute `destination:NAME`
@@ -733,8 +738,6 @@ impl Store for DynamoStore {
         state: &DestinationState,
         now: i64,
     ) -> Result<(), PortError> {
-        let value = serde_json::to_value(state)
-            .map_err(|e| PortError::permanent(format!("destination state: {e}")))?;
         let request = self
             .client
             .update_item()
@@ -747,7 +750,7 @@ impl Store for DynamoStore {
             )
             .expression_attribute_names("#d", format!("{DESTINATION_PREFIX}{destination}"))
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":state", to_attr(&value))
+            .expression_attribute_values(":state", state_attr(state)?)
             .expression_attribute_values(":type", s(event_type))
             .expression_attribute_values(":processing", s(EventStatus::Processing.as_str()))
             .expression_attribute_values(":zero", n(0))
