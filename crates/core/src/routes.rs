@@ -6,7 +6,7 @@
 //! ```toml
 //! [[destination]]
 //! name = "billing"                  # unique: [a-z0-9_-], 1 to 64
-//! kind = "http"                     # http | projections
+//! kind = "http"                     # http | eventbridge | projections
 //! events = ["invoice.*", "checkout.session.completed"]
 //! url = "https://billing.internal/stripe"
 //! signing_secret_id = "arn:aws:secretsmanager:…"   # or signing_secret = "whsec_…"
@@ -14,6 +14,14 @@
 //! max_concurrency = 32              # default 32
 //! retry_for = "24h"                 # default 24h
 //! allow_http = false                # default false: https only
+//!
+//! [[destination]]
+//! name = "bus"
+//! kind = "eventbridge"
+//! events = ["customer.*"]
+//! bus = "payments"                  # a bus name or ARN
+//! source = "hookline"               # default hookline
+//! retry_for = "24h"                 # default 24h
 //!
 //! [[destination]]
 //! name = "tables"
@@ -65,6 +73,8 @@ pub enum Kind {
     Projections,
     /// A service of the team's, over HTTP.
     Http(Http),
+    /// An Amazon EventBridge bus of the team's.
+    EventBridge(EventBridge),
     /// A handler of the team's, in its own worker binary (registered in
     /// code, never written in the document).
     Handler,
@@ -77,6 +87,20 @@ pub struct Http {
     pub signing: Signing,
     pub timeout: Duration,
     pub max_concurrency: usize,
+    /// How long failures are retried before the event is dead-lettered.
+    pub retry_for: Duration,
+}
+
+/// The default `Source` of the entries put on an `eventbridge` bus.
+pub const DEFAULT_EVENTBRIDGE_SOURCE: &str = "hookline";
+
+/// An `eventbridge` destination's settings.
+#[derive(Debug, Clone)]
+pub struct EventBridge {
+    /// The bus's name or ARN (`EventBusName` of each entry).
+    pub bus: String,
+    /// The entries' `Source`.
+    pub source: String,
     /// How long failures are retried before the event is dead-lettered.
     pub retry_for: Duration,
 }
@@ -119,6 +143,8 @@ struct RawDestination {
     max_concurrency: Option<Spanned<u64>>,
     allow_http: Option<bool>,
     retry_for: Option<Spanned<String>>,
+    bus: Option<Spanned<String>>,
+    source: Option<Spanned<String>>,
 }
 
 impl Routes {
@@ -181,25 +207,27 @@ impl Routes {
                     format!("destination {name:?}: {bad:?} is neither an event type nor a glob ending in .* or *"),
                 ));
             }
-            let kind = match d.kind.get_ref().as_str() {
-                "projections" => {
-                    if let Some(key) = http_only_key(&d) {
-                        return Err(err(
-                            span,
-                            format!("destination {name:?}: {key} is not a key of kind projections"),
-                        ));
-                    }
-                    Kind::Projections
-                }
-                "http" => Kind::Http(http(&d, name, env, &err)?),
-                other => {
-                    return Err(err(
-                        d.kind.span(),
-                        format!(
-                        "destination {name:?}: unknown kind {other:?} (known: http, projections)"
+            let kind = d.kind.get_ref().as_str();
+            if !KINDS.contains(&kind) {
+                return Err(err(
+                    d.kind.span(),
+                    format!(
+                        "destination {name:?}: unknown kind {kind:?} (known: {})",
+                        KINDS.join(", ")
                     ),
-                    ))
-                }
+                ));
+            }
+            if let Some(key) = foreign_key(&d, kind) {
+                return Err(err(
+                    span,
+                    format!("destination {name:?}: {key} is not a key of kind {kind}"),
+                ));
+            }
+            let retry_for = retry_for(&d, name, &err)?;
+            let kind = match kind {
+                "http" => Kind::Http(http(&d, name, env, retry_for, &err)?),
+                "eventbridge" => Kind::EventBridge(eventbridge(&d, name, retry_for, &err)?),
+                _ => Kind::Projections,
             };
             destinations.push(Destination {
                 name: name.clone(),
@@ -265,11 +293,17 @@ impl Routes {
     }
 }
 
+/// The kinds a document may name.
+const KINDS: &[&str] = &["http", "eventbridge", "projections"];
+
+type ErrAt<'a> = &'a dyn Fn(std::ops::Range<usize>, String) -> RoutesError;
+
 fn http(
     d: &RawDestination,
     name: &str,
     env: AppEnv,
-    err: &dyn Fn(std::ops::Range<usize>, String) -> RoutesError,
+    retry_for: Duration,
+    err: ErrAt<'_>,
 ) -> Result<Http, RoutesError> {
     let Some(url) = &d.url else {
         return Err(err(
@@ -353,18 +387,6 @@ fn http(
         Some(c) => usize::try_from(*c.get_ref()).unwrap_or(DEFAULT_MAX_CONCURRENCY),
         None => DEFAULT_MAX_CONCURRENCY,
     };
-    let retry_for = match &d.retry_for {
-        Some(r) => humantime::parse_duration(r.get_ref())
-            .ok()
-            .filter(|d| *d >= Duration::from_secs(1))
-            .ok_or_else(|| {
-                err(
-                    r.span(),
-                    format!("destination {name:?}: retry_for {:?} is not a duration such as \"24h\" or \"90m\"", r.get_ref()),
-                )
-            })?,
-        None => DEFAULT_RETRY_FOR,
-    };
     Ok(Http {
         url: url.get_ref().clone(),
         signing,
@@ -374,18 +396,100 @@ fn http(
     })
 }
 
-fn http_only_key(d: &RawDestination) -> Option<&'static str> {
+fn retry_for(d: &RawDestination, name: &str, err: ErrAt<'_>) -> Result<Duration, RoutesError> {
+    let Some(r) = &d.retry_for else {
+        return Ok(DEFAULT_RETRY_FOR);
+    };
+    humantime::parse_duration(r.get_ref())
+        .ok()
+        .filter(|d| *d >= Duration::from_secs(1))
+        .ok_or_else(|| {
+            err(
+                r.span(),
+                format!(
+                    "destination {name:?}: retry_for {:?} is not a duration such as \"24h\" or \"90m\"",
+                    r.get_ref()
+                ),
+            )
+        })
+}
+
+fn eventbridge(
+    d: &RawDestination,
+    name: &str,
+    retry_for: Duration,
+    err: ErrAt<'_>,
+) -> Result<EventBridge, RoutesError> {
+    let Some(bus) = &d.bus else {
+        return Err(err(
+            d.name.span(),
+            format!("destination {name:?} of kind eventbridge has no bus"),
+        ));
+    };
+    if !valid_bus(bus.get_ref()) {
+        return Err(err(
+            bus.span(),
+            format!("destination {name:?}: bus {:?} is neither a bus name (1 to 256 of A-Z, a-z, 0-9, . _ - /) nor an event-bus ARN", bus.get_ref()),
+        ));
+    }
+    let source = match &d.source {
+        Some(s) => {
+            let v = s.get_ref();
+            if v.is_empty() || v.len() > 256 || v.starts_with("aws.") {
+                return Err(err(
+                    s.span(),
+                    format!("destination {name:?}: source must be 1 to 256 characters and may not start with \"aws.\" (reserved for AWS services)"),
+                ));
+            }
+            v.clone()
+        }
+        None => DEFAULT_EVENTBRIDGE_SOURCE.to_owned(),
+    };
+    Ok(EventBridge {
+        bus: bus.get_ref().clone(),
+        source,
+        retry_for,
+    })
+}
+
+/// A bus name as EventBridge allows it, or an event-bus ARN.
+fn valid_bus(bus: &str) -> bool {
+    let name = match bus.strip_prefix("arn:") {
+        Some(rest) => {
+            let parts: Vec<&str> = rest.splitn(5, ':').collect();
+            match parts.as_slice() {
+                [_, "events", _, _, resource] => match resource.strip_prefix("event-bus/") {
+                    Some(n) => n,
+                    None => return false,
+                },
+                _ => return false,
+            }
+        }
+        None => bus,
+    };
+    (1..=256).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+}
+
+/// The first key present that `kind` does not take.
+fn foreign_key(d: &RawDestination, kind: &str) -> Option<&'static str> {
+    let http = kind == "http";
+    let eventbridge = kind == "eventbridge";
     [
-        ("url", d.url.is_some()),
-        ("signing_secret", d.signing_secret.is_some()),
-        ("signing_secret_id", d.signing_secret_id.is_some()),
-        ("timeout_secs", d.timeout_secs.is_some()),
-        ("max_concurrency", d.max_concurrency.is_some()),
-        ("allow_http", d.allow_http.is_some()),
-        ("retry_for", d.retry_for.is_some()),
+        ("url", d.url.is_some(), http),
+        ("signing_secret", d.signing_secret.is_some(), http),
+        ("signing_secret_id", d.signing_secret_id.is_some(), http),
+        ("timeout_secs", d.timeout_secs.is_some(), http),
+        ("max_concurrency", d.max_concurrency.is_some(), http),
+        ("allow_http", d.allow_http.is_some(), http),
+        ("retry_for", d.retry_for.is_some(), http || eventbridge),
+        ("bus", d.bus.is_some(), eventbridge),
+        ("source", d.source.is_some(), eventbridge),
     ]
     .into_iter()
-    .find_map(|(k, present)| present.then_some(k))
+    .find_map(|(k, present, allowed)| (present && !allowed).then_some(k))
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -570,6 +674,47 @@ events = ["payment_intent.*", "account.updated"]
         assert!(ok("\"v2.*\"", "v2.core.*"));
         assert!(!ok("\"v2.core.account.updated\"", "v2.core.*"));
         assert!(ok("\"invoice.*\"", "invoice.paid,invoice.created"));
+    }
+
+    #[test]
+    fn an_eventbridge_destination_names_its_bus() {
+        let doc = |extra: &str| {
+            format!("[[destination]]\nname = \"bus\"\nkind = \"eventbridge\"\nevents = [\"*\"]\n{extra}")
+        };
+        let parse = |extra: &str| Routes::parse(&doc(extra), &EventFilter::All, AppEnv::Production);
+        let routes = parse("bus = \"payments\"\n").expect("valid");
+        let Kind::EventBridge(eb) = &routes.destinations()[0].kind else {
+            panic!("eventbridge")
+        };
+        assert_eq!(
+            (eb.bus.as_str(), eb.source.as_str(), eb.retry_for),
+            ("payments", "hookline", DEFAULT_RETRY_FOR)
+        );
+        let routes = parse("bus = \"arn:aws:events:eu-west-1:123456789012:event-bus/payments\"\nsource = \"com.example.stripe\"\nretry_for = \"1h\"\n").expect("valid");
+        let Kind::EventBridge(eb) = &routes.destinations()[0].kind else {
+            panic!("eventbridge")
+        };
+        assert_eq!(eb.source, "com.example.stripe");
+        assert_eq!(eb.retry_for, Duration::from_secs(3600));
+
+        let e = parse("").expect_err("no bus");
+        assert!(e.message.contains("has no bus"), "{e}");
+        let e = parse("bus = \"pay ments\"\n").expect_err("bad bus");
+        assert_eq!(e.line, Some(5));
+        let e = parse("bus = \"arn:aws:sqs:us-east-1:1:q\"\n").expect_err("not a bus arn");
+        assert!(e.message.contains("event-bus ARN"), "{e}");
+        let e = parse("bus = \"b\"\nsource = \"aws.stripe\"\n").expect_err("reserved");
+        assert!(e.message.contains("aws."), "{e}");
+        let e = parse("bus = \"b\"\nurl = \"https://x.example/\"\n").expect_err("http key");
+        assert!(
+            e.message.contains("url is not a key of kind eventbridge"),
+            "{e}"
+        );
+        let e = refused("[[destination]]\nname = \"a\"\nkind = \"projections\"\nevents = [\"*\"]\nbus = \"b\"\n");
+        assert!(
+            e.message.contains("bus is not a key of kind projections"),
+            "{e}"
+        );
     }
 
     #[test]
