@@ -44,12 +44,14 @@ pub async fn load() -> SdkConfig {
     }
 }
 
-/// The three service clients, built once from one configuration.
+/// The service clients, built once from one configuration.
 #[derive(Debug, Clone)]
 pub struct AwsClients {
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// For `eventbridge` destinations.
+    pub eventbridge: aws_sdk_eventbridge::Client,
 }
 
 impl AwsClients {
@@ -59,6 +61,7 @@ impl AwsClients {
             sqs: aws_sdk_sqs::Client::new(&config),
             dynamodb: aws_sdk_dynamodb::Client::new(&config),
             secrets: aws_sdk_secretsmanager::Client::new(&config),
+            eventbridge: aws_sdk_eventbridge::Client::new(&config),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The AWS backend: the queue port on Amazon SQS, the store port on Amazon
-//! DynamoDB, and webhook secrets / API keys from AWS Secrets Manager.
+//! DynamoDB, webhook secrets / API keys from AWS Secrets Manager, and the
+//! `eventbridge` destination on Amazon EventBridge.
 //!
 //! Endpoints, region and credentials come from the standard SDK chain
 //! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SQS`, `AWS_REGION`, …). Every call
@@ -12,6 +13,7 @@ mod attrs;
 pub mod config;
 mod dynamo;
 mod errors;
+pub mod eventbridge;
 pub mod meter;
 pub mod provision;
 pub mod secrets;
@@ -19,6 +21,7 @@ mod sqs;
 
 pub use config::{load as load_config, AwsClients};
 pub use dynamo::{DynamoStore, Tables};
+pub use eventbridge::EventBridgeDestination;
 pub use meter::WriteUnits;
 pub use secrets::SecretsReader;
 pub use sqs::{SqsQueue, SqsRedrive};

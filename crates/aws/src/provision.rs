@@ -210,3 +210,65 @@ pub async fn put_secret(
         Err(e) => Err(classify("CreateSecret", e)),
     }
 }
+
+/// Creates an EventBridge bus whose events with `source` go to a new SQS
+/// queue; returns the queue's URL. For tests (feature `test-support`): the
+/// team's bus and its rules are the team's own.
+#[cfg(feature = "test-support")]
+pub async fn event_bus_into_queue(
+    clients: &crate::AwsClients,
+    bus: &str,
+    source: &str,
+) -> Result<String, PortError> {
+    let events = &clients.eventbridge;
+    events
+        .create_event_bus()
+        .name(bus)
+        .send()
+        .await
+        .map_err(|e| classify("CreateEventBus", e))?;
+    let queue_url = clients
+        .sqs
+        .create_queue()
+        .queue_name(format!("{bus}-target"))
+        .send()
+        .await
+        .map_err(|e| classify("CreateQueue", e))?
+        .queue_url
+        .unwrap_or_default();
+    let queue_arn = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| classify("GetQueueAttributes", e))?
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap_or_default();
+    let pattern = serde_json::json!({ "source": [source] }).to_string();
+    events
+        .put_rule()
+        .name(format!("{bus}-all"))
+        .event_bus_name(bus)
+        .event_pattern(pattern)
+        .send()
+        .await
+        .map_err(|e| classify("PutRule", e))?;
+    events
+        .put_targets()
+        .rule(format!("{bus}-all"))
+        .event_bus_name(bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(queue_arn)
+                .build()
+                .map_err(|e| PortError::permanent(e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(|e| classify("PutTargets", e))?;
+    Ok(queue_url)
+}

@@ -190,31 +190,62 @@ impl Backend {
         Ok(hookline_core::secrets::api_key(common.app_env, setting, source.as_ref()).await?)
     }
 
-    /// The destinations of a routes document (`hookline-destinations`),
-    /// each with its signing secret: written in the document, or read from
-    /// Secrets Manager (`signing_secret_id`) once, here.
+    /// The destinations of a routes document: `http` ones
+    /// (`hookline-destinations`) with their signing secrets, written in the
+    /// document or read from Secrets Manager (`signing_secret_id`), and
+    /// `eventbridge` ones (`hookline-aws`). With `refresh`, a secret read
+    /// from Secrets Manager is read again at that interval, as the webhook
+    /// secret is: a rotated destination secret needs no restart.
     pub async fn destinations(
         &self,
         routes: &Routes,
+        refresh: Option<Duration>,
     ) -> Result<Vec<Arc<dyn Destination>>, BackendError> {
         let mut built: Vec<Arc<dyn Destination>> = Vec::new();
         for d in routes.destinations() {
-            let Kind::Http(http) = &d.kind else { continue };
-            let secret = match &http.signing {
-                Signing::Inline(s) => s.clone(),
-                Signing::SecretId(id) => {
-                    self.secrets().await.fetch(id).await.map_err(|source| {
-                        BackendError::DestinationSecret {
-                            name: d.name.clone(),
-                            id: id.clone(),
-                            source,
+            match &d.kind {
+                Kind::Http(http) => {
+                    let (secret, id) = match &http.signing {
+                        Signing::Inline(s) => (s.clone(), None),
+                        Signing::SecretId(id) => {
+                            let value = self.secrets().await.fetch(id).await.map_err(|source| {
+                                BackendError::DestinationSecret {
+                                    name: d.name.clone(),
+                                    id: id.clone(),
+                                    source,
+                                }
+                            })?;
+                            (value, Some(id))
                         }
-                    })?
+                    };
+                    let destination = Arc::new(hookline_destinations::HttpDestination::new(
+                        &d.name, http, secret,
+                    )?);
+                    if let (Some(id), Some(every)) = (id, refresh) {
+                        tokio::spawn(keep_secret_fresh(
+                            Arc::downgrade(&destination),
+                            self.secrets().await,
+                            id.clone(),
+                            every,
+                        ));
+                    }
+                    built.push(destination);
                 }
-            };
-            built.push(Arc::new(hookline_destinations::HttpDestination::new(
-                &d.name, http, secret,
-            )?));
+                Kind::EventBridge(settings) => {
+                    let destination = match &self.aws {
+                        Some(c) => hookline_aws::EventBridgeDestination::new(
+                            &d.name,
+                            settings,
+                            c.eventbridge.clone(),
+                        ),
+                        None => {
+                            hookline_aws::EventBridgeDestination::from_env(&d.name, settings).await
+                        }
+                    };
+                    built.push(Arc::new(destination));
+                }
+                Kind::Projections | Kind::Handler => {}
+            }
         }
         Ok(built)
     }
@@ -240,6 +271,40 @@ impl Backend {
         Ok(Some(Arc::new(hookline_stripe::StripeClient::new(
             config, key,
         )?)))
+    }
+}
+
+/// Reads an `http` destination's signing secret again every `every`, for
+/// as long as the destination lives; a failed read keeps the last good
+/// value.
+async fn keep_secret_fresh(
+    destination: std::sync::Weak<hookline_destinations::HttpDestination>,
+    source: Arc<dyn SecretSource>,
+    id: String,
+    every: Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(d) = destination.upgrade() else {
+            return;
+        };
+        match source.fetch(&id).await {
+            Ok(value) => {
+                if d.set_secret(value) {
+                    tracing::info!(
+                        message = "Destination signing secret rotated.",
+                        destination = d.name(),
+                        secret_id = %id,
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(
+                message = "Cannot refresh a destination's signing secret; keeping the last good value.",
+                destination = d.name(),
+                secret_id = %id,
+                %error,
+            ),
+        }
     }
 }
 

@@ -129,7 +129,7 @@ pub async fn run(args: &CheckArgs) -> Vec<Line> {
 
     // Each destination can be built, its signing secret read.
     if let Some(r) = routes.as_ref().ok().filter(|r| !r.is_projections_only()) {
-        match backend.destinations(r).await {
+        match backend.destinations(r, None).await {
             Ok(d) => report.push(line(
                 true,
                 "destinations",

@@ -106,7 +106,7 @@ impl Routing {
         for d in self.routes.for_type(event_type) {
             match d.kind {
                 Kind::Projections => plan.projections = true,
-                Kind::Http(_) | Kind::Handler => {
+                Kind::Http(_) | Kind::EventBridge(_) | Kind::Handler => {
                     plan.remote.extend(self.destinations.get(&d.name).cloned());
                 }
             }

@@ -112,7 +112,8 @@ impl Worker {
         let routing = match routes.is_projections_only() {
             true => Routing::projections_only(),
             false => {
-                let mut destinations = backend.destinations(&routes).await?;
+                let refresh = Duration::from_secs(args.common.secret_refresh_secs.max(1));
+                let mut destinations = backend.destinations(&routes, Some(refresh)).await?;
                 destinations.extend(handlers.registered.into_iter().map(|(_, d)| d));
                 Routing::new(routes, destinations)
             }
