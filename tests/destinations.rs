@@ -29,6 +29,7 @@ on_both_backends!(
     events_show_names_each_destination_and_redeliver_sends_again(5),
     a_destination_down_for_two_minutes_loses_nothing_and_holds_up_no_other(5),
     the_custom_worker_example_runs_its_handler(5),
+    an_eventbridge_destination_puts_each_event_on_the_bus(5),
 );
 
 /// The Node receiver, killed on drop.
@@ -55,7 +56,8 @@ impl Receiver {
             );
             return None;
         }
-        let secrets = json!({"a": SECRET_A, "b": SECRET_B}).to_string();
+        let secrets =
+            json!({"a": SECRET_A, "b": SECRET_B, "rotated": [SECRET_A, SECRET_B]}).to_string();
         let mut child = Command::new("node")
             .arg(dir.join("server.js"))
             .env("RECEIVER_SECRETS", secrets)
@@ -573,6 +575,222 @@ async fn the_custom_worker_example_runs_its_handler(bed: Bed) {
     );
     assert_eq!(std::fs::read_dir(grants.path()).expect("dir").count(), 1);
     assert!(bed.queue_is_empty().await);
+}
+
+/// Everything a queue holds, received until it has been empty for a second.
+async fn drain(queue: &hookline_aws::SqsQueue, want: usize) -> Vec<Value> {
+    use hookline_core::ports::Queue;
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let batch = queue
+            .receive(10, Duration::from_secs(1), Duration::from_secs(60))
+            .await
+            .expect("receive from the bus's target queue");
+        if batch.is_empty() && got.len() >= want {
+            break;
+        }
+        for d in batch {
+            got.push(serde_json::from_slice(&d.body).expect("an EventBridge event"));
+        }
+    }
+    got
+}
+
+/// The `eventbridge` destination on moto's EventBridge: every event is put
+/// on the team's bus (a rule there sends it to a queue we read), with the
+/// Stripe event as its detail; an event over EventBridge's 256 KB entry
+/// limit is dead-lettered with that reason, and nothing else is lost.
+async fn an_eventbridge_destination_puts_each_event_on_the_bus(bed: Bed) {
+    crate::skip_without_aws!();
+    let clients = hookline_aws::AwsClients::load().await;
+    let bus = format!("bus-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let target =
+        hookline_aws::provision::event_bus_into_queue(&clients, &bus, "com.example.stripe")
+            .await
+            .expect("a bus with a rule into a queue");
+    let doc = format!(
+        "[[destination]]\nname = \"bus\"\nkind = \"eventbridge\"\nevents = [\"*\"]\nbus = \"{bus}\"\nsource = \"com.example.stripe\"\n"
+    );
+    let mut env = vec![
+        ("ROUTES".to_owned(), doc),
+        (
+            "ENABLED_EVENTS".to_owned(),
+            "payment_intent.succeeded,payout.updated".to_owned(),
+        ),
+    ];
+    env.extend(aws_env_vars());
+    let _w = bed.worker(
+        &env.iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    let ids: Vec<String> = (0..12).map(|i| format!("evt_test_bus_{i:02}")).collect();
+    let bodies: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let t = if i % 2 == 0 {
+                "payment_intent.succeeded"
+            } else {
+                "payout.updated"
+            };
+            event_with(t, id, now())
+        })
+        .collect();
+    let mut big: Value =
+        serde_json::from_str(&event_with("payout.updated", "evt_test_bus_big", now()))
+            .expect("event");
+    big["data"]["object"]["metadata"] = json!({ "note": "x".repeat(300 * 1024) });
+    let big = big.to_string();
+    let mut all = bodies.clone();
+    all.push(big.clone());
+    bed.enqueue(&all).await;
+    assert!(
+        eventually(Duration::from_secs(60), || bed.all_completed(&ids)).await,
+        "all 12 complete"
+    );
+    assert!(
+        dead_lettered(&bed, 1, Duration::from_secs(30)).await,
+        "the big one is dead-lettered"
+    );
+    let dead = bed.dead_letters().await;
+    let reason = dead[0].attributes.get("error").cloned().unwrap_or_default();
+    assert!(
+        reason.starts_with("destination bus: the entry is ") && reason.contains("256 KB"),
+        "{reason}"
+    );
+    assert_eq!(dead[0].body, big.as_bytes(), "the event itself, kept");
+    for id in &ids {
+        let rec = bed.ledger(id).await.expect("ledger");
+        assert!(rec.destinations["bus"].delivered, "{id}: {rec:?}");
+    }
+    let queue = hookline_aws::SqsQueue::new(clients.sqs.clone(), &target);
+    let seen = drain(&queue, ids.len()).await;
+    assert_eq!(
+        seen.len(),
+        ids.len(),
+        "each event on the bus once: {seen:?}"
+    );
+    for body in &bodies {
+        let stripe: Value = serde_json::from_str(body).expect("event");
+        let on_bus = seen
+            .iter()
+            .find(|e| e["detail"]["id"] == stripe["id"])
+            .unwrap_or_else(|| panic!("{} reached the bus", stripe["id"]));
+        assert_eq!(on_bus["source"], "com.example.stripe");
+        assert_eq!(
+            on_bus["detail-type"], stripe["type"],
+            "DetailType = the event type"
+        );
+        assert_eq!(on_bus["detail"], stripe, "Detail = the Stripe event");
+    }
+    assert!(bed.queue_is_empty().await);
+}
+
+/// A destination's signing secret read from Secrets Manager is read again
+/// every `SECRET_REFRESH_SECS`: after a `put-secret-value` the deliveries
+/// are signed with the new secret, with no restart and nothing lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_destination_secret_is_picked_up_without_a_restart() {
+    crate::skip_without_aws!();
+    let Some(rx) = Receiver::start() else { return };
+    let clients = hookline_aws::AwsClients::load().await;
+    let id = format!(
+        "hookline/test-signing-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let put = |value: &str| {
+        let value = secrecy::SecretString::from(value.to_owned());
+        let (clients, id) = (&clients, &id);
+        async move {
+            hookline_aws::provision::put_secret(clients, id, &value)
+                .await
+                .expect("put the signing secret")
+        }
+    };
+    put(SECRET_A).await;
+    let bed = Bed::embedded(5).await;
+    let doc = format!(
+        "[[destination]]\nname = \"rotated\"\nkind = \"http\"\nevents = [\"*\"]\nurl = \"{}\"\nallow_http = true\nsigning_secret_id = \"{id}\"\n",
+        rx.url("rotated")
+    );
+    let mut env = vec![
+        ("ROUTES".to_owned(), doc),
+        (
+            "ENABLED_EVENTS".to_owned(),
+            "payment_intent.succeeded".to_owned(),
+        ),
+        ("SECRET_REFRESH_SECS".to_owned(), "1".to_owned()),
+    ];
+    env.extend(aws_env_vars());
+    let _w = bed.worker(
+        &env.iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    bed.enqueue(&[one_event("evt_test_rotate_1")]).await;
+    let seen = rx.wait_for("rotated", 1, Duration::from_secs(30)).await;
+    assert_eq!(
+        seen[0]["verifiedWith"], 0,
+        "signed with the first secret: {seen:?}"
+    );
+    put(SECRET_B).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    bed.enqueue(&[one_event("evt_test_rotate_2")]).await;
+    let seen = rx.wait_for("rotated", 2, Duration::from_secs(30)).await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        seen[1]["verifiedWith"], 1,
+        "signed with the rotated secret: {seen:?}"
+    );
+    completed_with_nothing_dead_lettered(&bed, "evt_test_rotate_2").await;
+}
+
+/// Concurrent deliveries to one bus share `PutEvents` calls of up to 10
+/// entries.
+#[tokio::test(flavor = "multi_thread")]
+async fn eventbridge_deliveries_share_calls_of_ten() {
+    crate::skip_without_aws!();
+    let clients = hookline_aws::AwsClients::load().await;
+    let bus = format!("bus-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let target = hookline_aws::provision::event_bus_into_queue(&clients, &bus, "hookline")
+        .await
+        .expect("a bus with a rule into a queue");
+    let settings = hookline_core::routes::EventBridge {
+        bus,
+        source: "hookline".to_owned(),
+        retry_for: Duration::from_secs(60),
+    };
+    let destination = std::sync::Arc::new(hookline_aws::EventBridgeDestination::new(
+        "bus",
+        &settings,
+        clients.eventbridge.clone(),
+    ));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..25 {
+        let d = std::sync::Arc::clone(&destination);
+        tasks.spawn(async move {
+            use hookline_core::ports::Destination;
+            let id = format!("evt_test_batch_{i:02}");
+            let body = bytes::Bytes::from(event_with("payout.updated", &id, now()));
+            d.deliver(hookline_core::ports::Outgoing {
+                event_id: &id,
+                event_type: "payout.updated",
+                body: &body,
+                attempt: 1,
+                now: now(),
+            })
+            .await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("task").expect("put on the bus");
+    }
+    let calls = destination.calls();
+    assert!((3..=5).contains(&calls), "25 entries in {calls} calls");
+    let queue = hookline_aws::SqsQueue::new(clients.sqs.clone(), &target);
+    assert_eq!(drain(&queue, 25).await.len(), 25);
 }
 
 /// On a FIFO queue one object's events reach a destination in order: a

@@ -121,10 +121,14 @@ def test_the_stack_deploys_with_existing_secrets(aws):
     webhook, api_key = existing_secrets(aws)
     signing = aws("secretsmanager").create_secret(
         Name="prod/hookline/billing-signing", SecretString="whsec_test_destinationSigning")["ARN"]
+    bus = "arn:aws:events:us-east-1:123456789012:event-bus/payments"
     routes = ('[[destination]]\nname = "billing"\nkind = "http"\nevents = ["*"]\n'
-              'url = "https://billing.internal/stripe"\nsigning_secret_id = "%s"\n' % signing)
+              'url = "https://billing.internal/stripe"\nsigning_secret_id = "%s"\n\n'
+              '[[destination]]\nname = "bus"\nkind = "eventbridge"\nevents = ["*"]\nbus = "%s"\n'
+              % (signing, bus))
     created, outputs = deploy(aws, WebhookSecretArn=webhook, StripeApiKeySecretArn=api_key,
                               Routes=routes, DestinationSecretArns=signing,
+                              DestinationEventBusArns=bus,
                               DestinationEgressCidr="10.20.0.0/16")
 
     # Queues: redrive, and room for an event of MAX_BODY_BYTES plus attributes.
@@ -161,6 +165,8 @@ def test_the_stack_deploys_with_existing_secrets(aws):
     worker_reads = [s["Resource"] for s in worker if "secretsmanager:GetSecretValue" in s["Action"]]
     flat = [r for x in worker_reads for r in (x if isinstance(x, list) else [x])]
     assert flat == [api_key, signing], "the API key and the destinations' signing secrets, nothing else"
+    puts = [s["Resource"] for s in worker if "events:PutEvents" in s["Action"]]
+    assert puts in ([bus], [[bus]]), "PutEvents on the named bus only"
     assert env_of(aws, created, "WorkerTaskDefinition")["STRIPE_SECRET_KEY_ID"] == api_key
     # The routes document reaches the worker as ROUTES. (moto creates no
     # AWS::EC2::SecurityGroupEgress: the egress rule is checked on the

@@ -54,7 +54,7 @@ def refers_to_own(value, tpl):
     # secrets (and their key) created before the stack.
     own = set(tpl["Resources"]) | {"ImageRepositoryArn", "WebhookSecretArn",
                                    "StripeApiKeySecretArn", "SecretsKmsKeyArn",
-                                   "DestinationSecretArns"}
+                                   "DestinationSecretArns", "DestinationEventBusArns"}
     if isinstance(value, dict) and "Fn::If" in value:
         options = branches(value)
         return bool(options) and all(refers_to_own(v, tpl) for v in options)
@@ -105,6 +105,10 @@ def test_each_service_role_has_only_what_it_needs(template):
     assert worker_reads == [{"Ref": "StripeApiKeySecretArn"}, {"Ref": "DestinationSecretArns"}], \
         "the worker reads the API key and the destinations' signing secrets the operator gave, never the webhook secret"
     assert "dynamodb:DeleteItem" not in worker and "dynamodb:Scan" not in worker
+    puts = [st["Resource"] for r, st in role_statements(template)
+            if r == "WorkerTaskRole" and "events:PutEvents" in as_list(st["Action"])]
+    assert puts == [{"Ref": "DestinationEventBusArns"}], "PutEvents on the named buses only"
+    assert "events:PutEvents" not in actions("IngressTaskRole")
 
     operator = actions("OperatorRole")
     assert {"sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks", "sqs:SendMessage"} <= operator

@@ -4,7 +4,9 @@
 // raw body, exactly as Stripe's documentation shows.
 //
 // POST /hook/NAME          a delivery for destination NAME (secret from
-//                          RECEIVER_SECRETS, a JSON map of NAME to whsec_…)
+//                          RECEIVER_SECRETS, a JSON map of NAME to whsec_…,
+//                          or to a list of them: each is tried, and the
+//                          delivery records which one verified it)
 // PUT  /script/NAME        JSON list of answers to give next, in order:
 //                          {"status":500}, {"status":429,"retryAfter":2},
 //                          {"status":301,"location":"https://…"},
@@ -12,7 +14,8 @@
 //                          (drop the connection); then 200 again
 // PUT  /down/NAME          {"until": <unix ms>}: answer 503 until then
 // GET  /deliveries/NAME    every delivery seen: eventId, attempt,
-//                          idempotencyKey, userAgent, verified, body
+//                          idempotencyKey, userAgent, verified,
+//                          verifiedWith, body
 // Prints the port it listens on, then serves until killed.
 const http = require("http");
 const Stripe = require("stripe");
@@ -55,21 +58,27 @@ const server = http.createServer(async (req, res) => {
     return json(res, 404, { error: "no such route" });
   }
   let verified = false;
+  let verifiedWith = null;
   let eventId = null;
-  try {
-    const event = stripe.webhooks.constructEvent(
-      body,
-      req.headers["stripe-signature"],
-      secrets[name],
-    );
-    verified = true;
-    eventId = event.id;
-  } catch (err) {
-    verified = false;
-  }
+  [].concat(secrets[name]).forEach((secret, i) => {
+    if (verified) return;
+    try {
+      const event = stripe.webhooks.constructEvent(
+        body,
+        req.headers["stripe-signature"],
+        secret,
+      );
+      verified = true;
+      verifiedWith = i;
+      eventId = event.id;
+    } catch (err) {
+      // not this secret
+    }
+  });
   (deliveries[name] = deliveries[name] || []).push({
     eventId,
     verified,
+    verifiedWith,
     attempt: Number(req.headers["hookline-delivery-attempt"]),
     idempotencyKey: req.headers["idempotency-key"] || null,
     hooklineEventId: req.headers["hookline-event-id"] || null,
