@@ -15,6 +15,7 @@
 //! | timeout, refused or reset connection | transient |
 //! | any other 4xx | permanent: status and the first 256 bytes of the answer |
 
+use std::sync::RwLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -54,7 +55,8 @@ pub struct BuildError {
 pub struct HttpDestination {
     name: String,
     url: String,
-    secret: SecretString,
+    /// Replaced when Secrets Manager holds a new value.
+    secret: RwLock<SecretString>,
     retry_for: Duration,
     client: reqwest::Client,
     slots: Semaphore,
@@ -89,19 +91,33 @@ impl HttpDestination {
         Ok(Self {
             name: name.to_owned(),
             url: http.url.clone(),
-            secret,
+            secret: RwLock::new(secret),
             retry_for: http.retry_for,
             client,
             slots: Semaphore::new(http.max_concurrency),
         })
     }
 
+    /// Signs from now on with `secret`; whether it differs from the one in
+    /// use.
+    pub fn set_secret(&self, secret: SecretString) -> bool {
+        let mut current = self
+            .secret
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = current.expose_secret() != secret.expose_secret();
+        *current = secret;
+        changed
+    }
+
     fn headers(&self, event: &Outgoing<'_>) -> HeaderMap {
-        let signature = hookline_signature::header_for(
-            self.secret.expose_secret().as_bytes(),
-            event.now,
-            event.body,
-        );
+        let signature = {
+            let secret = self
+                .secret
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            hookline_signature::header_for(secret.expose_secret().as_bytes(), event.now, event.body)
+        };
         let mut h = HeaderMap::new();
         let mut put = |name: &'static str, value: &str| {
             if let Ok(v) = HeaderValue::from_str(value) {
