@@ -70,7 +70,7 @@ clippy:
 # Installs moto into the project's venv (ignored by git), once per version.
 $(MOTO_STAMP):
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)' 'stripe==$(STRIPE_PY_VERSION)'
 	touch $@
 
 moto: $(MOTO_STAMP)
@@ -98,7 +98,8 @@ receiver: $(RECEIVER_STAMP)
 # Starts moto on a free loopback port, runs every test against it and the
 # embedded backend, and stops it again, whatever the result; then fails if
 # any process the run started (browser, ChromeDriver, moto, the binaries
-# under test) is still running.
+# under test) is still running, or if a log line the run wrote carries a
+# personal field of the fixtures (docs/data.md).
 unit: build $(MOTO_STAMP) browser receiver
 	@endpoint=$$(VENV=$(VENV) scripts/moto.sh start) || exit 1; \
 	echo "local AWS (moto) at $$endpoint"; \
@@ -106,6 +107,7 @@ unit: build $(MOTO_STAMP) browser receiver
 	AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) $(CARGO) test --workspace 2>&1 | tee target/test-output.log; \
 	rc=$${PIPESTATUS[0]}; scripts/moto.sh stop; \
 	scripts/leftovers.py || rc=1; \
+	scripts/scan_logs.py || rc=1; \
 	skips=$$(cat target/test-skips.log 2>/dev/null | wc -l); \
 	if [ "$$skips" -gt 0 ]; then echo "skipped: $$skips test(s) passed without running (target/test-skips.log):"; sed 's/^/  /' target/test-skips.log; fi; \
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' target/test-output.log; \
