@@ -18,6 +18,20 @@ pub struct QueuePair {
     pub dlq_url: String,
 }
 
+/// A queue's ARN, from its URL.
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, PortError> {
+    Ok(sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| classify("GetQueueAttributes", e))?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .unwrap_or_default())
+}
+
 /// Creates `name` and `name-dlq` (`.fifo` kept at the end for FIFO queues),
 /// with a redrive policy after `max_receives` deliveries. Idempotent.
 pub async fn create_queue_pair(
@@ -50,16 +64,7 @@ pub async fn create_queue_pair(
         .map_err(|e| classify("CreateQueue", e))?
         .queue_url
         .unwrap_or_default();
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .map_err(|e| classify("GetQueueAttributes", e))?
-        .attributes
-        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-        .unwrap_or_default();
+    let dlq_arn = queue_arn(sqs, &dlq_url).await?;
     let redrive = serde_json::json!({
         "deadLetterTargetArn": dlq_arn,
         "maxReceiveCount": max_receives,
@@ -236,17 +241,7 @@ pub async fn event_bus_into_queue(
         .map_err(|e| classify("CreateQueue", e))?
         .queue_url
         .unwrap_or_default();
-    let queue_arn = clients
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .map_err(|e| classify("GetQueueAttributes", e))?
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap_or_default();
+    let queue_arn = queue_arn(&clients.sqs, &queue_url).await?;
     let pattern = serde_json::json!({ "source": [source] }).to_string();
     events
         .put_rule()
