@@ -134,16 +134,18 @@ async fn fifty_copies_of_one_event_apply_once(bed: Bed) {
     // 30 copies at once, processed concurrently...
     bed.enqueue(&vec![body.clone(); 30]).await;
     let worker = bed.worker(&[("WORKER_CONCURRENCY", "16")]);
+    // At least n: on a loaded server a copy whose delete is late comes back
+    // after its visibility timeout and is counted again, as a duplicate.
     let done = |n: u64| {
         let worker = &worker;
-        move || async move { metric(worker, APPLIED).await + metric(worker, DUPLICATE).await == n }
+        move || async move { metric(worker, APPLIED).await + metric(worker, DUPLICATE).await >= n }
     };
-    assert!(eventually(Duration::from_secs(60), done(30)).await);
+    assert!(eventually(Duration::from_secs(120), done(30)).await);
     // ...then 20 more after completion.
     bed.enqueue(&vec![body.clone(); 20]).await;
-    assert!(eventually(Duration::from_secs(60), done(50)).await);
+    assert!(eventually(Duration::from_secs(120), done(50)).await);
     assert_eq!(metric(&worker, APPLIED).await, 1, "applied exactly once");
-    assert_eq!(metric(&worker, DUPLICATE).await, 49);
+    assert!(metric(&worker, DUPLICATE).await >= 49);
     let rec = bed.ledger("evt_test_fifty").await.expect("ledger");
     assert_eq!(rec.status, EventStatus::Completed);
     assert_eq!(rec.outcome, Some(Outcome::Applied));
