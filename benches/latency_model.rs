@@ -26,8 +26,8 @@ use hookline_core::coalescer::CoalescerConfig;
 use hookline_core::envelope::EventId;
 use hookline_core::message::OutboundMessage;
 use hookline_core::ports::{
-    Applied, BatchLimits, Change, Claim, Delivery, Lease, PortError, Queue, QueueCounts, Store,
-    Tried,
+    Applied, BatchLimits, Change, Claim, Delivery, Holdings, Lease, Origin, PortError, Queue,
+    QueueCounts, Store, Subject, Tried,
 };
 use hookline_core::records::{Completion, EventRecord, StoredItem};
 
@@ -119,11 +119,11 @@ impl Store for Slow<dyn Store> {
         id: &EventId,
         t: &str,
         p: Change<'_>,
-        source: &str,
+        origin: Origin<'_>,
         now: i64,
     ) -> Result<Applied, PortError> {
         self.pay().await;
-        self.inner.apply(id, t, p, source, now).await
+        self.inner.apply(id, t, p, origin, now).await
     }
     async fn fail(
         &self,
@@ -157,6 +157,12 @@ impl Store for Slow<dyn Store> {
     }
     async fn ping(&self) -> Result<(), PortError> {
         self.inner.ping().await
+    }
+    async fn holdings(&self, subject: &Subject) -> Result<Holdings, PortError> {
+        self.inner.holdings(subject).await
+    }
+    async fn erase(&self, holdings: &Holdings) -> Result<Holdings, PortError> {
+        self.inner.erase(holdings).await
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hookline_core::envelope::EventId;
 use hookline_core::message::OutboundMessage;
-use hookline_core::ports::{Applied, Change, Claim, Lease, Queue, Store, Tie, Ties, Tried};
+use hookline_core::ports::{Applied, Change, Claim, Lease, Origin, Queue, Store, Tie, Ties, Tried};
 use hookline_core::records::{
     lifecycle_rank, Completion, EventStatus, ObjectRecord, ObjectType, Outcome, Projection,
     LEDGER_TTL_SECS,
@@ -91,7 +91,7 @@ fn lease(owner: &str, now: i64) -> Lease<'_> {
         owner,
         now,
         secs: 30,
-        source: "webhook",
+        origin: Origin::source("webhook"),
     }
 }
 
@@ -506,7 +506,7 @@ async fn an_ignored_event_is_applied_when_it_comes_again(p: Ports) {
             &id,
             "payout.updated",
             Change::Ignore("type not enabled"),
-            "webhook",
+            Origin::source("webhook"),
             now(),
         )
         .await
@@ -525,7 +525,7 @@ async fn an_ignored_event_is_applied_when_it_comes_again(p: Ports) {
             &id,
             "payout.updated",
             Change::project(&projection),
-            "webhook",
+            Origin::source("webhook"),
             now(),
         )
         .await
@@ -557,7 +557,7 @@ async fn an_ignored_event_is_applied_when_it_comes_again(p: Ports) {
                 &id,
                 "payout.updated",
                 Change::Ignore("type not enabled"),
-                "webhook",
+                Origin::source("webhook"),
                 now()
             )
             .await
@@ -612,7 +612,7 @@ async fn concurrent_applies_complete_once(p: Ports) {
                     &id,
                     "payout.updated",
                     Change::project(&projection),
-                    "webhook",
+                    Origin::source("webhook"),
                     now(),
                 )
                 .await
@@ -658,7 +658,7 @@ async fn applies_follow_created_then_life_cycle(p: Ports) {
                     &EventId::new(id),
                     "payout.updated",
                     Change::Project(&projection, ties),
-                    "webhook",
+                    Origin::source("webhook"),
                     now(),
                 )
                 .await
@@ -731,7 +731,7 @@ async fn applies_follow_created_then_life_cycle(p: Ports) {
             &EventId::new("evt_conf_d"),
             "payout.updated",
             Change::project(&current),
-            "webhook",
+            Origin::source("webhook"),
             now(),
         )
         .await
@@ -790,7 +790,7 @@ async fn apply_counts_tries_and_records_the_source(p: Ports) {
             &id,
             "customer.created",
             Change::project(&payout("po_conf_apply_tries", id.as_str(), 1, "paid")),
-            "eventbridge",
+            Origin::source("eventbridge"),
             now(),
         )
         .await

@@ -60,6 +60,10 @@ mod stripe_now;
 /// by a Node receiver that verifies with the official stripe package.
 mod destinations;
 
+/// `hookline erase`: an account's, an object's or an event's records
+/// removed on both backends, with a receipt.
+mod erase;
+
 /// The worker stepped in-process: one delivery at a time through
 /// `Processor::process` against the embedded store.
 mod worker_steps;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hookline_core::envelope::EventId;
 use hookline_core::handlers::{Effect, Handler};
-use hookline_core::ports::{Change, Claim, Delivery, Lease, Store};
+use hookline_core::ports::{Change, Claim, Delivery, Lease, Origin, Store};
 use hookline_core::records::{Completion, EventStatus, Outcome};
 use hookline_core::settings::{AppEnv, EventFilter};
 use hookline_worker::decide::{Backoff, Decision};
@@ -133,7 +133,7 @@ async fn an_event_leased_by_another_delivery_is_busy_then_taken_over_when_the_le
                 owner: "other/1",
                 now: NOW,
                 secs: 30,
-                source: "webhook",
+                origin: Origin::source("webhook"),
             },
         )
         .await
@@ -272,7 +272,7 @@ async fn an_effect_that_replaces_state_takes_no_claim() {
                 owner: "other/1",
                 now: NOW,
                 secs: 30,
-                source: "webhook",
+                origin: Origin::source("webhook"),
             },
         )
         .await

@@ -25,7 +25,9 @@ use aws_sdk_dynamodb::types::{
 };
 use hookline_core::clock::rfc3339;
 use hookline_core::envelope::EventId;
-use hookline_core::ports::{Applied, Change, Claim, Lease, PortError, Store, Tie, Ties, Tried};
+use hookline_core::ports::{
+    Applied, Change, Claim, Holdings, Lease, Origin, PortError, Store, Subject, Tie, Ties, Tried,
+};
 use hookline_core::records::{
     Completion, DestinationState, EventRecord, EventStatus, ItemTable, Outcome, Projection,
     StoredItem, LEDGER_TTL_SECS,
@@ -33,6 +35,14 @@ use hookline_core::records::{
 
 use crate::attrs::{from_attr, from_item, to_attr, to_item};
 use crate::errors::classify;
+
+/// The events table's index by `subject` (the event's account, else its
+/// object), with `objectId`: how `hookline erase` finds an account's or an
+/// object's ledger items.
+pub const SUBJECT_INDEX: &str = "subject-index";
+
+/// The objects table's index by `account`.
+pub const ACCOUNT_INDEX: &str = "account-index";
 
 /// Table names, from the settings.
 #[derive(Debug, Clone)]
@@ -154,6 +164,87 @@ impl DynamoStore {
         Ok(out.item)
     }
 
+    /// The keys of the items of `index` on `table` whose `attribute` is
+    /// `value` (every page), keeping those `keep` accepts.
+    async fn query_keys(
+        &self,
+        table: &str,
+        index: &str,
+        (attribute, value): (&str, &str),
+        key: &str,
+        keep: impl Fn(&HashMap<String, AttributeValue>) -> bool,
+    ) -> Result<Vec<String>, PortError> {
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(table)
+                .index_name(index)
+                .key_condition_expression("#a = :v")
+                .expression_attribute_names("#a", attribute)
+                .expression_attribute_values(":v", s(value))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| classify(&format!("Query on index {index} of table {table}"), e))?;
+            keys.extend(
+                out.items()
+                    .iter()
+                    .filter(|i| keep(i))
+                    .filter_map(|i| i.get(key).and_then(|v| v.as_s().ok()).cloned()),
+            );
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
+    /// Whether `table` holds the item `key` = `id`; with it, the item.
+    async fn get(
+        &self,
+        table: &str,
+        key: &str,
+        id: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
+        self.client
+            .get_item()
+            .table_name(table)
+            .key(key, s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map(|o| o.item)
+            .map_err(|e| classify(&format!("GetItem on table {table}"), e))
+    }
+
+    /// Deletes each of `ids` from `table`; those that were there.
+    async fn delete_each(
+        &self,
+        table: &str,
+        key: &str,
+        ids: &[String],
+    ) -> Result<Vec<String>, PortError> {
+        let mut gone = Vec::new();
+        for id in ids {
+            let out = self
+                .client
+                .delete_item()
+                .table_name(table)
+                .key(key, s(id))
+                .return_values(ReturnValue::AllOld)
+                .send()
+                .await
+                .map_err(|e| classify(&format!("DeleteItem on table {table}"), e))?;
+            if out.attributes.is_some_and(|a| !a.is_empty()) {
+                gone.push(id.clone());
+            }
+        }
+        Ok(gone)
+    }
+
     /// The ledger update that completes an event, guarded against a second
     /// completion.
     /// `unclaimed`: the [`Store::apply`] path, which counts the try and
@@ -164,7 +255,7 @@ impl DynamoStore {
         event_type: &str,
         done: Done<'_>,
         now: i64,
-        unclaimed: Option<&str>,
+        unclaimed: Option<Origin<'_>>,
     ) -> Result<Update, PortError> {
         let Done {
             outcome,
@@ -183,6 +274,12 @@ impl DynamoStore {
             ""
         };
         let (attempts, source) = match unclaimed {
+            Some(Origin {
+                subject: Some(_), ..
+            }) => (
+                "",
+                ", subject = :subject, #source = :source ADD attempts :one",
+            ),
             Some(_) => ("", ", #source = :source ADD attempts :one"),
             None => (", attempts = if_not_exists(attempts, :one)", ""),
         };
@@ -218,10 +315,13 @@ impl DynamoStore {
         if let Some(r) = reason {
             update = update.expression_attribute_values(":reason", s(r));
         }
-        if let Some(source) = unclaimed {
+        if let Some(origin) = unclaimed {
             update = update
                 .expression_attribute_names("#source", "source")
-                .expression_attribute_values(":source", s(source));
+                .expression_attribute_values(":source", s(origin.source));
+            if let Some(subject) = origin.subject {
+                update = update.expression_attribute_values(":subject", s(subject));
+            }
         }
         update
             .build()
@@ -236,7 +336,7 @@ impl DynamoStore {
         event_type: &str,
         done: Done<'_>,
         now: i64,
-        unclaimed: Option<&str>,
+        unclaimed: Option<Origin<'_>>,
     ) -> Result<Applied, PortError> {
         let outcome = done.outcome;
         let u = self.completion_update(event_id, event_type, done, now, unclaimed)?;
@@ -469,22 +569,26 @@ impl Store for DynamoStore {
         lease: Lease<'_>,
     ) -> Result<Claim, PortError> {
         let (now, lease_until) = (lease.now, lease.until());
-        let request = self
+        let subject_set = match lease.origin.subject {
+            Some(_) => ", subject = :subject",
+            None => "",
+        };
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.tables.events)
             .key("eventId", s(event_id.as_str()))
-            .update_expression(
+            .update_expression(format!(
                 "SET #status = :processing, eventType = :type, leaseUntil = :lease, leaseOwner = :owner, \
-                 expiresAt = :exp, #source = :source ADD attempts :one",
-            )
+                 expiresAt = :exp, #source = :source{subject_set} ADD attempts :one",
+            ))
             // The owner's own retry (its first answer was lost) gets the lease back.
             .condition_expression(
                 "attribute_not_exists(eventId) OR ((#status <> :completed OR outcome = :ignored) AND \
                  (#status <> :processing OR leaseUntil <= :now OR leaseOwner = :owner))",
             )
             .expression_attribute_values(":owner", s(lease.owner))
-            .expression_attribute_values(":source", s(lease.source))
+            .expression_attribute_values(":source", s(lease.origin.source))
             .expression_attribute_names("#source", "source")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":processing", s(EventStatus::Processing.as_str()))
@@ -496,6 +600,9 @@ impl Store for DynamoStore {
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":one", n(1))
             .return_values(ReturnValue::AllNew);
+        if let Some(subject) = lease.origin.subject {
+            request = request.expression_attribute_values(":subject", s(subject));
+        }
         self.count_update(&request);
         let out = request.send().await;
         match out {
@@ -652,7 +759,7 @@ impl Store for DynamoStore {
         event_id: &EventId,
         event_type: &str,
         change: Change<'_>,
-        source: &str,
+        origin: Origin<'_>,
         now: i64,
     ) -> Result<Applied, PortError> {
         // Two single-item writes, each conditional: the projection (a
@@ -683,7 +790,7 @@ impl Store for DynamoStore {
             }
         };
         let applied = self
-            .complete_ledger_only(event_id.as_str(), event_type, done, now, Some(source))
+            .complete_ledger_only(event_id.as_str(), event_type, done, now, Some(origin))
             .await?;
         Ok(Applied { tie, ..applied })
     }
@@ -784,6 +891,82 @@ impl Store for DynamoStore {
             .await
             .map_err(|e| classify(&format!("GetItem on table {table}"), e))?;
         Ok(out.item.map(|i| StoredItem(from_item(&i))))
+    }
+
+    async fn holdings(&self, subject: &Subject) -> Result<Holdings, PortError> {
+        let t = &self.tables;
+        let present = |item: Option<HashMap<String, AttributeValue>>, id: &str| {
+            item.map(|_| id.to_owned()).into_iter().collect::<Vec<_>>()
+        };
+        let any = |_: &HashMap<String, AttributeValue>| true;
+        let mut h = Holdings::default();
+        match subject {
+            Subject::Account(a) => {
+                h.providers = present(self.get(&t.provider, "stripeAccountId", a).await?, a);
+                h.objects = self
+                    .query_keys(&t.objects, ACCOUNT_INDEX, ("account", a), "objectId", any)
+                    .await?;
+                h.events = self
+                    .query_keys(&t.events, SUBJECT_INDEX, ("subject", a), "eventId", any)
+                    .await?;
+            }
+            Subject::Object(o) => {
+                if ItemTable::for_id(o) == ItemTable::Provider {
+                    h.providers = present(self.get(&t.provider, "stripeAccountId", o).await?, o);
+                }
+                let object = self.get(&t.objects, "objectId", o).await?;
+                let account = object
+                    .as_ref()
+                    .and_then(|i| i.get("account"))
+                    .and_then(|v| v.as_s().ok())
+                    .cloned();
+                h.objects = present(object, o);
+                // Its events name its account as their subject, or the
+                // object itself when it has none.
+                h.events = self
+                    .query_keys(&t.events, SUBJECT_INDEX, ("subject", o), "eventId", any)
+                    .await?;
+                if let Some(a) = account {
+                    let of_object = |i: &HashMap<String, AttributeValue>| {
+                        i.get("objectId").and_then(|v| v.as_s().ok()) == Some(o)
+                    };
+                    h.events.extend(
+                        self.query_keys(
+                            &t.events,
+                            SUBJECT_INDEX,
+                            ("subject", &a),
+                            "eventId",
+                            of_object,
+                        )
+                        .await?,
+                    );
+                }
+            }
+            Subject::Event(e) => {
+                h.events = present(self.get_event_item(e).await?, e);
+            }
+        }
+        h.normalise();
+        Ok(h)
+    }
+
+    async fn erase(&self, holdings: &Holdings) -> Result<Holdings, PortError> {
+        let t = &self.tables;
+        let mut removed = Holdings {
+            providers: self
+                .delete_each(&t.provider, "stripeAccountId", &holdings.providers)
+                .await?,
+            objects: self
+                .delete_each(&t.objects, "objectId", &holdings.objects)
+                .await?,
+            // A destination's state is an attribute of the ledger item: it
+            // goes with it.
+            events: self
+                .delete_each(&t.events, "eventId", &holdings.events)
+                .await?,
+        };
+        removed.normalise();
+        Ok(removed)
     }
 
     async fn ping(&self) -> Result<(), PortError> {

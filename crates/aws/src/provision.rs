@@ -2,13 +2,14 @@
 //! (`make aws-local`) and tests. Production resources come from `infra/`.
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification, TimeToLiveStatus,
+    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
+    GlobalSecondaryIndexUpdate, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use hookline_core::ports::PortError;
 
-use crate::dynamo::Tables;
+use crate::dynamo::{Tables, ACCOUNT_INDEX, SUBJECT_INDEX};
 use crate::errors::classify;
 
 /// URLs of a queue and its dead-letter queue.
@@ -95,42 +96,73 @@ pub async fn create_queue_pair(
     Ok(QueuePair { queue_url, dlq_url })
 }
 
-/// Creates the three tables (on-demand, string partition key) and turns on
-/// TTL on the ledger's `expiresAt`. Existing tables are left as they are.
+/// Creates the three tables (on-demand, string partition key) with the
+/// indexes `hookline erase` reads, and turns on TTL on the ledger's
+/// `expiresAt`. An existing table keeps its settings; an index it lacks is
+/// added.
 pub async fn create_tables(
     ddb: &aws_sdk_dynamodb::Client,
     tables: &Tables,
 ) -> Result<(), PortError> {
-    for (table, key) in [
-        (&tables.events, "eventId"),
-        (&tables.objects, "objectId"),
-        (&tables.provider, "stripeAccountId"),
+    let built = |e: aws_sdk_dynamodb::error::BuildError| PortError::permanent(e.to_string());
+    let string = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+    };
+    let hash = |name: &str| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(KeyType::Hash)
+            .build()
+    };
+    // The ledger by subject (with objectId, for `erase --object`), the
+    // objects by account; both sparse: only items with the attribute.
+    let events_index = (SUBJECT_INDEX, "subject", Some("objectId"));
+    let objects_index = (ACCOUNT_INDEX, "account", None);
+    for (table, key, index) in [
+        (&tables.events, "eventId", Some(events_index)),
+        (&tables.objects, "objectId", Some(objects_index)),
+        (&tables.provider, "stripeAccountId", None),
     ] {
-        let created = ddb
+        let mut create = ddb
             .create_table()
             .table_name(table)
             .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(key)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .map_err(|e| PortError::permanent(e.to_string()))?,
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(key)
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .map_err(|e| PortError::permanent(e.to_string()))?,
-            )
-            .send()
-            .await;
-        match created {
+            .attribute_definitions(string(key).map_err(built)?)
+            .key_schema(hash(key).map_err(built)?);
+        let mut gsi = None;
+        if let Some((name, attribute, included)) = index {
+            let projection = match included {
+                Some(a) => Projection::builder()
+                    .projection_type(ProjectionType::Include)
+                    .non_key_attributes(a)
+                    .build(),
+                None => Projection::builder()
+                    .projection_type(ProjectionType::KeysOnly)
+                    .build(),
+            };
+            create = create.attribute_definitions(string(attribute).map_err(built)?);
+            let index = GlobalSecondaryIndex::builder()
+                .index_name(name)
+                .key_schema(hash(attribute).map_err(built)?)
+                .projection(projection.clone())
+                .build()
+                .map_err(built)?;
+            create = create.global_secondary_indexes(index);
+            gsi = Some((name, attribute, projection));
+        }
+        match create.send().await {
             Ok(_) => {}
             Err(e)
                 if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+                    .is_some_and(|s| s.is_resource_in_use_exception()) =>
+            {
+                if let Some((name, attribute, projection)) = gsi {
+                    add_missing_index(ddb, table, name, attribute, projection).await?;
+                }
+            }
             Err(e) => return Err(classify("CreateTable", e)),
         }
     }
@@ -164,6 +196,61 @@ pub async fn create_tables(
         .await
         .map(|_| ())
         .map_err(|e| classify("UpdateTimeToLive", e))
+}
+
+/// Adds index `name` on `attribute` to an existing table that lacks it
+/// (a table made before the index existed).
+async fn add_missing_index(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    name: &str,
+    attribute: &str,
+    projection: Projection,
+) -> Result<(), PortError> {
+    let described = ddb
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| classify("DescribeTable", e))?;
+    let present = described
+        .table()
+        .map(|t| t.global_secondary_indexes())
+        .unwrap_or_default()
+        .iter()
+        .any(|i| i.index_name() == Some(name));
+    if present {
+        return Ok(());
+    }
+    let built = |e: aws_sdk_dynamodb::error::BuildError| PortError::permanent(e.to_string());
+    let action = CreateGlobalSecondaryIndexAction::builder()
+        .index_name(name)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(attribute)
+                .key_type(KeyType::Hash)
+                .build()
+                .map_err(built)?,
+        )
+        .projection(projection)
+        .build()
+        .map_err(built)?;
+    ddb.update_table()
+        .table_name(table)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(attribute)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(built)?,
+        )
+        .global_secondary_index_updates(
+            GlobalSecondaryIndexUpdate::builder().create(action).build(),
+        )
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| classify("UpdateTable", e))
 }
 
 /// Creates a queue pair and the three tables with the shared clients.

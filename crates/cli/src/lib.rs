@@ -10,6 +10,7 @@ pub mod config_check;
 pub mod console;
 pub mod dev;
 pub mod dlq;
+pub mod erase;
 pub mod fixtures;
 pub mod opts;
 pub mod output;

@@ -47,6 +47,11 @@ enum Command {
         after_help = "Examples:\n  hookline console                      (http://127.0.0.1:8090/)\n  CONSOLE_ADDR=0.0.0.0:8090 CONSOLE_TOKEN=... hookline console"
     )]
     Console(Box<hookline_cli::console::ConsoleArgs>),
+    /// A deletion request: what Hookline holds of an account, an object or an event (counted; removed with --yes, with a receipt).
+    #[command(
+        after_help = "Examples:\n  hookline erase --account acct_1QhLnKExample0001            (counts only)\n  hookline erase --account acct_1QhLnKExample0001 --yes      (removes, prints the receipt)\n  hookline erase --event evt_1QhLsDExampleEvent06 --yes --json"
+    )]
+    Erase(Box<hookline_cli::erase::EraseArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -259,5 +264,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev(DevCommand::AwsSetup(args)) => dev::aws_setup_cmd(&args).await,
         Command::Dev(DevCommand::Send(args)) => dev::send_cmd(&args).await,
         Command::Console(args) => hookline_cli::console::cmd(&args).await,
+        Command::Erase(args) => hookline_cli::erase::cmd(&args).await,
     }
 }

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod coalescer;
 pub mod emf;
 pub mod envelope;
+pub mod erase;
 pub mod fetched;
 pub mod handlers;
 pub mod inbound;

@@ -221,6 +221,20 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     async fn ping(&self) -> Result<(), PortError> {
         self.counts().await.map(|_| ())
     }
+
+    /// The messages (waiting, in flight or dead-lettered) that `matches`,
+    /// removed with `remove`, where the queue can read its messages without
+    /// receiving them; `Ok(None)` where it cannot (SQS shows a message only
+    /// to a receive, so `hookline erase` receives its DLQ as `dlq list`
+    /// does, and leaves its main queue to the worker).
+    async fn sweep(
+        &self,
+        matches: &(dyn for<'d> Fn(&'d Delivery) -> bool + Send + Sync),
+        remove: bool,
+    ) -> Result<Option<Vec<Delivery>>, PortError> {
+        let _ = (matches, remove);
+        Ok(None)
+    }
 }
 
 /// The state of a native redrive task.
@@ -275,9 +289,39 @@ pub struct Lease<'a> {
     /// Unix seconds.
     pub now: i64,
     pub secs: u64,
-    /// How the delivery arrived (`webhook`, `eventbridge`), recorded on the
-    /// ledger item.
+    /// How the delivery arrived and whom its event concerns, recorded on
+    /// the ledger item.
+    pub origin: Origin<'a>,
+}
+
+/// How a delivery arrived and whom its event concerns: what a ledger item
+/// records of it besides the outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin<'a> {
+    /// `webhook` or `eventbridge`.
     pub source: &'a str,
+    /// The ledger's `subject`: the event's `account` (a Stripe Connect
+    /// event) or else its `data.object.id`. `hookline erase` finds an
+    /// account's ledger items by it (an index, not a scan).
+    pub subject: Option<&'a str>,
+}
+
+impl<'a> Origin<'a> {
+    /// The subject of an event with this `account` and `data.object.id`.
+    pub fn new(source: &'a str, account: Option<&'a str>, object: Option<&'a str>) -> Self {
+        Self {
+            source,
+            subject: account.or(object),
+        }
+    }
+
+    /// An origin that names no subject.
+    pub fn source(source: &'a str) -> Self {
+        Self {
+            source,
+            subject: None,
+        }
+    }
 }
 
 impl Lease<'_> {
@@ -426,7 +470,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         event_id: &EventId,
         event_type: &str,
         change: Change<'_>,
-        source: &str,
+        origin: Origin<'_>,
         now: i64,
     ) -> Result<Applied, PortError>;
 
@@ -493,6 +537,74 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn housekeep(&self, now: i64) -> Result<u64, PortError> {
         let _ = now;
         Ok(0)
+    }
+
+    /// The keys of every item the store holds of `subject` (see
+    /// [`Subject`]), found through the tables' indexes, never a scan.
+    async fn holdings(&self, subject: &Subject) -> Result<Holdings, PortError>;
+
+    /// Deletes the items named in `holdings`; returns those that were
+    /// there. Deleting what is not there is no error (a second erase
+    /// removes nothing).
+    async fn erase(&self, holdings: &Holdings) -> Result<Holdings, PortError>;
+}
+
+/// Whose data `hookline erase` removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// A connected account: its provider item, the objects whose `account`
+    /// it is, and the ledger items of its events.
+    Account(String),
+    /// One object (`pi_`, `po_`, `du_`, `acct_`, …): its item and the
+    /// ledger items of the events that projected it.
+    Object(String),
+    /// One event: its ledger item.
+    Event(String),
+}
+
+impl Subject {
+    /// Whether an event (its id, its `account`, its `data.object.id`)
+    /// concerns this subject.
+    pub fn concerns(&self, event_id: &str, account: Option<&str>, object: Option<&str>) -> bool {
+        match self {
+            Self::Account(a) => account == Some(a.as_str()) || object == Some(a.as_str()),
+            Self::Object(o) => object == Some(o.as_str()),
+            Self::Event(e) => event_id == e,
+        }
+    }
+
+    /// What the subject is called on the command line and in receipts.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Account(a) => format!("account {a}"),
+            Self::Object(o) => format!("object {o}"),
+            Self::Event(e) => format!("event {e}"),
+        }
+    }
+}
+
+/// The keys of what a store holds of a [`Subject`], by table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Holdings {
+    /// Provider items (`stripeAccountId`).
+    pub providers: Vec<String>,
+    /// Objects items (`objectId`).
+    pub objects: Vec<String>,
+    /// Ledger items (`eventId`), with their destinations' states.
+    pub events: Vec<String>,
+}
+
+impl Holdings {
+    pub fn is_empty(&self) -> bool {
+        self.providers.is_empty() && self.objects.is_empty() && self.events.is_empty()
+    }
+
+    /// Sorts each list and drops repeats, so that two finds compare.
+    pub fn normalise(&mut self) {
+        for list in [&mut self.providers, &mut self.objects, &mut self.events] {
+            list.sort();
+            list.dedup();
+        }
     }
 }
 

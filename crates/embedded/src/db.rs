@@ -127,7 +127,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         conn.prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = ?1")?
             .exists([column])
     };
-    for column in ["lease_owner", "source", "object_id", "reason"] {
+    for column in ["lease_owner", "source", "object_id", "reason", "subject"] {
         if !present(column)? {
             if let Err(e) =
                 conn.execute_batch(&format!("ALTER TABLE events ADD COLUMN {column} TEXT"))
@@ -139,6 +139,11 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             }
         }
     }
+    // How `hookline erase` finds an account's items without a scan.
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS events_subject ON events (subject) WHERE subject IS NOT NULL;
+         CREATE INDEX IF NOT EXISTS objects_account ON objects (json_extract(item, '$.account'));",
+    )?;
     Ok(())
 }
 

@@ -273,6 +273,73 @@ impl Queue for EmbeddedQueue {
         }
     }
 
+    async fn sweep(
+        &self,
+        matches: &(dyn for<'d> Fn(&'d Delivery) -> bool + Send + Sync),
+        remove: bool,
+    ) -> Result<Option<Vec<Delivery>>, PortError> {
+        // Page through by sequence number, so that a large queue is never
+        // held in memory at once; a message sent meanwhile is past the end.
+        let mut erased = Vec::new();
+        let mut after = 0i64;
+        loop {
+            let (queue, from) = (self.name.clone(), after);
+            let page: Vec<(i64, Delivery)> = self
+                .db
+                .read(move |conn| {
+                    let mut stmt = conn.prepare_cached(
+                        "SELECT seq, message_id, body, attributes, receive_count, sent_at
+                         FROM messages WHERE queue = ?1 AND seq > ?2 ORDER BY seq LIMIT 500",
+                    )?;
+                    let rows = stmt.query_map(params![queue, from], |r| {
+                        let attributes: String = r.get(3)?;
+                        let body: Vec<u8> = r.get(2)?;
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            Delivery {
+                                message_id: r.get(1)?,
+                                receipt: String::new(),
+                                body: Bytes::from(body),
+                                attributes: serde_json::from_str(&attributes).unwrap_or_default(),
+                                receive_count: r.get(4)?,
+                                sent_at_ms: r.get(5)?,
+                                group_id: None,
+                            },
+                        ))
+                    })?;
+                    rows.collect()
+                })
+                .await?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = *last;
+            let mut seqs = Vec::new();
+            let mut found = Vec::new();
+            for (seq, d) in page {
+                if matches(&d) {
+                    seqs.push(seq);
+                    found.push(d);
+                }
+            }
+            if seqs.is_empty() || !remove {
+                erased.extend(found);
+                continue;
+            }
+            self.db
+                .write(move |conn| {
+                    let mut stmt = conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?;
+                    for seq in seqs {
+                        stmt.execute(params![seq])?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            erased.extend(found);
+        }
+        Ok(Some(erased))
+    }
+
     async fn counts(&self) -> Result<QueueCounts, PortError> {
         let queue = self.name.clone();
         self.db

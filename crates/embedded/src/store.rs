@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use hookline_core::clock::rfc3339;
 use hookline_core::envelope::EventId;
 use hookline_core::ports::{
-    Applied, Change, Claim, Lease, PortError, RecentActivity, Store, Tie, Ties, Tried,
+    Applied, Change, Claim, Holdings, Lease, Origin, PortError, RecentActivity, Store, Subject,
+    Tie, Ties, Tried,
 };
 use hookline_core::records::{
     Completion, DestinationState, EventRecord, EventStatus, ItemTable, Outcome, Projection,
@@ -268,6 +269,7 @@ struct Completing {
     event_type: String,
     change: Changing,
     source: Option<String>,
+    subject: Option<String>,
     now: i64,
     /// Count this try in `attempts` (no claim did).
     count_try: bool,
@@ -300,7 +302,8 @@ impl Completing {
                 conn.prepare_cached(
                     "UPDATE events SET status = 'COMPLETED', outcome = ?2, completed_at = ?3,
                      lease_until = NULL, lease_owner = NULL, expires_at = ?4, object_id = ?5,
-                     attempts = ?6, source = COALESCE(?7, source), reason = ?8
+                     attempts = ?6, source = COALESCE(?7, source), reason = ?8,
+                     subject = COALESCE(?9, subject)
                      WHERE event_id = ?1",
                 )?
                 .execute(params![
@@ -311,14 +314,15 @@ impl Completing {
                     object,
                     attempts,
                     self.source,
-                    reason
+                    reason,
+                    self.subject
                 ])?;
                 attempts
             }
             None => {
                 conn.prepare_cached(
-                    "INSERT INTO events (event_id, status, event_type, attempts, outcome, completed_at, expires_at, object_id, source, reason)
-                     VALUES (?1, 'COMPLETED', ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO events (event_id, status, event_type, attempts, outcome, completed_at, expires_at, object_id, source, reason, subject)
+                     VALUES (?1, 'COMPLETED', ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?
                 .execute(params![
                     self.id,
@@ -328,7 +332,8 @@ impl Completing {
                     expires,
                     object,
                     self.source,
-                    reason
+                    reason,
+                    self.subject
                 ])?;
                 1
             }
@@ -352,7 +357,8 @@ impl Store for EmbeddedStore {
         let id = event_id.as_str().to_owned();
         let event_type = event_type.to_owned();
         let owner = lease.owner.to_owned();
-        let source = lease.source.to_owned();
+        let source = lease.origin.source.to_owned();
+        let subject = lease.origin.subject.map(str::to_owned);
         let (now, lease_until) = (lease.now, lease.until());
         self.db.write(move |conn| {
             let claim = match status_of(conn, &id)? {
@@ -363,17 +369,18 @@ impl Store for EmbeddedStore {
                 Some(LedgerState { attempts, .. }) => {
                     conn.prepare_cached(
                         "UPDATE events SET status = 'PROCESSING', attempts = attempts + 1,
-                         lease_until = ?2, lease_owner = ?3, source = ?4 WHERE event_id = ?1",
+                         lease_until = ?2, lease_owner = ?3, source = ?4,
+                         subject = COALESCE(?5, subject) WHERE event_id = ?1",
                     )?
-                    .execute(params![id, lease_until, owner, source])?;
+                    .execute(params![id, lease_until, owner, source, subject])?;
                     Claim::Started { attempts: attempts + 1 }
                 }
                 None => {
                     conn.prepare_cached(
-                        "INSERT INTO events (event_id, status, event_type, attempts, expires_at, lease_until, lease_owner, source)
-                         VALUES (?1, 'PROCESSING', ?2, 1, ?3, ?4, ?5, ?6)",
+                        "INSERT INTO events (event_id, status, event_type, attempts, expires_at, lease_until, lease_owner, source, subject)
+                         VALUES (?1, 'PROCESSING', ?2, 1, ?3, ?4, ?5, ?6, ?7)",
                     )?
-                    .execute(params![id, event_type, now + LEDGER_TTL_SECS, lease_until, owner, source])?;
+                    .execute(params![id, event_type, now + LEDGER_TTL_SECS, lease_until, owner, source, subject])?;
                     Claim::Started { attempts: 1 }
                 }
             };
@@ -394,6 +401,7 @@ impl Store for EmbeddedStore {
             event_type: event_type.to_owned(),
             change: Changing::of(change, Some(Ties::ByRank)),
             source: None,
+            subject: None,
             now,
             count_try: false,
         };
@@ -406,7 +414,7 @@ impl Store for EmbeddedStore {
         event_id: &EventId,
         event_type: &str,
         change: Change<'_>,
-        source: &str,
+        origin: Origin<'_>,
         now: i64,
     ) -> Result<Applied, PortError> {
         // One call, so one savepoint in the group commit: the ledger check,
@@ -415,7 +423,8 @@ impl Store for EmbeddedStore {
             id: event_id.as_str().to_owned(),
             event_type: event_type.to_owned(),
             change: Changing::of(change, None),
-            source: Some(source.to_owned()),
+            source: Some(origin.source.to_owned()),
+            subject: origin.subject.map(str::to_owned),
             now,
             count_try: true,
         };
@@ -588,6 +597,100 @@ impl Store for EmbeddedStore {
                 )?;
                 recent.failed = u64::try_from(failed).unwrap_or(0);
                 Ok(Some(recent))
+            })
+            .await
+    }
+
+    async fn holdings(&self, subject: &Subject) -> Result<Holdings, PortError> {
+        let subject = subject.clone();
+        let mut found = self
+            .db
+            .read(move |conn| {
+                let keys = |sql: &str, key: &str| -> rusqlite::Result<Vec<String>> {
+                    let mut stmt = conn.prepare_cached(sql)?;
+                    let rows = stmt.query_map(params![key], |r| r.get(0))?;
+                    rows.collect()
+                };
+                let provider = "SELECT stripe_account_id FROM providers WHERE stripe_account_id = ?1";
+                let mut h = Holdings::default();
+                match &subject {
+                    Subject::Account(a) => {
+                        h.providers = keys(provider, a)?;
+                        h.objects = keys(
+                            "SELECT object_id FROM objects WHERE json_extract(item, '$.account') = ?1",
+                            a,
+                        )?;
+                        h.events = keys("SELECT event_id FROM events WHERE subject = ?1", a)?;
+                    }
+                    Subject::Object(o) => {
+                        h.providers = keys(provider, o)?;
+                        h.objects = keys("SELECT object_id FROM objects WHERE object_id = ?1", o)?;
+                        // The object's events name its account as their
+                        // subject, or the object itself when it has none.
+                        let account: Option<String> = conn
+                            .query_row(
+                                "SELECT json_extract(item, '$.account') FROM objects WHERE object_id = ?1",
+                                params![o],
+                                |r| r.get(0),
+                            )
+                            .optional()?
+                            .flatten();
+                        h.events = keys("SELECT event_id FROM events WHERE subject = ?1", o)?;
+                        if let Some(a) = account {
+                            let mut stmt = conn.prepare_cached(
+                                "SELECT event_id FROM events WHERE subject = ?1 AND object_id = ?2",
+                            )?;
+                            let rows = stmt.query_map(params![a, o], |r| r.get(0))?;
+                            h.events.extend(rows.collect::<rusqlite::Result<Vec<String>>>()?);
+                        }
+                    }
+                    Subject::Event(e) => {
+                        h.events = keys("SELECT event_id FROM events WHERE event_id = ?1", e)?;
+                    }
+                }
+                Ok(h)
+            })
+            .await?;
+        found.normalise();
+        Ok(found)
+    }
+
+    async fn erase(&self, holdings: &Holdings) -> Result<Holdings, PortError> {
+        let holdings = holdings.clone();
+        self.db
+            .write(move |conn| {
+                let gone = |sql: &str, keys: &[String]| -> rusqlite::Result<Vec<String>> {
+                    let mut stmt = conn.prepare_cached(sql)?;
+                    let mut out = Vec::new();
+                    for key in keys {
+                        if stmt.execute(params![key])? > 0 {
+                            out.push(key.clone());
+                        }
+                    }
+                    Ok(out)
+                };
+                let mut removed = Holdings {
+                    providers: gone(
+                        "DELETE FROM providers WHERE stripe_account_id = ?1",
+                        &holdings.providers,
+                    )?,
+                    objects: gone(
+                        "DELETE FROM objects WHERE object_id = ?1",
+                        &holdings.objects,
+                    )?,
+                    events: gone("DELETE FROM events WHERE event_id = ?1", &holdings.events)?,
+                };
+                // A destination's state goes with its event, also one whose
+                // ledger item was gone already.
+                let mut stmt =
+                    conn.prepare_cached("DELETE FROM destinations WHERE event_id = ?1")?;
+                for id in &holdings.events {
+                    if stmt.execute(params![id])? > 0 && !removed.events.contains(id) {
+                        removed.events.push(id.clone());
+                    }
+                }
+                removed.normalise();
+                Ok(removed)
             })
             .await
     }

@@ -17,8 +17,8 @@ use hookline_core::handlers::{Effect, Handler, Registry};
 use hookline_core::inbound::{admit, event_in, Ignored, Source};
 use hookline_core::message::attr;
 use hookline_core::ports::{
-    Applied, Change, Claim, Delivery, ErrorKind, Lease, PortError, Store, StripeApi, Tie, Ties,
-    Tried,
+    Applied, Change, Claim, Delivery, ErrorKind, Lease, Origin, PortError, Store, StripeApi, Tie,
+    Ties, Tried,
 };
 use hookline_core::records::{Completion, Projection};
 use hookline_core::settings::{AppEnv, EventFilter};
@@ -104,7 +104,7 @@ pub(crate) struct Try<'a> {
     pub(crate) delivery: &'a Delivery,
     pub(crate) now: i64,
     pub(crate) unit: f64,
-    pub(crate) source: &'a str,
+    pub(crate) origin: Origin<'a>,
 }
 
 impl Committed {
@@ -189,7 +189,11 @@ impl Processor {
             delivery,
             now,
             unit,
-            source: source.as_str(),
+            origin: Origin::new(
+                source.as_str(),
+                envelope.account.as_deref(),
+                envelope.object_id.as_deref(),
+            ),
         };
         match self.routing.plan(&envelope.event_type) {
             Some(plan) => self.route(&t, plan, envelope, event).await,
@@ -398,7 +402,7 @@ impl Processor {
         };
         let committed = match tried {
             Tried::Unclaimed => {
-                (|| self.store.apply(id, event_type, change, t.source, now))
+                (|| self.store.apply(id, event_type, change, t.origin, now))
                     .retry(quick_retries())
                     .when(PortError::is_retryable)
                     .await
@@ -441,7 +445,7 @@ impl Processor {
             owner: &owner,
             now: t.now,
             secs: self.lease.as_secs(),
-            source: t.source,
+            origin: t.origin,
         };
         let claim = (|| self.store.claim(t.id, t.event_type, lease))
             .retry(quick_retries())

@@ -255,7 +255,7 @@ impl Processor {
                 t.id,
                 t.event_type,
                 Change::Delivered(taken),
-                t.source,
+                t.origin,
                 t.now,
             )
             .await;
@@ -300,7 +300,7 @@ impl Processor {
                 t.id,
                 t.event_type,
                 Change::Ignore(why.reason()),
-                t.source,
+                t.origin,
                 t.now,
             )
             .await;
