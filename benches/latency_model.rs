@@ -164,6 +164,9 @@ impl Store for Slow<dyn Store> {
     async fn erase(&self, holdings: &Holdings) -> Result<Holdings, PortError> {
         self.inner.erase(holdings).await
     }
+    async fn deauthorized(&self, before: i64) -> Result<Vec<String>, PortError> {
+        self.inner.deauthorized(before).await
+    }
 }
 
 fn event(i: usize, now: i64) -> String {

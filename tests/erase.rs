@@ -13,6 +13,7 @@ use crate::on_both_backends;
 on_both_backends!(
     erase_removes_exactly_one_accounts_records(5),
     erase_by_object_and_by_event(5),
+    a_deauthorized_account_is_marked_then_erased(5),
 );
 
 const A: &str = "acct_test_EraseAaaa";
@@ -92,8 +93,18 @@ async fn two_accounts(bed: &Bed) -> (Vec<String>, Vec<String>) {
     };
     assert!(eventually(Duration::from_secs(60), settled).await);
     assert!(eventually(Duration::from_secs(30), || bed.queue_is_empty()).await);
-    drop(worker);
+    stop(worker);
     (a_ids, b_ids)
+}
+
+/// Stops a worker as ECS does (SIGTERM): an SQS long poll under way hands
+/// back what it brought, so a message sent next is not hidden by it.
+fn stop(mut worker: WorkerProc) {
+    signal(&worker.child, "TERM");
+    assert_eq!(
+        wait_exit(&mut worker.child, Duration::from_secs(30)),
+        Some(0)
+    );
 }
 
 fn sorted(v: &serde_json::Value) -> Vec<String> {
@@ -231,4 +242,60 @@ async fn erase_by_object_and_by_event(bed: Bed) {
     assert!(bed.ledger(&b_ids[4]).await.is_none());
     assert!(bed.item(B).await.is_some());
     assert_eq!(bed.dlq_len().await, 1, "A's dead letter stays");
+}
+
+async fn a_deauthorized_account_is_marked_then_erased(bed: Bed) {
+    let (a_ids, b_ids) = two_accounts(&bed).await;
+    let mut v: serde_json::Value = serde_json::from_str(&event_with(
+        "account.application.deauthorized",
+        "evt_test_erase_Aaaa_left",
+        now() - 30,
+    ))
+    .expect("json");
+    v["account"] = A.into();
+    bed.enqueue(&[serde_json::to_string_pretty(&v).expect("json")])
+        .await;
+
+    // Default settings: a default-enabled type that marks the provider.
+    let worker = bed.worker(&[("HOUSEKEEPING_INTERVAL_SECS", "1")]);
+    let left = vec!["evt_test_erase_Aaaa_left".to_owned()];
+    assert!(eventually(Duration::from_secs(30), || bed.all_completed(&left)).await);
+    let item = bed.item(A).await.expect("provider kept");
+    assert_eq!(item["disabledReason"], "platform.deauthorized");
+    assert_eq!(item["chargesEnabled"], false);
+    assert!(item["deauthorizedAt"]
+        .as_i64()
+        .is_some_and(|t| t > now() - 60));
+    assert!(
+        bed.item("po_erase_Aaaa").await.is_some(),
+        "kept without the setting"
+    );
+    stop(worker);
+
+    // With ERASE_ON_DEAUTHORIZE_DAYS=0 the worker erases it as `erase` does.
+    let _worker = bed.worker(&[
+        ("HOUSEKEEPING_INTERVAL_SECS", "1"),
+        ("ERASE_ON_DEAUTHORIZE_DAYS", "0"),
+    ]);
+    let erased = || async {
+        bed.item(A).await.is_none()
+            && bed.item("po_erase_Aaaa").await.is_none()
+            && bed.item("pi_erase_Aaaa").await.is_none()
+    };
+    assert!(eventually(Duration::from_secs(30), erased).await);
+    for id in a_ids.iter().chain(&left) {
+        assert!(bed.ledger(id).await.is_none(), "{id} erased");
+    }
+    for id in [B, "pi_erase_Bbbb", "po_erase_Bbbb"] {
+        assert!(bed.item(id).await.is_some(), "{id} kept");
+    }
+    for id in &b_ids {
+        assert!(bed.ledger(id).await.is_some(), "{id} kept");
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            bed.dlq_len().await == 1
+        })
+        .await
+    );
 }

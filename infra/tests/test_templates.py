@@ -104,7 +104,12 @@ def test_each_service_role_has_only_what_it_needs(template):
                     if r == "WorkerTaskRole" and "secretsmanager:GetSecretValue" in as_list(st["Action"])]
     assert worker_reads == [{"Ref": "StripeApiKeySecretArn"}, {"Ref": "DestinationSecretArns"}], \
         "the worker reads the API key and the destinations' signing secrets the operator gave, never the webhook secret"
-    assert "dynamodb:DeleteItem" not in worker and "dynamodb:Scan" not in worker
+    assert "dynamodb:Scan" not in worker
+    deletes = [st for r, st in role_statements(template)
+               if r == "WorkerTaskRole" and "dynamodb:DeleteItem" in as_list(st["Action"])]
+    assert len(deletes) == 1, "the worker deletes only to erase an account that left"
+    conditions = template["Conditions"]
+    assert conditions["ErasesOnDeauthorize"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "EraseOnDeauthorizeDays"}, ""]}]}
     puts = [st["Resource"] for r, st in role_statements(template)
             if r == "WorkerTaskRole" and "events:PutEvents" in as_list(st["Action"])]
     assert puts == [{"Ref": "DestinationEventBusArns"}], "PutEvents on the named buses only"
@@ -112,7 +117,9 @@ def test_each_service_role_has_only_what_it_needs(template):
 
     operator = actions("OperatorRole")
     assert {"sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks", "sqs:SendMessage"} <= operator
-    assert "dynamodb:PutItem" not in operator, "operators read the tables, never write them"
+    assert "dynamodb:PutItem" not in operator and "dynamodb:UpdateItem" not in operator, \
+        "operators read the tables and erase from them, never write them"
+    assert "dynamodb:Scan" not in operator, "erase finds items by index"
 
     for execution in ("IngressExecutionRole", "WorkerExecutionRole"):
         assert actions(execution) <= {"ecr:GetAuthorizationToken", "ecr:BatchGetImage",
@@ -453,3 +460,20 @@ def test_routes_reach_the_worker_and_its_egress_is_the_destinations_only(templat
         assert cidr.fullmatch(ok), ok
     for bad in ("10.0.0.0", "0.0.0.0/33", "example.com"):
         assert not cidr.fullmatch(bad), bad
+
+
+def test_the_tables_carry_the_indexes_erasure_reads(template):
+    tables = resources(template, "AWS::DynamoDB::Table")
+    def index(table):
+        (gsi,) = tables[table]["Properties"]["GlobalSecondaryIndexes"]
+        return gsi["IndexName"], [k["AttributeName"] for k in gsi["KeySchema"]], gsi["Projection"]
+    assert index("EventsTable") == ("subject-index", ["subject"],
+                                    {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["objectId"]})
+    assert index("ObjectsTable") == ("account-index", ["account"], {"ProjectionType": "KEYS_ONLY"})
+    assert index("ProviderTable") == ("deauthorized-index", ["deauthorized", "deauthorizedAt"],
+                                      {"ProjectionType": "KEYS_ONLY"})
+    # The indexes the code queries are the ones the stack creates.
+    dynamo = (ROOT / "crates/aws/src/dynamo.rs").read_text()
+    for name in ("subject-index", "account-index", "deauthorized-index"):
+        assert f'"{name}"' in dynamo
+    assert "account.application.deauthorized" in template["Parameters"]["EnabledEvents"]["Default"]

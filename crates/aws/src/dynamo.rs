@@ -44,6 +44,12 @@ pub const SUBJECT_INDEX: &str = "subject-index";
 /// The objects table's index by `account`.
 pub const ACCOUNT_INDEX: &str = "account-index";
 
+/// The provider table's index of the accounts that deauthorized the
+/// platform: partition key `deauthorized` (always [`DEAUTHORIZED`], written
+/// beside `deauthorizedAt`), sort key `deauthorizedAt`.
+pub const DEAUTHORIZED_INDEX: &str = "deauthorized-index";
+const DEAUTHORIZED: &str = "yes";
+
 /// Table names, from the settings.
 #[derive(Debug, Clone)]
 pub struct Tables {
@@ -384,9 +390,13 @@ impl DynamoStore {
             Ties::ByRank => "",
             Ties::Refuse => "lastEventId = :id AND ",
         };
+        let mut item = to_item(&p.to_item());
+        if item.contains_key("deauthorizedAt") {
+            item.insert("deauthorized".to_owned(), s(DEAUTHORIZED));
+        }
         let mut put = Put::builder()
             .table_name(table)
-            .set_item(Some(to_item(&p.to_item())))
+            .set_item(Some(item))
             .condition_expression(format!(
                 "attribute_not_exists({key}) OR lastEventCreated < :created OR \
                  (lastEventCreated = :created AND {same_second}\
@@ -948,6 +958,40 @@ impl Store for DynamoStore {
         }
         h.normalise();
         Ok(h)
+    }
+
+    async fn deauthorized(&self, before: i64) -> Result<Vec<String>, PortError> {
+        let table = &self.tables.provider;
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(table)
+                .index_name(DEAUTHORIZED_INDEX)
+                .key_condition_expression("deauthorized = :yes AND deauthorizedAt <= :before")
+                .expression_attribute_values(":yes", s(DEAUTHORIZED))
+                .expression_attribute_values(":before", n(before))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| {
+                    classify(
+                        &format!("Query on index {DEAUTHORIZED_INDEX} of table {table}"),
+                        e,
+                    )
+                })?;
+            keys.extend(out.items().iter().filter_map(|i| {
+                i.get("stripeAccountId")
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+            }));
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(keys),
+            }
+        }
     }
 
     async fn erase(&self, holdings: &Holdings) -> Result<Holdings, PortError> {

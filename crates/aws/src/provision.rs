@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_sqs::types::QueueAttributeName;
 use hookline_core::ports::PortError;
 
-use crate::dynamo::{Tables, ACCOUNT_INDEX, SUBJECT_INDEX};
+use crate::dynamo::{Tables, ACCOUNT_INDEX, DEAUTHORIZED_INDEX, SUBJECT_INDEX};
 use crate::errors::classify;
 
 /// URLs of a queue and its dead-letter queue.
@@ -96,72 +96,124 @@ pub async fn create_queue_pair(
     Ok(QueuePair { queue_url, dlq_url })
 }
 
+/// A sparse index (only items with its key attributes) a table needs.
+struct Index {
+    name: &'static str,
+    /// The partition key, a string.
+    hash: &'static str,
+    /// The sort key, a number.
+    range: Option<&'static str>,
+    /// A non-key attribute the index carries.
+    include: Option<&'static str>,
+}
+
+impl Index {
+    fn attributes(&self) -> Result<Vec<AttributeDefinition>, PortError> {
+        let mut out = vec![definition(self.hash, ScalarAttributeType::S)?];
+        if let Some(r) = self.range {
+            out.push(definition(r, ScalarAttributeType::N)?);
+        }
+        Ok(out)
+    }
+
+    fn key_schema(&self) -> Result<Vec<KeySchemaElement>, PortError> {
+        let mut out = vec![key(self.hash, KeyType::Hash)?];
+        if let Some(r) = self.range {
+            out.push(key(r, KeyType::Range)?);
+        }
+        Ok(out)
+    }
+
+    fn projection(&self) -> Projection {
+        match self.include {
+            Some(a) => Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .non_key_attributes(a)
+                .build(),
+            None => Projection::builder()
+                .projection_type(ProjectionType::KeysOnly)
+                .build(),
+        }
+    }
+}
+
+fn built(e: aws_sdk_dynamodb::error::BuildError) -> PortError {
+    PortError::permanent(e.to_string())
+}
+
+fn definition(name: &str, kind: ScalarAttributeType) -> Result<AttributeDefinition, PortError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(kind)
+        .build()
+        .map_err(built)
+}
+
+fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, PortError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .map_err(built)
+}
+
 /// Creates the three tables (on-demand, string partition key) with the
-/// indexes `hookline erase` reads, and turns on TTL on the ledger's
-/// `expiresAt`. An existing table keeps its settings; an index it lacks is
-/// added.
+/// indexes erasure reads, and turns on TTL on the ledger's `expiresAt`. An
+/// existing table keeps its settings; an index it lacks is added.
 pub async fn create_tables(
     ddb: &aws_sdk_dynamodb::Client,
     tables: &Tables,
 ) -> Result<(), PortError> {
-    let built = |e: aws_sdk_dynamodb::error::BuildError| PortError::permanent(e.to_string());
-    let string = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-    };
-    let hash = |name: &str| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(KeyType::Hash)
-            .build()
-    };
     // The ledger by subject (with objectId, for `erase --object`), the
-    // objects by account; both sparse: only items with the attribute.
-    let events_index = (SUBJECT_INDEX, "subject", Some("objectId"));
-    let objects_index = (ACCOUNT_INDEX, "account", None);
-    for (table, key, index) in [
-        (&tables.events, "eventId", Some(events_index)),
-        (&tables.objects, "objectId", Some(objects_index)),
-        (&tables.provider, "stripeAccountId", None),
+    // objects by account, the accounts that deauthorized the platform by
+    // when.
+    let by_subject = Index {
+        name: SUBJECT_INDEX,
+        hash: "subject",
+        range: None,
+        include: Some("objectId"),
+    };
+    let by_account = Index {
+        name: ACCOUNT_INDEX,
+        hash: "account",
+        range: None,
+        include: None,
+    };
+    let by_deauthorization = Index {
+        name: DEAUTHORIZED_INDEX,
+        hash: "deauthorized",
+        range: Some("deauthorizedAt"),
+        include: None,
+    };
+    for (table, key_name, index) in [
+        (&tables.events, "eventId", by_subject),
+        (&tables.objects, "objectId", by_account),
+        (&tables.provider, "stripeAccountId", by_deauthorization),
     ] {
-        let mut create = ddb
+        let gsi = GlobalSecondaryIndex::builder()
+            .index_name(index.name)
+            .set_key_schema(Some(index.key_schema()?))
+            .projection(index.projection())
+            .build()
+            .map_err(built)?;
+        let mut attributes = vec![definition(key_name, ScalarAttributeType::S)?];
+        attributes.extend(index.attributes()?);
+        let created = ddb
             .create_table()
             .table_name(table)
             .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(string(key).map_err(built)?)
-            .key_schema(hash(key).map_err(built)?);
-        let mut gsi = None;
-        if let Some((name, attribute, included)) = index {
-            let projection = match included {
-                Some(a) => Projection::builder()
-                    .projection_type(ProjectionType::Include)
-                    .non_key_attributes(a)
-                    .build(),
-                None => Projection::builder()
-                    .projection_type(ProjectionType::KeysOnly)
-                    .build(),
-            };
-            create = create.attribute_definitions(string(attribute).map_err(built)?);
-            let index = GlobalSecondaryIndex::builder()
-                .index_name(name)
-                .key_schema(hash(attribute).map_err(built)?)
-                .projection(projection.clone())
-                .build()
-                .map_err(built)?;
-            create = create.global_secondary_indexes(index);
-            gsi = Some((name, attribute, projection));
-        }
-        match create.send().await {
+            .set_attribute_definitions(Some(attributes))
+            .key_schema(key(key_name, KeyType::Hash)?)
+            .global_secondary_indexes(gsi)
+            .send()
+            .await;
+        match created {
             Ok(_) => {}
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_resource_in_use_exception()) =>
             {
-                if let Some((name, attribute, projection)) = gsi {
-                    add_missing_index(ddb, table, name, attribute, projection).await?;
-                }
+                add_missing_index(ddb, table, &index).await?;
             }
             Err(e) => return Err(classify("CreateTable", e)),
         }
@@ -190,7 +242,7 @@ pub async fn create_tables(
                 .enabled(true)
                 .attribute_name("expiresAt")
                 .build()
-                .map_err(|e| PortError::permanent(e.to_string()))?,
+                .map_err(built)?,
         )
         .send()
         .await
@@ -198,14 +250,12 @@ pub async fn create_tables(
         .map_err(|e| classify("UpdateTimeToLive", e))
 }
 
-/// Adds index `name` on `attribute` to an existing table that lacks it
-/// (a table made before the index existed).
+/// Adds `index` to an existing table that lacks it (a table made before
+/// the index existed).
 async fn add_missing_index(
     ddb: &aws_sdk_dynamodb::Client,
     table: &str,
-    name: &str,
-    attribute: &str,
-    projection: Projection,
+    index: &Index,
 ) -> Result<(), PortError> {
     let described = ddb
         .describe_table()
@@ -218,32 +268,19 @@ async fn add_missing_index(
         .map(|t| t.global_secondary_indexes())
         .unwrap_or_default()
         .iter()
-        .any(|i| i.index_name() == Some(name));
+        .any(|i| i.index_name() == Some(index.name));
     if present {
         return Ok(());
     }
-    let built = |e: aws_sdk_dynamodb::error::BuildError| PortError::permanent(e.to_string());
     let action = CreateGlobalSecondaryIndexAction::builder()
-        .index_name(name)
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name(attribute)
-                .key_type(KeyType::Hash)
-                .build()
-                .map_err(built)?,
-        )
-        .projection(projection)
+        .index_name(index.name)
+        .set_key_schema(Some(index.key_schema()?))
+        .projection(index.projection())
         .build()
         .map_err(built)?;
     ddb.update_table()
         .table_name(table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(attribute)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .map_err(built)?,
-        )
+        .set_attribute_definitions(Some(index.attributes()?))
         .global_secondary_index_updates(
             GlobalSecondaryIndexUpdate::builder().create(action).build(),
         )
@@ -347,7 +384,7 @@ pub async fn event_bus_into_queue(
                 .id("queue")
                 .arn(queue_arn)
                 .build()
-                .map_err(|e| PortError::permanent(e.to_string()))?,
+                .map_err(built)?,
         )
         .send()
         .await

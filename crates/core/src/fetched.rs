@@ -226,6 +226,7 @@ pub fn v2_account(
         last_event_id: event_id.to_owned(),
         last_event_created: created,
         last_event_rank: RANK_CURRENT,
+        deauthorized_at: None,
     }))
 }
 

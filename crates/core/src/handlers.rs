@@ -48,6 +48,11 @@ pub const HANDLERS: &[(&str, Handler, Effect)] = &[
     ("payout.created", payout, Effect::Replace),
     ("payout.updated", payout, Effect::Replace),
     ("account.updated", account, Effect::Replace),
+    (
+        "account.application.deauthorized",
+        deauthorized,
+        Effect::Replace,
+    ),
 ];
 
 /// Looks a handler up by event type. The worker's `Processor` holds one
@@ -272,6 +277,33 @@ fn account(raw: &[u8]) -> Result<Projection, HandlerError> {
         last_event_id: e.id,
         last_event_created: e.created,
         last_event_rank: 0,
+        deauthorized_at: None,
+    }))
+}
+
+/// A connected account disconnected from the platform: its provider item
+/// records when, and that the platform can no longer charge or pay out on
+/// it. The account is the event's `account` (the object is the
+/// application), so that field is required here.
+fn deauthorized(raw: &[u8]) -> Result<Projection, HandlerError> {
+    #[derive(Deserialize)]
+    struct Application {}
+    let e: Event<Application> = parse(raw)?;
+    let account = e.account.ok_or_else(|| HandlerError {
+        event_type: e.event_type.clone(),
+        reason: "missing field `account` (the connected account that left)".to_owned(),
+    })?;
+    Ok(Projection::Provider(ProviderRecord {
+        stripe_account_id: account,
+        charges_enabled: false,
+        payouts_enabled: false,
+        details_submitted: false,
+        requirements_currently_due: Vec::new(),
+        disabled_reason: Some(crate::records::DEAUTHORIZED_REASON.to_owned()),
+        last_event_id: e.id,
+        last_event_created: e.created,
+        last_event_rank: 0,
+        deauthorized_at: Some(e.created),
     }))
 }
 
@@ -371,6 +403,23 @@ mod tests {
             (o.status, o.amount, o.currency, o.arrival_date),
             (None, None, None, None)
         );
+    }
+
+    #[test]
+    fn a_deauthorization_marks_the_connected_account() {
+        let raw = fixture("account.application.deauthorized");
+        let Projection::Provider(p) = deauthorized(&raw).expect("handles") else {
+            panic!("a provider item");
+        };
+        assert_eq!(p.stripe_account_id, "acct_1QhLnKExample0001");
+        assert_eq!(p.deauthorized_at, Some(1_732_790_000));
+        assert!(!p.charges_enabled && !p.payouts_enabled);
+        assert_eq!(p.disabled_reason.as_deref(), Some("platform.deauthorized"));
+        // The account is the event's: without it nothing says who left.
+        let mut v: serde_json::Value = serde_json::from_slice(&raw).expect("json");
+        v.as_object_mut().expect("object").remove("account");
+        let err = deauthorized(&serde_json::to_vec(&v).expect("json")).expect_err("refused");
+        assert!(err.reason.contains("account"), "{}", err.reason);
     }
 
     #[test]

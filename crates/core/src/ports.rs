@@ -543,6 +543,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// [`Subject`]), found through the tables' indexes, never a scan.
     async fn holdings(&self, subject: &Subject) -> Result<Holdings, PortError>;
 
+    /// The connected accounts whose provider item says they deauthorized
+    /// the platform at or before `before` (Unix seconds), through an index.
+    async fn deauthorized(&self, before: i64) -> Result<Vec<String>, PortError>;
+
     /// Deletes the items named in `holdings`; returns those that were
     /// there. Deleting what is not there is no error (a second erase
     /// removes nothing).

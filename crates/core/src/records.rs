@@ -272,7 +272,15 @@ pub struct ProviderRecord {
     /// [`RANK_CURRENT`] for state fetched from Stripe.
     #[serde(default)]
     pub last_event_rank: u8,
+    /// When the account disconnected from the platform
+    /// (`account.application.deauthorized`'s `created`); the worker erases
+    /// the account's data `ERASE_ON_DEAUTHORIZE_DAYS` after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deauthorized_at: Option<i64>,
 }
+
+/// `disabledReason` of an account that deauthorized the platform.
+pub const DEAUTHORIZED_REASON: &str = "platform.deauthorized";
 
 /// Which table holds the item of an id: connected accounts (`acct_…`) in
 /// the provider table, payment intents, payouts and disputes in the objects

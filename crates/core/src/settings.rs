@@ -5,13 +5,14 @@
 use std::collections::BTreeSet;
 
 /// Event types processed when `ENABLED_EVENTS` is not set.
-pub const DEFAULT_ENABLED_EVENTS: [&str; 6] = [
+pub const DEFAULT_ENABLED_EVENTS: [&str; 7] = [
     "payment_intent.succeeded",
     "payment_intent.payment_failed",
     "account.updated",
     "charge.dispute.created",
     "payout.created",
     "payout.updated",
+    "account.application.deauthorized",
 ];
 
 /// `APP_ENV`.

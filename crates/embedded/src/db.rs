@@ -142,7 +142,8 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     // How `hookline erase` finds an account's items without a scan.
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS events_subject ON events (subject) WHERE subject IS NOT NULL;
-         CREATE INDEX IF NOT EXISTS objects_account ON objects (json_extract(item, '$.account'));",
+         CREATE INDEX IF NOT EXISTS objects_account ON objects (json_extract(item, '$.account'));
+         CREATE INDEX IF NOT EXISTS providers_deauthorized ON providers (json_extract(item, '$.deauthorizedAt'));",
     )?;
     Ok(())
 }

@@ -655,6 +655,19 @@ impl Store for EmbeddedStore {
         Ok(found)
     }
 
+    async fn deauthorized(&self, before: i64) -> Result<Vec<String>, PortError> {
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT stripe_account_id FROM providers
+                     WHERE json_extract(item, '$.deauthorizedAt') <= ?1",
+                )?;
+                let rows = stmt.query_map(params![before], |r| r.get(0))?;
+                rows.collect()
+            })
+            .await
+    }
+
     async fn erase(&self, holdings: &Holdings) -> Result<Holdings, PortError> {
         let holdings = holdings.clone();
         self.db

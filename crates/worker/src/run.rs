@@ -19,7 +19,7 @@ use crate::breaker::Breaker;
 use crate::context::{probe_while_open, Context};
 use crate::decide::Backoff;
 use crate::handler::Handlers;
-use crate::housekeeping::housekeep;
+use crate::housekeeping::Housekeeping;
 use crate::metrics::WorkerMetrics;
 use crate::poll::Poll;
 use crate::process::Processor;
@@ -60,6 +60,7 @@ pub struct Worker {
     grace: Duration,
     /// How often expired records are purged; `None` to never.
     housekeeping: Option<Duration>,
+    erase_after: Option<Duration>,
     emf: hookline_settings::EmfSettings,
     /// The backend's batching of sends (requeued and dead-lettered copies).
     coalescer: CoalescerConfig,
@@ -164,6 +165,9 @@ impl Worker {
             grace: Duration::from_secs(args.shutdown_grace_secs),
             housekeeping: (args.housekeeping_interval_secs > 0)
                 .then(|| Duration::from_secs(args.housekeeping_interval_secs)),
+            erase_after: args
+                .erase_on_deauthorize_days
+                .map(|d| Duration::from_secs(u64::from(d) * 86_400)),
             emf: args.emf,
             coalescer: backend.coalescer,
         })
@@ -180,6 +184,7 @@ impl Worker {
             crate::serve::spawn(self.listener, Arc::clone(&self.metrics), shutdown.clone());
         let emf = spawn_emf(&self.emf, Arc::clone(&self.metrics), &shutdown);
         let acks = DeleteCoalescer::spawn(Arc::clone(&self.queue), CoalescerConfig::deletes());
+        let dlq = self.dlq;
         let ctx = Arc::new(Context {
             queue: Arc::clone(&self.queue),
             processor: self.processor,
@@ -187,16 +192,19 @@ impl Worker {
             visibility: self.visibility,
             acks: acks.clone(),
             sends: SendCoalescer::spawn(Arc::clone(&self.queue), self.coalescer),
-            dead_letters: SendCoalescer::spawn(self.dlq, self.coalescer),
+            dead_letters: SendCoalescer::spawn(Arc::clone(&dlq), self.coalescer),
             breaker: Arc::new(Breaker::default()),
         });
         let prober = tokio::spawn(probe_while_open(Arc::clone(&ctx), shutdown.clone()));
         if let Some(every) = self.housekeeping {
-            tokio::spawn(housekeep(
-                Arc::clone(&ctx.processor.store),
+            let housekeeping = Housekeeping {
+                store: Arc::clone(&ctx.processor.store),
+                queue: Arc::clone(&self.queue),
+                dlq: Arc::clone(&dlq),
                 every,
-                shutdown.clone(),
-            ));
+                erase_after: self.erase_after,
+            };
+            tokio::spawn(housekeeping.run(shutdown.clone()));
         }
         let tasks = TaskTracker::new();
         let pollers = Poll::spawn_all(

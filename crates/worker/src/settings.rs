@@ -46,10 +46,13 @@ pub struct WorkerArgs {
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
     pub metrics_addr: String,
 
-    /// Seconds between purges of expired records on the embedded backend
-    /// (ledger items past expiresAt, DLQ messages past 14 days); 0 = never.
+    /// Seconds between housekeeping passes: purges of expired records on the embedded backend (ledger items past expiresAt, DLQ messages past 14 days) and, with ERASE_ON_DEAUTHORIZE_DAYS, erasures of accounts that left; 0 = never.
     #[arg(long, env = "HOUSEKEEPING_INTERVAL_SECS", default_value_t = 300)]
     pub housekeeping_interval_secs: u64,
+
+    /// Days after account.application.deauthorized at which the worker erases that connected account's data (as `hookline erase --account ... --yes` does); unset = kept, marked deauthorized.
+    #[arg(long, env = "ERASE_ON_DEAUTHORIZE_DAYS")]
+    pub erase_on_deauthorize_days: Option<u32>,
 
     /// Long-poll wait of one receive, seconds (SQS allows up to 20).
     #[arg(long, env = "RECEIVE_WAIT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=20))]
