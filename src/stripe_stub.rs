@@ -17,9 +17,11 @@
 //!
 //! Routes: `GET /v1/accounts/{id}`, `/v1/payment_intents/{id}`,
 //! `/v1/payouts/{id}`, `/v1/disputes/{id}`, `/v2/core/accounts/{id}`,
-//! `/v2/core/events/{id}`. A test puts objects in ([`StripeStub::put_v1`],
+//! `/v2/core/events/{id}`, `GET /v1/balance` (the harmless read `hookline keys
+//! status` makes). A test puts objects in ([`StripeStub::put_v1`],
 //! [`StripeStub::put_v2_account`], [`StripeStub::put_v2_event`]), sets a
-//! latency per call and a number of 429s to answer, and reads what it was
+//! latency per call and a number of 429s to answer, revokes a key
+//! ([`StripeStub::revoke`]: 401 for it, as Stripe answers a rolled key), and reads what it was
 //! asked ([`StripeStub::requests`]). `tests/stripe_stub.rs` drives it with
 //! Stripe's official Python library.
 
@@ -63,6 +65,8 @@ struct Inner {
     throttle: AtomicU64,
     latency_ms: AtomicU64,
     retry_after_secs: AtomicU64,
+    /// Keys answered 401, as Stripe answers a rolled or deleted key.
+    revoked: Mutex<Vec<String>>,
 }
 
 /// The running stub (stops when dropped).
@@ -84,6 +88,7 @@ pub mod published {
     pub const PAYMENT_INTENT: &str = include_str!("../testdata/stripe-openapi/payment_intent.json");
     pub const PAYOUT: &str = include_str!("../testdata/stripe-openapi/payout.json");
     pub const DISPUTE: &str = include_str!("../testdata/stripe-openapi/dispute.json");
+    pub const BALANCE: &str = include_str!("../testdata/stripe-openapi/balance.json");
     pub const V2_ACCOUNT: &str = include_str!("../testdata/stripe-v2/v2.core.account.json");
 }
 
@@ -96,9 +101,11 @@ impl StripeStub {
             throttle: AtomicU64::new(0),
             latency_ms: AtomicU64::new(0),
             retry_after_secs: AtomicU64::new(1),
+            revoked: Mutex::new(Vec::new()),
         });
         let app = Router::new()
             .route("/v1/events", get(v1_events))
+            .route("/v1/balance", get(balance))
             .route("/v1/{collection}/{id}", get(v1))
             .route("/v2/core/accounts/{id}", get(v2_account))
             .route("/v2/core/events/{id}", get(v2_event))
@@ -160,6 +167,16 @@ impl StripeStub {
         self.inner.throttle.store(n, Ordering::SeqCst);
     }
 
+    /// Answers 401 to this key from now on (Stripe's answer to a key that
+    /// was rolled and has expired).
+    pub fn revoke(&self, key: &str) {
+        self.inner
+            .revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(key.to_owned());
+    }
+
     /// Waits this long before answering each request.
     pub fn set_latency(&self, latency: Duration) {
         self.inner.latency_ms.store(
@@ -217,7 +234,13 @@ async fn gate(inner: &Inner, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !(key.starts_with("sk_test_") || key.starts_with("rk_test_")) {
+    let revoked = inner
+        .revoked
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .any(|k| k == key);
+    if revoked || !(key.starts_with("sk_test_") || key.starts_with("rk_test_")) {
         return Err(error(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
@@ -345,6 +368,15 @@ async fn v1(
             .ok_or_else(|| missing(object, &id))
     })
     .await
+}
+
+/// `GET /v1/balance`: Stripe's published balance.
+async fn balance(
+    State(inner): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    answer(&inner, &uri, &headers, |_| Ok(parse(published::BALANCE))).await
 }
 
 /// `GET /v1/events`: every event put, newest first, on one page.

@@ -64,6 +64,10 @@ mod destinations;
 /// removed on both backends, with a receipt.
 mod erase;
 
+/// `hookline keys status` on moto: rotated secrets reach running services,
+/// a webhook roll's overlap.
+mod keys;
+
 /// The worker stepped in-process: one delivery at a time through
 /// `Processor::process` against the embedded store.
 mod worker_steps;

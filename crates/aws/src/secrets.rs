@@ -2,6 +2,7 @@
 //! and are never logged.
 
 use hookline_core::ports::PortError;
+use hookline_core::secrets::Versioned;
 use secrecy::SecretString;
 
 use crate::errors::classify;
@@ -11,14 +12,26 @@ pub async fn fetch(
     client: &aws_sdk_secretsmanager::Client,
     secret_id: &str,
 ) -> Result<SecretString, PortError> {
+    Ok(fetch_versioned(client, secret_id).await?.value)
+}
+
+/// Reads the current value of a secret with its `VersionId`.
+pub async fn fetch_versioned(
+    client: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+) -> Result<Versioned, PortError> {
     let out = client
         .get_secret_value()
         .secret_id(secret_id)
         .send()
         .await
         .map_err(|e| classify("GetSecretValue", e))?;
+    let version = out.version_id;
     out.secret_string
-        .map(SecretString::from)
+        .map(|v| Versioned {
+            value: SecretString::from(v),
+            version,
+        })
         .ok_or_else(|| PortError::permanent(format!("secret {secret_id} has no string value")))
 }
 
@@ -49,5 +62,9 @@ impl SecretsReader {
 impl hookline_core::secrets::SecretSource for SecretsReader {
     async fn fetch(&self, id: &str) -> Result<SecretString, PortError> {
         fetch(&self.client, id).await
+    }
+
+    async fn fetch_versioned(&self, id: &str) -> Result<Versioned, PortError> {
+        fetch_versioned(&self.client, id).await
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use hookline_aws::{AwsClients, DynamoStore, SecretsReader, SqsQueue, SqsRedrive, Tables};
 use hookline_core::coalescer::CoalescerConfig;
+use hookline_core::loaded::{self, Loaded, LoadedSecrets};
 use hookline_core::ports::{Destination, NativeRedrive, PortError, Queue, Store, StripeApi};
 use hookline_core::routes::{Kind, Routes, Signing};
 use hookline_core::secrets::{ResolveError, SecretRuleError, SecretSetting, SecretSource};
@@ -257,20 +258,122 @@ impl Backend {
         &self,
         common: &CommonSettings,
     ) -> Result<Option<Arc<dyn StripeApi>>, BackendError> {
-        use secrecy::ExposeSecret;
         let Some(key) = self.api_key(common).await? else {
             return Ok(None);
         };
-        let config = hookline_stripe::Config {
-            base: common.stripe_api_base.clone(),
-            rps: common
-                .stripe_api_rps
-                .unwrap_or_else(|| hookline_stripe::Config::default_rps(key.expose_secret())),
-            timeout: Duration::from_secs(common.stripe_api_timeout_secs),
+        Ok(Some(Arc::new(stripe_client(common, key)?)))
+    }
+
+    /// The same client for a service that runs for days: the key's version
+    /// and mode are recorded in `loaded` (what `/metrics` tells `hookline
+    /// keys status`), and a key read from Secrets Manager is read again
+    /// every `SECRET_REFRESH_SECS`, so a rolled key needs no restart. A
+    /// read that fails, or a key of the wrong mode, keeps the last good key.
+    pub async fn stripe_api_kept_fresh(
+        &self,
+        common: &CommonSettings,
+        loaded: Arc<LoadedSecrets>,
+    ) -> Result<Option<Arc<dyn StripeApi>>, BackendError> {
+        let setting = SecretSetting::of(&common.stripe_secret_key_id, &common.stripe_secret_key);
+        let (key, version, id) = match setting {
+            SecretSetting::Unset => return Ok(None),
+            SecretSetting::Plain(key) => (key.clone(), None, None),
+            SecretSetting::Stored(id) => {
+                let v = self
+                    .secrets()
+                    .await
+                    .fetch_versioned(id)
+                    .await
+                    .map_err(|source| ResolveError::Read {
+                        id: id.to_owned(),
+                        source,
+                    })?;
+                (v.value, v.version, Some(id.to_owned()))
+            }
         };
-        Ok(Some(Arc::new(hookline_stripe::StripeClient::new(
-            config, key,
-        )?)))
+        hookline_core::secrets::check_key_mode(common.app_env, &key)?;
+        loaded.record(api_key_loaded(id.as_deref(), version, &key));
+        let client = Arc::new(stripe_client(common, key)?);
+        if let Some(id) = id {
+            tokio::spawn(keep_api_key_fresh(
+                Arc::downgrade(&client),
+                self.secrets().await,
+                id,
+                common.app_env,
+                Duration::from_secs(common.secret_refresh_secs.max(1)),
+                loaded,
+            ));
+        }
+        Ok(Some(client))
+    }
+}
+
+fn stripe_client(
+    common: &CommonSettings,
+    key: SecretString,
+) -> Result<hookline_stripe::StripeClient, BackendError> {
+    use secrecy::ExposeSecret;
+    let config = hookline_stripe::Config {
+        base: common.stripe_api_base.clone(),
+        rps: common
+            .stripe_api_rps
+            .unwrap_or_else(|| hookline_stripe::Config::default_rps(key.expose_secret())),
+        timeout: Duration::from_secs(common.stripe_api_timeout_secs),
+    };
+    Ok(hookline_stripe::StripeClient::new(config, key)?)
+}
+
+/// The API key as loaded now (its mode, never its value).
+fn api_key_loaded(id: Option<&str>, version: Option<String>, key: &SecretString) -> Loaded {
+    Loaded {
+        secret: "api_key".to_owned(),
+        source: match id {
+            Some(_) => loaded::FROM_SECRETS_MANAGER,
+            None => loaded::FROM_ENVIRONMENT,
+        }
+        .to_owned(),
+        secret_id: id.map(str::to_owned),
+        version,
+        mode: hookline_core::secrets::key_mode(key).map(str::to_owned),
+        values: 1,
+        loaded_at: hookline_core::clock::unix_secs(),
+    }
+}
+
+/// Reads the API key again every `every` for as long as the client lives.
+async fn keep_api_key_fresh(
+    client: std::sync::Weak<hookline_stripe::StripeClient>,
+    source: Arc<dyn SecretSource>,
+    id: String,
+    env: hookline_core::settings::AppEnv,
+    every: Duration,
+    loaded: Arc<LoadedSecrets>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(c) = client.upgrade() else {
+            return;
+        };
+        match source.fetch_versioned(&id).await {
+            Ok(v) => match hookline_core::secrets::check_key_mode(env, &v.value) {
+                Ok(()) => {
+                    loaded.record(api_key_loaded(Some(&id), v.version, &v.value));
+                    if c.set_key(v.value) {
+                        tracing::info!(message = "Stripe API key rotated.", secret_id = %id);
+                    }
+                }
+                Err(error) => tracing::warn!(
+                    message = "The Stripe API key in Secrets Manager breaks the key-mode rule; keeping the last good key.",
+                    secret_id = %id,
+                    %error,
+                ),
+            },
+            Err(error) => tracing::warn!(
+                message = "Cannot refresh the Stripe API key; keeping the last good key.",
+                secret_id = %id,
+                %error,
+            ),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod dev;
 pub mod dlq;
 pub mod erase;
 pub mod fixtures;
+pub mod keys;
 pub mod opts;
 pub mod output;
 pub mod redeliver;

@@ -52,6 +52,18 @@ enum Command {
         after_help = "Examples:\n  hookline erase --account acct_1QhLnKExample0001            (counts only)\n  hookline erase --account acct_1QhLnKExample0001 --yes      (removes, prints the receipt)\n  hookline erase --event evt_1QhLsDExampleEvent06 --yes --json"
     )]
     Erase(Box<hookline_cli::erase::EraseArgs>),
+    /// The webhook secret and the Stripe API key: current versions, what each running service loaded, live or test, and whether Stripe accepts the key.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Secrets Manager's current versions against what each service reports on /metrics; exits 1 when a service is stale or unreachable or Stripe refuses the key.
+    #[command(
+        after_help = "Examples:\n  hookline keys status\n  hookline keys status --service http://10.0.1.12:8080 --service http://10.0.2.31:9090\n  HOOKLINE_SERVICES=http://10.0.1.12:8080,http://10.0.2.31:9090 hookline keys status --json"
+    )]
+    Status(Box<hookline_cli::keys::KeysStatusArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -265,5 +277,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev(DevCommand::Send(args)) => dev::send_cmd(&args).await,
         Command::Console(args) => hookline_cli::console::cmd(&args).await,
         Command::Erase(args) => hookline_cli::erase::cmd(&args).await,
+        Command::Keys(KeysCommand::Status(args)) => hookline_cli::keys::status_cmd(&args).await,
     }
 }

@@ -18,6 +18,7 @@ pub mod erase;
 pub mod fetched;
 pub mod handlers;
 pub mod inbound;
+pub mod loaded;
 pub mod message;
 pub mod metrics;
 pub mod ports;

@@ -14,6 +14,36 @@ use crate::settings::AppEnv;
 #[async_trait]
 pub trait SecretSource: Send + Sync + std::fmt::Debug {
     async fn fetch(&self, id: &str) -> Result<SecretString, PortError>;
+
+    /// The value with the version it is (Secrets Manager's `VersionId` of
+    /// `AWSCURRENT`), for `hookline keys status`; sources without versions
+    /// answer `None`.
+    async fn fetch_versioned(&self, id: &str) -> Result<Versioned, PortError> {
+        Ok(Versioned {
+            value: self.fetch(id).await?,
+            version: None,
+        })
+    }
+}
+
+/// A secret's value and the version it was read at.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub value: SecretString,
+    pub version: Option<String>,
+}
+
+/// Whether a Stripe API key is `live` or `test`, from its prefix (never
+/// the value); `None` for anything else.
+pub fn key_mode(key: &SecretString) -> Option<&'static str> {
+    let k = key.expose_secret();
+    if k.starts_with("sk_live_") || k.starts_with("rk_live_") {
+        Some("live")
+    } else if k.starts_with("sk_test_") || k.starts_with("rk_test_") {
+        Some("test")
+    } else {
+        None
+    }
 }
 
 /// Why a secret setting cannot be used.

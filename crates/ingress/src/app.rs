@@ -13,6 +13,7 @@ use hookline_core::clock::unix_secs;
 use hookline_core::coalescer::SendCoalescer;
 use hookline_core::envelope::Envelope;
 use hookline_core::inbound::{admit, Ignored};
+use hookline_core::loaded::{self, Loaded, LoadedSecrets};
 use hookline_core::message::OutboundMessage;
 use hookline_core::ports::Queue;
 use hookline_core::secrets::{parse_webhook_secrets, SecretRuleError, SecretSetting, SecretSource};
@@ -56,6 +57,8 @@ pub struct AppState {
     /// Set while refreshing secrets from Secrets Manager fails: the last good
     /// value keeps serving and `/readyz` says so.
     secret_refresh_error: RwLock<Option<&'static str>>,
+    /// The webhook secret's version as last loaded, told on `/metrics`.
+    loaded: LoadedSecrets,
     coalescer: SendCoalescer,
     queue: Arc<dyn Queue>,
     app_env: AppEnv,
@@ -183,6 +186,7 @@ impl Application {
         let state = Arc::new(AppState {
             verifier: RwLock::new(Arc::new(Verifier::new(Vec::<&[u8]>::new()))),
             secret_refresh_error: RwLock::new(None),
+            loaded: LoadedSecrets::default(),
             coalescer,
             queue: Arc::clone(&backend.queue),
             app_env: args.common.app_env,
@@ -194,7 +198,12 @@ impl Application {
             metrics: IngressMetrics::default(),
         });
         match (plain_secrets, &args.webhook.stripe_webhook_secret_id) {
-            (Some(secrets), _) => state.set_secrets(&secrets),
+            (Some(secrets), _) => {
+                state.set_secrets(&secrets);
+                state
+                    .loaded
+                    .record(webhook_loaded(None, None, secrets.len()));
+            }
             (None, Some(id)) => {
                 let source = backend.secrets().await;
                 let refresh = Duration::from_secs(args.common.secret_refresh_secs.max(1));
@@ -289,8 +298,10 @@ const UNREACHABLE: &str = "Secrets Manager did not answer";
 /// Loads the webhook secrets from Secrets Manager once; on failure keeps the
 /// last good value and records why.
 async fn refresh_secrets(state: &AppState, reader: &dyn SecretSource, id: &str) {
-    let loaded = match reader.fetch(id).await {
-        Ok(value) => parse_webhook_secrets(&value).map_err(|e| (PLACEHOLDER, e.to_string())),
+    let loaded = match reader.fetch_versioned(id).await {
+        Ok(v) => parse_webhook_secrets(&v.value)
+            .map(|secrets| (secrets, v.version))
+            .map_err(|e| (PLACEHOLDER, e.to_string())),
         Err(e) => Err((
             match e.kind() {
                 hookline_core::ports::ErrorKind::Transient => UNREACHABLE,
@@ -300,8 +311,11 @@ async fn refresh_secrets(state: &AppState, reader: &dyn SecretSource, id: &str) 
         )),
     };
     match loaded {
-        Ok(secrets) => {
+        Ok((secrets, version)) => {
             state.set_secrets(&secrets);
+            state
+                .loaded
+                .record(webhook_loaded(Some(id), version, secrets.len()));
             if state.refresh_error().is_some() {
                 tracing::info!(
                     message = "Webhook secrets refreshed again.",
@@ -329,6 +343,24 @@ async fn refresh_secrets(state: &AppState, reader: &dyn SecretSource, id: &str) 
             }
             state.set_refresh_error(Some(problem));
         }
+    }
+}
+
+/// The webhook secret as loaded now: from Secrets Manager `id` at
+/// `version`, or from the environment.
+fn webhook_loaded(id: Option<&str>, version: Option<String>, values: usize) -> Loaded {
+    Loaded {
+        secret: "webhook".to_owned(),
+        source: match id {
+            Some(_) => loaded::FROM_SECRETS_MANAGER,
+            None => loaded::FROM_ENVIRONMENT,
+        }
+        .to_owned(),
+        secret_id: id.map(str::to_owned),
+        version,
+        mode: None,
+        values,
+        loaded_at: hookline_core::clock::unix_secs(),
     }
 }
 
@@ -593,7 +625,7 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
+        app.metrics.render() + &app.loaded.render(),
     )
         .into_response()
 }

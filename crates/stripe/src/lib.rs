@@ -79,7 +79,8 @@ pub struct BuildError(#[source] reqwest::Error);
 pub struct StripeClient {
     http: reqwest::Client,
     base: String,
-    key: SecretString,
+    /// Replaced in place when the key is rotated (`set_key`).
+    key: std::sync::RwLock<SecretString>,
     pacer: Pacer,
 }
 
@@ -102,9 +103,28 @@ impl StripeClient {
         Ok(Self {
             http,
             base: config.base.trim_end_matches('/').to_owned(),
-            key,
+            key: std::sync::RwLock::new(key),
             pacer: Pacer::new(config.rps),
         })
+    }
+
+    /// Uses `key` from the next request on (a rotated key); whether it
+    /// differs from the one in use.
+    pub fn set_key(&self, key: SecretString) -> bool {
+        let mut current = match self.key.write() {
+            Ok(k) => k,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let changed = current.expose_secret() != key.expose_secret();
+        *current = key;
+        changed
+    }
+
+    fn key(&self) -> SecretString {
+        match self.key.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// One request, one answer, classified.
@@ -118,7 +138,7 @@ impl StripeClient {
         let mut request = self
             .http
             .get(format!("{}{}", self.base, path))
-            .bearer_auth(self.key.expose_secret())
+            .bearer_auth(self.key().expose_secret())
             .header("Stripe-Version", STRIPE_VERSION)
             .query(query);
         if let Some(account) = context {

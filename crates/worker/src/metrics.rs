@@ -87,6 +87,8 @@ pub struct WorkerMetrics {
     pub event_age: Histogram,
     /// Each routed destination's, by name (none without routes).
     pub destinations: Vec<(String, std::sync::Arc<DestinationMetrics>)>,
+    /// The API key's version as last loaded (`hookline keys status`).
+    pub loaded: std::sync::Arc<hookline_core::loaded::LoadedSecrets>,
 }
 
 impl Default for WorkerMetrics {
@@ -110,11 +112,17 @@ impl Default for WorkerMetrics {
             handler_latency: Histogram::new(LATENCY_BUCKETS),
             event_age: Histogram::new(AGE_BUCKETS),
             destinations: Vec::new(),
+            loaded: std::sync::Arc::default(),
         }
     }
 }
 
 impl WorkerMetrics {
+    /// Metrics that also tell the secrets' versions this worker loaded.
+    pub fn with_loaded(self, loaded: std::sync::Arc<hookline_core::loaded::LoadedSecrets>) -> Self {
+        Self { loaded, ..self }
+    }
+
     /// Metrics that also count these routed destinations.
     pub fn with_destinations(
         destinations: Vec<(String, std::sync::Arc<DestinationMetrics>)>,
@@ -271,6 +279,7 @@ impl WorkerMetrics {
         self.render_health(&mut e);
         let mut text = e.finish();
         self.render_destinations(&mut text);
+        text.push_str(&self.loaded.render());
         text
     }
 

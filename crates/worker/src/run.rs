@@ -103,7 +103,10 @@ impl Worker {
         backend: Backend,
         handlers: Handlers,
     ) -> Result<Self, WorkerError> {
-        let stripe = backend.stripe_api(&args.common).await?;
+        let loaded = Arc::new(hookline_core::loaded::LoadedSecrets::default());
+        let stripe = backend
+            .stripe_api_kept_fresh(&args.common, Arc::clone(&loaded))
+            .await?;
         let mut routes = args
             .routes
             .load(&args.events.enabled_events, args.common.app_env)?;
@@ -154,7 +157,9 @@ impl Worker {
                 stripe,
                 routing,
             },
-            metrics: Arc::new(WorkerMetrics::with_destinations(destination_metrics)),
+            metrics: Arc::new(
+                WorkerMetrics::with_destinations(destination_metrics).with_loaded(loaded),
+            ),
             listener,
             concurrency: usize::try_from(args.worker_concurrency).unwrap_or(16),
             visibility,
