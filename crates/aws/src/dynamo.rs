@@ -996,18 +996,24 @@ impl Store for DynamoStore {
 
     async fn erase(&self, holdings: &Holdings) -> Result<Holdings, PortError> {
         let t = &self.tables;
+        // The provider item goes last: it is what the worker finds a
+        // deauthorized account by, so an erasure cut short (a throttled
+        // delete, a crash) is found and finished on the next pass.
+        // A destination's state is an attribute of the ledger item: it goes
+        // with it.
+        let events = self
+            .delete_each(&t.events, "eventId", &holdings.events)
+            .await?;
+        let objects = self
+            .delete_each(&t.objects, "objectId", &holdings.objects)
+            .await?;
+        let providers = self
+            .delete_each(&t.provider, "stripeAccountId", &holdings.providers)
+            .await?;
         let mut removed = Holdings {
-            providers: self
-                .delete_each(&t.provider, "stripeAccountId", &holdings.providers)
-                .await?,
-            objects: self
-                .delete_each(&t.objects, "objectId", &holdings.objects)
-                .await?,
-            // A destination's state is an attribute of the ledger item: it
-            // goes with it.
-            events: self
-                .delete_each(&t.events, "eventId", &holdings.events)
-                .await?,
+            providers,
+            objects,
+            events,
         };
         removed.normalise();
         Ok(removed)
