@@ -168,6 +168,25 @@ impl Bed {
         }
     }
 
+    /// What is in the DLQ, for a failed assertion's message: each
+    /// message's event id, receive count and reason (`error` attribute; a
+    /// message the queue's own redrive moved has none).
+    pub async fn dlq_report(&self) -> String {
+        let all = self.dead_letters().await;
+        let lines: Vec<String> = all
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} (received {}, error {:?})",
+                    d.attributes.get("event_id").map_or("?", String::as_str),
+                    d.receive_count,
+                    d.attributes.get("error"),
+                )
+            })
+            .collect();
+        format!("{} in the DLQ: [{}]", all.len(), lines.join("; "))
+    }
+
     /// Enqueues `bodies` and makes the store unreachable for `d` around
     /// them, then reachable again. On AWS only DynamoDB is cut, so the
     /// events arrive while it is down; on the embedded backend the queue
