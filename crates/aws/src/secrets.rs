@@ -35,6 +35,24 @@ pub async fn fetch_versioned(
         .ok_or_else(|| PortError::permanent(format!("secret {secret_id} has no string value")))
 }
 
+/// The `VersionId` that holds the `AWSCURRENT` stage, without the value.
+pub async fn current_version(
+    client: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+) -> Result<Option<String>, PortError> {
+    let out = client
+        .describe_secret()
+        .secret_id(secret_id)
+        .send()
+        .await
+        .map_err(|e| classify("DescribeSecret", e))?;
+    Ok(out.version_ids_to_stages.and_then(|m| {
+        m.into_iter()
+            .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+            .map(|(v, _)| v)
+    }))
+}
+
 /// A Secrets Manager reader, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SecretsReader {
@@ -66,5 +84,9 @@ impl hookline_core::secrets::SecretSource for SecretsReader {
 
     async fn fetch_versioned(&self, id: &str) -> Result<Versioned, PortError> {
         fetch_versioned(&self.client, id).await
+    }
+
+    async fn current_version(&self, id: &str) -> Result<Option<String>, PortError> {
+        current_version(&self.client, id).await
     }
 }

@@ -42,6 +42,9 @@ struct Current {
     mode: Option<&'static str>,
     /// Why it could not be read.
     error: Option<String>,
+    /// False when these credentials may see its version but not its value
+    /// (then `values` and `mode` are unknown).
+    readable: bool,
 }
 
 /// One service's answer.
@@ -149,6 +152,7 @@ async fn current(
         values: 0,
         mode: None,
         error: None,
+        readable: true,
     };
     let value = match setting {
         SecretSetting::Unset => return c,
@@ -159,10 +163,23 @@ async fn current(
         SecretSetting::Stored(id) => {
             c.source = loaded::FROM_SECRETS_MANAGER;
             c.secret_id = Some(id.to_owned());
+            // The version comes from DescribeSecret, which an operator
+            // who may not read the value (the webhook secret) can call.
+            match source.current_version(id).await {
+                Ok(v) => c.version = v,
+                Err(e) => {
+                    c.error = Some(e.to_string());
+                    return c;
+                }
+            }
             match source.fetch_versioned(id).await {
                 Ok(v) => {
-                    c.version = v.version;
+                    c.version = c.version.or(v.version);
                     v.value
+                }
+                Err(e) if e.kind() == ErrorKind::Configuration && c.version.is_some() => {
+                    c.readable = false;
+                    return c;
                 }
                 Err(e) => {
                     c.error = Some(e.to_string());
@@ -233,6 +250,9 @@ fn render(s: &Status) -> String {
         if let Some(mode) = c.mode {
             let _ = write!(detail, " ({mode} key)");
         }
+        if !c.readable {
+            detail.push_str(" (value not readable with these credentials: version only)");
+        }
         if let Some(e) = &c.error {
             let _ = write!(detail, " ERROR: {e}");
         }
@@ -277,4 +297,48 @@ fn render(s: &Status) -> String {
         }
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookline_core::ports::PortError;
+    use secrecy::SecretString;
+
+    /// Secrets Manager as an operator without `GetSecretValue` on the
+    /// secret sees it: the version, not the value.
+    #[derive(Debug)]
+    struct VersionOnly;
+
+    #[async_trait::async_trait]
+    impl hookline_core::secrets::SecretSource for VersionOnly {
+        async fn fetch(&self, _id: &str) -> Result<SecretString, PortError> {
+            Err(PortError::configuration(
+                "GetSecretValue: AccessDeniedException",
+            ))
+        }
+        async fn current_version(&self, _id: &str) -> Result<Option<String>, PortError> {
+            Ok(Some("v2".to_owned()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_secret_that_may_not_be_read_still_shows_its_version() {
+        let id = Some("hookline/prod/webhook".to_owned());
+        let c = current("webhook", SecretSetting::of(&id, &None), &VersionOnly).await;
+        assert_eq!(c.version.as_deref(), Some("v2"));
+        assert!(c.error.is_none(), "not an error: {:?}", c.error);
+        assert!(!c.readable);
+        assert_eq!(c.values, 0);
+        let status = Status {
+            secrets: vec![c],
+            stripe: "no key",
+            stripe_detail: None,
+            services: Vec::new(),
+            ok: true,
+        };
+        let text = render(&status);
+        assert!(text.contains("hookline/prod/webhook @ v2"), "{text}");
+        assert!(text.contains("version only"), "{text}");
+    }
 }

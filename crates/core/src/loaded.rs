@@ -51,6 +51,23 @@ impl LoadedSecrets {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let changed = all
+            .iter()
+            .find(|l| l.secret == loaded.secret)
+            .is_none_or(|l| l.version != loaded.version || l.values != loaded.values);
+        if changed {
+            // What `keys status` reads from /metrics, also in the logs, for
+            // tasks whose port an operator cannot reach.
+            tracing::info!(
+                message = "Secret loaded.",
+                secret = %loaded.secret,
+                source = %loaded.source,
+                secret_id = loaded.secret_id.as_deref().unwrap_or(""),
+                version = loaded.version.as_deref().unwrap_or(""),
+                mode = loaded.mode.as_deref().unwrap_or(""),
+                values = loaded.values,
+            );
+        }
         all.retain(|l| l.secret != loaded.secret);
         all.push(loaded);
         all.sort_by(|a, b| a.secret.cmp(&b.secret));

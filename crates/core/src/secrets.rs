@@ -24,6 +24,13 @@ pub trait SecretSource: Send + Sync + std::fmt::Debug {
             version: None,
         })
     }
+
+    /// The current version's id without reading the value (Secrets
+    /// Manager's `DescribeSecret`): what `keys status` compares with the
+    /// services when its caller may not read the secret itself.
+    async fn current_version(&self, _id: &str) -> Result<Option<String>, PortError> {
+        Ok(None)
+    }
 }
 
 /// A secret's value and the version it was read at.
