@@ -147,6 +147,23 @@ def test_the_stack_deploys_with_existing_secrets(aws):
         keys[logical] = t["KeySchema"][0]["AttributeName"]
     assert keys == {"EventsTable": "eventId", "ObjectsTable": "objectId", "ProviderTable": "stripeAccountId"}
 
+    # The audit trail (on by default): its bucket and log group, encrypted
+    # with the stack's key and kept AuditLogRetentionDays, and the alarm's
+    # trail's role. (moto's CloudFormation skips AWS::CloudTrail::Trail, the
+    # AWS::Config types, metric filters and alarms, and drops the bucket's
+    # versioning and lifecycle rules and the log group's key; the template
+    # tests check those.)
+    s3 = aws("s3")
+    bucket = created["AuditBucket"]["PhysicalResourceId"]
+    (sse,) = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert sse["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    logs = aws("logs")
+    (group,) = logs.describe_log_groups(logGroupNamePrefix="/hookline/hookline/audit")["logGroups"]
+    assert group["retentionInDays"] == 365
+    role = created["AuditTrailLogsRole"]["PhysicalResourceId"]
+    trust = aws("iam").get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+    assert "cloudtrail.amazonaws.com" in json.dumps(trust)
+
     # The given secrets are what the task and the roles use; none is created.
     assert "WebhookSecret" not in created and "StripeApiKeySecret" not in created
     assert env_of(aws, created, "IngressTaskDefinition")["STRIPE_WEBHOOK_SECRET_ID"] == webhook
@@ -206,7 +223,9 @@ def test_the_stack_deploys_with_existing_secrets(aws):
     # The operator's export lines name what the stack created.
     line = outputs["OperatorEnvironment"]
     for part in (f"QUEUE_URL={outputs['QueueUrl']}", f"DLQ_URL={outputs['DeadLetterQueueUrl']}",
-                 f"EVENTS_TABLE_NAME={created['EventsTable']['PhysicalResourceId']}", "AWS_REGION=us-east-1"):
+                 f"EVENTS_TABLE_NAME={created['EventsTable']['PhysicalResourceId']}", "AWS_REGION=us-east-1",
+                 f"STRIPE_SECRET_KEY_ID={outputs['StripeApiKeySecretArn']}",
+                 f"STRIPE_WEBHOOK_SECRET_ID={outputs['WebhookSecretArn']}"):
         assert part in line, line
     assert aws("cloudwatch").get_dashboard(DashboardName=outputs["DashboardName"])["DashboardBody"]
 
@@ -235,3 +254,14 @@ def test_eventbridge_alone_creates_no_load_balancer(aws):
         QueueUrl=outputs["QueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     assert target["Arn"] == queue_arn
     assert outputs["EventBusName"] == SOURCE
+
+
+def test_without_the_audit_trail_nothing_of_it_is_created(aws):
+    webhook, api_key = existing_secrets(aws)
+    created, _ = deploy(aws, WebhookSecretArn=webhook, StripeApiKeySecretArn=api_key, EnableAuditTrail="false")
+    for logical in ("AuditBucket", "AuditLogGroup", "AuditTrailLogsRole", "ApiKeyReadMetricFilter",
+                    "WebhookSecretDecryptMetricFilter", "SecretReadByOtherPrincipal", "ConfigRole"):
+        assert logical not in created, logical
+    assert not aws("logs").describe_log_groups(logGroupNamePrefix="/hookline/hookline/audit")["logGroups"]
+    assert not aws("cloudwatch").describe_alarms(AlarmNames=["hookline-SecretReadByOtherPrincipal"])["MetricAlarms"]
+    assert "WorkerService" in created, "the rest of the stack is there"

@@ -337,6 +337,8 @@ def test_ingress_disabled_creates_no_load_balancer_resources(template):
                  "AWS::ElasticLoadBalancingV2::Listener", "AWS::ElasticLoadBalancingV2::ListenerRule",
                  "AWS::S3::Bucket", "AWS::S3::BucketPolicy"):
         for name, r in resources(template, kind).items():
+            if name.startswith("Audit"):
+                continue  # the audit trail's bucket (see below)
             assert r.get("Condition") == "IngressOn", f"{name} is created without the ingress"
     for name in ("IngressService", "IngressTaskDefinition", "IngressTaskRole", "IngressExecutionRole",
                  "LoadBalancerSecurityGroup", "IngressSecurityGroup", "IngressFromLoadBalancer"):
@@ -371,12 +373,20 @@ def test_alarms_and_dashboard_use_metrics_the_tasks_write(template):
 
 
 def test_operator_outputs_export_what_the_cli_reads(template):
-    line = template["Outputs"]["OperatorEnvironment"]["Value"]["Fn::Sub"]
+    line, variables = template["Outputs"]["OperatorEnvironment"]["Value"]["Fn::Sub"]
     known = settings_read_by("worker")
     for name in re.findall(r"([A-Z_]+)=", line):
         assert name in known or name.startswith("AWS_"), name
-    for name in ("QUEUE_URL", "DLQ_URL", "EVENTS_TABLE_NAME", "OBJECTS_TABLE_NAME", "PROVIDER_TABLE_NAME", "AWS_REGION"):
+    for name in ("QUEUE_URL", "DLQ_URL", "EVENTS_TABLE_NAME", "OBJECTS_TABLE_NAME", "PROVIDER_TABLE_NAME",
+                 "AWS_REGION", "STRIPE_SECRET_KEY_ID"):
         assert f"{name}=" in line, name
+    # keys status compares the webhook secret's version too (the CLI reads
+    # the ingress's setting for it), when the stack has one.
+    assert "${WebhookIdSetting}" in line
+    with_ingress = variables["WebhookIdSetting"]["Fn::If"]
+    assert with_ingress[0] == "IngressCreatesWebhookSecret"
+    assert with_ingress[1] == {"Fn::Sub": " STRIPE_WEBHOOK_SECRET_ID=${WebhookSecret}"}
+    assert "STRIPE_WEBHOOK_SECRET_ID" in settings_read_by("ingress")
 
 
 def test_the_ingress_keeps_idle_connections_longer_than_the_alb(template):
@@ -477,3 +487,216 @@ def test_the_tables_carry_the_indexes_erasure_reads(template):
     for name in ("subject-index", "account-index", "deauthorized-index"):
         assert f'"{name}"' in dynamo
     assert "account.application.deauthorized" in template["Parameters"]["EnabledEvents"]["Default"]
+
+
+# ---------------------------------------------------------------- Audit trail
+
+def holds(tpl, params, condition):
+    """Evaluates one of the template's conditions for the given parameters
+    (the others at their defaults)."""
+    def value(x):
+        if isinstance(x, dict) and "Ref" in x:
+            name = x["Ref"]
+            if name in params:
+                return params[name]
+            v = tpl["Parameters"][name].get("Default", "")
+            return ",".join(v) if isinstance(v, list) else str(v)
+        if isinstance(x, dict) and "Fn::Join" in x:
+            sep, parts = x["Fn::Join"]
+            return sep.join(str(value(p)) for p in as_list(parts))
+        return x
+
+    def ev(c):
+        if "Condition" in c:
+            return ev(tpl["Conditions"][c["Condition"]])
+        if "Fn::Equals" in c:
+            a, b = c["Fn::Equals"]
+            return str(value(a)) == str(value(b))
+        if "Fn::Not" in c:
+            return not ev(c["Fn::Not"][0])
+        if "Fn::And" in c:
+            return all(ev(x) for x in c["Fn::And"])
+        if "Fn::Or" in c:
+            return any(ev(x) for x in c["Fn::Or"])
+        raise AssertionError(c)
+
+    return ev(tpl["Conditions"][condition])
+
+
+def created(tpl, **params):
+    return {name for name, r in tpl["Resources"].items()
+            if "Condition" not in r or holds(tpl, params, r["Condition"])}
+
+
+AUDIT = {"AuditBucket", "AuditBucketPolicy", "AuditLogGroup", "AuditTrailLogsRole", "AuditTrail",
+         "WebhookSecretReadMetricFilter", "WebhookSecretDecryptMetricFilter", "ApiKeyReadMetricFilter",
+         "ApiKeyDecryptMetricFilter", "SecretReadByOtherPrincipal", "ConfigRole", "ConfigRecorder",
+         "ConfigDeliveryChannel", "ConfigRecorderReady"}
+
+
+def config_rules(tpl):
+    return resources(tpl, "AWS::Config::ConfigRule")
+
+
+def test_the_audit_trail_is_on_by_default_and_each_parameter_turns_its_part_off(template):
+    rules = set(config_rules(template))
+    assert template["Parameters"]["EnableAuditTrail"]["Default"] == "true"
+    on = created(template)
+    assert AUDIT | rules <= on, sorted((AUDIT | rules) - on)
+
+    off = created(template, EnableAuditTrail="false")
+    assert not (AUDIT | rules) & off, sorted((AUDIT | rules) & off)
+    assert on - off == AUDIT | rules, "nothing else depends on the audit trail"
+
+    # An organization trail already delivers to a log group: no trail of
+    # ours, the alarm reads that group; Config still records here.
+    org = created(template, ExistingTrailLogGroupName="aws-controltower/CloudTrailLogs")
+    assert not {"AuditTrail", "AuditLogGroup", "AuditTrailLogsRole"} & org
+    assert {"SecretReadByOtherPrincipal", "ApiKeyReadMetricFilter", "ConfigRecorder", "AuditBucket"} <= org
+    for name in ("WebhookSecretReadMetricFilter", "ApiKeyDecryptMetricFilter"):
+        group = template["Resources"][name]["Properties"]["LogGroupName"]["Fn::If"]
+        assert group[0] == "CreatesAuditTrail" and group[1] == {"Ref": "AuditLogGroup"}
+        assert "${ExistingTrailLogGroupName}" in group[2]["Fn::Sub"]
+
+    # Config already records in the account: the rules, not the recorder.
+    no_recorder = created(template, CreateConfigRecorder="false")
+    assert not {"ConfigRecorder", "ConfigDeliveryChannel", "ConfigRole"} & no_recorder
+    assert rules <= no_recorder and "AuditTrail" in no_recorder
+    both = created(template, CreateConfigRecorder="false", ExistingTrailLogGroupName="org")
+    assert "AuditBucket" not in both and rules <= both and "SecretReadByOtherPrincipal" in both
+
+    # Without the ingress there is no webhook secret to watch.
+    assert not {"WebhookSecretReadMetricFilter", "WebhookSecretDecryptMetricFilter"} & created(
+        template, IngressEnabled="false")
+
+
+def test_the_trail_validates_its_files_and_records_secret_reads(template):
+    trail = template["Resources"]["AuditTrail"]["Properties"]
+    assert trail["EnableLogFileValidation"] is True and trail["IsLogging"] is True
+    assert trail["IsMultiRegionTrail"] is True and trail["IncludeGlobalServiceEvents"] is True
+    assert trail["KMSKeyId"] == {"Fn::GetAtt": ["Key", "Arn"]}
+    assert trail["S3BucketName"] == {"Ref": "AuditBucket"}
+    assert trail["CloudWatchLogsLogGroupArn"] == {"Fn::GetAtt": ["AuditLogGroup", "Arn"]}
+    management, data = trail["AdvancedEventSelectors"]
+    # GetSecretValue is a read-only management event: no readOnly filter.
+    assert management["FieldSelectors"] == [{"Field": "eventCategory", "Equals": ["Management"]}]
+    fields = {f["Field"]: f["Equals"] for f in data["FieldSelectors"]}
+    assert fields["eventCategory"] == ["Data"] and fields["resources.type"] == ["AWS::DynamoDB::Table"]
+    assert fields["resources.ARN"] == [{"Fn::GetAtt": [t, "Arn"]} for t in ("EventsTable", "ObjectsTable", "ProviderTable")]
+
+    bucket = template["Resources"]["AuditBucket"]["Properties"]
+    (sse,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert sse["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": {"Fn::GetAtt": ["Key", "Arn"]}}
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    (rule,) = bucket["LifecycleConfiguration"]["Rules"]
+    assert rule["ExpirationInDays"] == {"Ref": "AuditLogRetentionDays"} and rule["NoncurrentVersionExpiration"]
+    group = template["Resources"]["AuditLogGroup"]["Properties"]
+    assert group["RetentionInDays"] == {"Ref": "AuditLogRetentionDays"} and group["KmsKeyId"]
+    assert group["LogGroupName"] == {"Fn::Sub": "/hookline/${AWS::StackName}/audit"}
+
+
+def test_the_bucket_and_key_admit_this_trail_only(template):
+    trail_arn = "arn:${AWS::Partition}:cloudtrail:${AWS::Region}:${AWS::AccountId}:trail/${AWS::StackName}-audit"
+    assert template["Resources"]["AuditTrail"]["Properties"]["TrailName"] == {"Fn::Sub": "${AWS::StackName}-audit"}
+    statements = [b for st in template["Resources"]["AuditBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+                  for b in branches(st)]
+    by_sid = {st["Sid"]: st for st in statements}
+    acl, put = by_sid["CloudTrailChecksTheBucketAcl"], by_sid["CloudTrailWritesTheTrail"]
+    for st in (acl, put):
+        assert st["Principal"] == {"Service": "cloudtrail.amazonaws.com"}
+        assert st["Condition"]["StringEquals"]["aws:SourceArn"] == {"Fn::Sub": trail_arn}
+    assert as_list(put["Action"]) == ["s3:PutObject"]
+    assert put["Condition"]["StringEquals"]["s3:x-amz-acl"] == "bucket-owner-full-control"
+    prefix = template["Resources"]["AuditTrail"]["Properties"]["S3KeyPrefix"]
+    assert put["Resource"] == {"Fn::Sub": "${AuditBucket.Arn}/" + prefix + "/AWSLogs/${AWS::AccountId}/*"}
+    assert by_sid["DenyInsecureTransport"]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    deny = by_sid["DenyDeletingTheTrail"]
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and "s3:DeleteObject" in deny["Action"]
+    assert not [st for st in statements if st["Effect"] == "Allow" and st.get("Principal") == "*"]
+
+    key = [b for st in template["Resources"]["Key"]["Properties"]["KeyPolicy"]["Statement"] for b in branches(st)]
+    (ct,) = [st for st in key if st.get("Principal") == {"Service": "cloudtrail.amazonaws.com"}]
+    assert ct["Condition"]["StringEquals"]["aws:SourceArn"] == {"Fn::Sub": trail_arn}
+    assert "kms:Decrypt" not in as_list(ct["Action"]), "CloudTrail encrypts; readers decrypt through IAM"
+
+
+SAMPLE = {"AWS::Partition": "aws", "AWS::AccountId": "123456789012",
+          "IngressTaskRole": "hookline-IngressTaskRole-1", "WorkerTaskRole": "hookline-WorkerTaskRole-1",
+          "OperatorRole": "hookline-OperatorRole-1",
+          "Secret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:hookline/prod/webhook-AbCdEf"}
+
+
+def filter_matches(pattern, event):
+    """CloudWatch Logs' JSON filter semantics for the patterns used here:
+    a conjunction of `($.path = "v")` / `($.path != "v")`, `*` a wildcard;
+    a missing field fails an `=` and passes a `!=` only if present."""
+    terms = re.findall(r'\(\$\.([\w.]+) (=|!=) "([^"]*)"\)', pattern)
+    assert terms and pattern.count("&&") == len(terms) - 1, pattern
+    for path, op, want in terms:
+        v = event
+        for part in path.split("."):
+            v = v.get(part) if isinstance(v, dict) else None
+        if v is None:
+            return False
+        hit = re.fullmatch(".*".join(map(re.escape, want.split("*"))), str(v)) is not None
+        if hit != (op == "="):
+            return False
+    return True
+
+
+def cloudtrail_event(source, name, caller, **request):
+    return {"eventSource": source, "eventName": name, "requestParameters": request,
+            "userIdentity": {"type": "AssumedRole",
+                             "arn": f"arn:aws:sts::123456789012:assumed-role/{caller}/session"}}
+
+
+def test_a_secret_read_by_anyone_but_its_readers_raises_the_alarm(template):
+    res = template["Resources"]
+    alarm = res["SecretReadByOtherPrincipal"]["Properties"]
+    assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopicArn"}] and alarm["Period"] == 300
+    readers = {"Webhook": ["IngressTaskRole"], "ApiKey": ["WorkerTaskRole", "OperatorRole"]}
+    for secret, allowed in readers.items():
+        for kind in ("Read", "Decrypt"):
+            f = res[f"{secret}Secret{kind}MetricFilter" if secret == "Webhook" else f"ApiKey{kind}MetricFilter"]["Properties"]
+            (mt,) = f["MetricTransformations"]
+            assert (mt["MetricNamespace"], mt["MetricName"]) == (alarm["Namespace"], alarm["MetricName"])
+            text, variables = f["FilterPattern"]["Fn::Sub"]
+            assert len(text) < 1024
+            pattern = re.sub(r"\$\{([\w:]+)\}", lambda m: SAMPLE[m.group(1)], text)
+            arn = SAMPLE["Secret"]
+            if kind == "Read":
+                def read(caller, secret_id=arn):
+                    return cloudtrail_event("secretsmanager.amazonaws.com", "GetSecretValue", caller, secretId=secret_id)
+            else:
+                def read(caller, secret_id=arn):
+                    return cloudtrail_event("kms.amazonaws.com", "Decrypt", caller,
+                                            encryptionContext={"SecretARN": secret_id})
+            for role in allowed:
+                assert not filter_matches(pattern, read(SAMPLE[role])), (secret, kind, role)
+            others = {"IngressTaskRole", "WorkerTaskRole", "OperatorRole"} - set(allowed)
+            for caller in ["oncall-admin", *(SAMPLE[o] for o in others)]:
+                assert filter_matches(pattern, read(caller)), (secret, kind, caller)
+            assert not filter_matches(pattern, read("oncall-admin", secret_id=arn.replace("webhook", "other")))
+            source = {"Webhook": "WebhookSecret", "ApiKey": "StripeApiKeySecret"}[secret]
+            assert {"Ref": source} in variables["Secret"]["Fn::If"]
+
+
+def test_config_rules_cover_the_guides_checks(template):
+    rules = {r["Properties"]["Source"]["SourceIdentifier"]: r for r in config_rules(template).values()}
+    assert {"SECRETSMANAGER_ROTATION_ENABLED_CHECK", "IAM_POLICY_NO_STATEMENTS_WITH_ADMIN_ACCESS",
+            "CLOUD_TRAIL_ENABLED", "CLOUD_TRAIL_LOG_FILE_VALIDATION_ENABLED",
+            "DYNAMODB_TABLE_ENCRYPTED_KMS"} <= set(rules)
+    for ident, r in rules.items():
+        assert r["Properties"]["Source"]["Owner"] == "AWS", ident
+        assert r["DependsOn"] == "ConfigRecorderReady", ident
+    assert rules["DYNAMODB_TABLE_ENCRYPTED_KMS"]["Properties"]["InputParameters"] == {"kmsKeyArns": {"Fn::GetAtt": ["Key", "Arn"]}}
+    ready = template["Resources"]["ConfigRecorderReady"]["Metadata"]
+    assert ready["Recorder"]["Fn::If"][:2] == ["CreatesConfigRecorder", {"Ref": "ConfigRecorder"}]
+    group = template["Resources"]["ConfigRecorder"]["Properties"]["RecordingGroup"]
+    assert group == {"AllSupported": True, "IncludeGlobalResourceTypes": True}, "IAM changes are recorded"
+    # The rotation rule's documented exception: the Stripe secrets say why.
+    for secret in ("WebhookSecret", "StripeApiKeySecret"):
+        tags = {t["Key"]: t["Value"] for t in template["Resources"][secret]["Properties"]["Tags"]}
+        assert "Stripe dashboard" in tags["hookline:rotation"]
