@@ -9,6 +9,9 @@ METRICS_ADDR ?= 127.0.0.1:9090
 # Obviously fake development secret; production reads secrets from AWS Secrets Manager.
 DEV_WEBHOOK_SECRET ?= whsec_test_localDevelopmentOnly
 TYPE ?= payment_intent.succeeded
+# Where `make run` finds the binaries it starts (the test of `make run`
+# points it at the ones under test).
+BIN_DIR ?= target/debug
 # The local AWS-compatible server the tests talk to (SQS, DynamoDB, Secrets Manager).
 VENV ?= .venv
 MOTO_VERSION ?= 5.2.5
@@ -43,7 +46,7 @@ run: build
 	@echo "  send one: make send-event TYPE=payment_intent.succeeded   (in another terminal)"
 	@echo "  stop:     ctrl-c"
 	@DATA_DIR=$(DATA_DIR) STRIPE_WEBHOOK_SECRET=$(DEV_WEBHOOK_SECRET) APP_ENV=development \
-	  METRICS_ADDR=$(METRICS_ADDR) BIND_ADDR=$(BIND_ADDR) exec scripts/run.sh target/debug
+	  METRICS_ADDR=$(METRICS_ADDR) BIND_ADDR=$(BIND_ADDR) exec scripts/run.sh $(BIN_DIR)
 
 console: build
 	@DATA_DIR=$(DATA_DIR) target/debug/hookline console
@@ -100,11 +103,13 @@ receiver: $(RECEIVER_STAMP)
 # any process the run started (browser, ChromeDriver, moto, the binaries
 # under test) is still running, or if a log line the run wrote carries a
 # personal field of the fixtures (docs/data.md).
-unit: build $(MOTO_STAMP) browser receiver
+# The tests run against the release binaries, the ones the image ships:
+# their dependencies are the release build's, compiled once.
+unit: release-build $(MOTO_STAMP) browser receiver
 	@endpoint=$$(VENV=$(VENV) scripts/moto.sh start) || exit 1; \
 	echo "local AWS (moto) at $$endpoint"; \
 	rm -f target/test-skips.log; \
-	AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) $(CARGO) test --workspace 2>&1 | tee target/test-output.log; \
+	AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) $(CARGO) test --release --locked --workspace 2>&1 | tee target/test-output.log; \
 	rc=$${PIPESTATUS[0]}; scripts/moto.sh stop; \
 	scripts/leftovers.py || rc=1; \
 	scripts/scan_logs.py || rc=1; \

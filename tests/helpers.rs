@@ -43,19 +43,23 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Path of a workspace binary, built by `cargo build --bins` (the Makefile
-/// does it before the tests run).
-pub fn bin(name: &str) -> PathBuf {
+/// The directory of the binaries built with the tests' own profile:
+/// target/<profile>/deps/tests-<hash> -> target/<profile>.
+pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe path");
-    // target/<profile>/deps/tests-<hash> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
+    exe.parent()
         .and_then(Path::parent)
-        .expect("target profile dir");
-    let path = dir.join(name);
+        .expect("target profile dir")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary, built by `cargo build --bins` with the
+/// tests' profile (`make test` runs the release build before the tests).
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
     assert!(
         path.exists(),
-        "{} is not built: run `cargo build --bins` (make test does)",
+        "{} is not built: run `cargo build --bins` with the tests' profile (make test does)",
         path.display()
     );
     path

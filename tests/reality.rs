@@ -887,6 +887,7 @@ fn ctrl_c_on_make_run_leaves_no_process_behind() {
             &format!("METRICS_ADDR=127.0.0.1:{metrics}"),
             // The test run already built the binaries (and holds cargo's lock).
             "CARGO=true",
+            &format!("BIN_DIR={}", bin_dir().display()),
         ])
         .stdout(std::process::Stdio::null())
         .stderr(log_file("make-run"));
