@@ -17,7 +17,9 @@ VENV ?= .venv
 MOTO_VERSION ?= 5.2.5
 # Stripe's official Python library: the Stripe API stand-in is checked against it.
 STRIPE_PY_VERSION ?= 16.1.0
-MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)-stripe-$(STRIPE_PY_VERSION)
+# OpenTelemetry's published protobuf definitions: the tests' OTLP receiver decodes with them.
+OTEL_PROTO_VERSION ?= 1.45.2
+MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)-stripe-$(STRIPE_PY_VERSION)-otelproto-$(OTEL_PROTO_VERSION)
 INFRA_TOOLS := cfn-lint==1.58.0 checkov==3.3.30 pytest==8.4.2
 INFRA_STAMP := $(VENV)/.infra-tools-2
 LOCAL_AWS_ENV = AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
@@ -73,7 +75,7 @@ clippy:
 # Installs moto into the project's venv (ignored by git), once per version.
 $(MOTO_STAMP):
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)' 'stripe==$(STRIPE_PY_VERSION)'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)' 'stripe==$(STRIPE_PY_VERSION)' 'opentelemetry-proto==$(OTEL_PROTO_VERSION)'
 	touch $@
 
 moto: $(MOTO_STAMP)

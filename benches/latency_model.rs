@@ -574,7 +574,7 @@ fn main() {
             return;
         }
         if std::env::var("BENCH_PART").as_deref() == Ok("C") {
-            hookline_settings::init_logging(hookline_settings::LogFormat::Text);
+            hookline_settings::init_logging("hookline-bench", hookline_settings::LogFormat::Text);
             aws_requests(1000).await;
             return;
         }

@@ -17,6 +17,11 @@ it while a message with the same id is still in the queue, so a copy sent
 after the original was deleted would arrive on moto and vanish on AWS. The
 queue model here remembers every accepted deduplication id for the window.
 
+3. SendMessageBatch keeps each entry's MessageSystemAttributes. moto keeps
+them for SendMessage only, so the `AWSTraceHeader` the ingress sends with
+its batches (the trace a worker continues) would be lost on moto where AWS
+keeps it.
+
 Everything else is moto as published.
 
 Usage: python moto_server.py HOST PORT
@@ -62,6 +67,36 @@ def fifo_deduplication_as_sqs():
     Queue.add_message = add_message
 
 
+def batch_system_attributes_as_sqs():
+    """SendMessageBatch keeps each entry's MessageSystemAttributes (the
+    AWSTraceHeader a trace continues through), as SQS does; moto passes them
+    on for SendMessage only. The batch sends its entries one by one, in
+    order, on this thread: each send takes the next entry's."""
+    from moto.sqs.models import SQSBackend
+
+    pending = threading.local()
+    original_batch = SQSBackend.send_message_batch
+    original_send = SQSBackend.send_message
+
+    def send_message_batch(self, queue_name, entries):
+        pending.system = [e.get("MessageSystemAttributes") for e in entries.values()]
+        try:
+            return original_batch(self, queue_name, entries)
+        finally:
+            pending.system = None
+
+    def send_message(self, *args, **kwargs):
+        queued = getattr(pending, "system", None)
+        if queued:
+            system = queued.pop(0)
+            if system and not kwargs.get("system_attributes"):
+                kwargs["system_attributes"] = system
+        return original_send(self, *args, **kwargs)
+
+    SQSBackend.send_message_batch = send_message_batch
+    SQSBackend.send_message = send_message
+
+
 def serialized_dynamodb(app):
     def wrapped(environ, start_response):
         target = environ.get("HTTP_X_AMZ_TARGET", "")
@@ -79,6 +114,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
     fifo_deduplication_as_sqs()
+    batch_system_attributes_as_sqs()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(
         host,

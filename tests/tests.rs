@@ -79,3 +79,7 @@ mod console;
 /// The architecture's rules, checked against `cargo metadata` and the
 /// sources.
 mod tidy;
+
+/// One event, one trace: OpenTelemetry spans from the ingress to the last
+/// write, decoded by an OTLP receiver built on OpenTelemetry's protos.
+mod traces;

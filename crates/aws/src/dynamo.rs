@@ -280,14 +280,23 @@ impl DynamoStore {
             ""
         };
         let (attempts, source) = match unclaimed {
-            Some(Origin {
-                subject: Some(_), ..
-            }) => (
+            Some(origin) => (
                 "",
-                ", subject = :subject, #source = :source ADD attempts :one",
+                format!(
+                    "{}{}, #source = :source ADD attempts :one",
+                    if origin.subject.is_some() {
+                        ", subject = :subject"
+                    } else {
+                        ""
+                    },
+                    if origin.trace.is_some() {
+                        ", traceId = :trace"
+                    } else {
+                        ""
+                    },
+                ),
             ),
-            Some(_) => ("", ", #source = :source ADD attempts :one"),
-            None => (", attempts = if_not_exists(attempts, :one)", ""),
+            None => (", attempts = if_not_exists(attempts, :one)", String::new()),
         };
         let (reason_set, reason_remove) = match reason {
             Some(_) => (", reason = :reason", ""),
@@ -327,6 +336,9 @@ impl DynamoStore {
                 .expression_attribute_values(":source", s(origin.source));
             if let Some(subject) = origin.subject {
                 update = update.expression_attribute_values(":subject", s(subject));
+            }
+            if let Some(trace) = origin.trace {
+                update = update.expression_attribute_values(":trace", s(trace));
             }
         }
         update
@@ -547,6 +559,7 @@ fn event_record(item: &HashMap<String, AttributeValue>) -> Option<EventRecord> {
         source: text("source"),
         object_id: text("objectId"),
         reason: text("reason"),
+        trace_id: text("traceId"),
         destinations: item
             .iter()
             .filter_map(|(k, v)| {
@@ -572,6 +585,10 @@ const DESTINATION_PREFIX: &str = "destination:";
 
 #[async_trait]
 impl Store for DynamoStore {
+    fn system(&self) -> &'static str {
+        "aws.dynamodb"
+    }
+
     async fn claim(
         &self,
         event_id: &EventId,
@@ -583,6 +600,10 @@ impl Store for DynamoStore {
             Some(_) => ", subject = :subject",
             None => "",
         };
+        let trace_set = match lease.origin.trace {
+            Some(_) => ", traceId = :trace",
+            None => "",
+        };
         let mut request = self
             .client
             .update_item()
@@ -590,7 +611,7 @@ impl Store for DynamoStore {
             .key("eventId", s(event_id.as_str()))
             .update_expression(format!(
                 "SET #status = :processing, eventType = :type, leaseUntil = :lease, leaseOwner = :owner, \
-                 expiresAt = :exp, #source = :source{subject_set} ADD attempts :one",
+                 expiresAt = :exp, #source = :source{subject_set}{trace_set} ADD attempts :one",
             ))
             // The owner's own retry (its first answer was lost) gets the lease back.
             .condition_expression(
@@ -612,6 +633,9 @@ impl Store for DynamoStore {
             .return_values(ReturnValue::AllNew);
         if let Some(subject) = lease.origin.subject {
             request = request.expression_attribute_values(":subject", s(subject));
+        }
+        if let Some(trace) = lease.origin.trace {
+            request = request.expression_attribute_values(":trace", s(trace));
         }
         self.count_update(&request);
         let out = request.send().await;

@@ -6,10 +6,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
-    QueueAttributeName, SendMessageBatchRequestEntry,
+    MessageSystemAttributeNameForSends, MessageSystemAttributeValue, QueueAttributeName,
+    SendMessageBatchRequestEntry,
 };
 use bytes::Bytes;
-use hookline_core::message::OutboundMessage;
+use hookline_core::message::{attr, OutboundMessage};
 use hookline_core::ports::{
     BatchLimits, Delivery, MoveState, MoveStatus, NativeRedrive, PortError, Queue, QueueCounts,
 };
@@ -173,7 +174,18 @@ fn entry(
         .id(i.to_string())
         .message_body(body);
     for (k, v) in &m.attributes {
-        b = b.message_attributes(k, string_attr(v)?);
+        if k == attr::TRACE_HEADER {
+            b = b.message_system_attributes(
+                MessageSystemAttributeNameForSends::AwsTraceHeader,
+                MessageSystemAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(v)
+                    .build()
+                    .map_err(|e| PortError::permanent(format!("trace header: {e}")))?,
+            );
+        } else {
+            b = b.message_attributes(k, string_attr(v)?);
+        }
     }
     if fifo {
         b = b
@@ -186,6 +198,10 @@ fn entry(
 
 #[async_trait]
 impl Queue for SqsQueue {
+    fn system(&self) -> &'static str {
+        "aws_sqs"
+    }
+
     fn batch_limits(&self) -> BatchLimits {
         BatchLimits {
             max_entries: SQS_BATCH_ENTRIES,
@@ -279,6 +295,7 @@ impl Queue for SqsQueue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
             .customize()
             .config_override(
                 aws_sdk_sqs::config::Builder::default().timeout_config(
@@ -301,12 +318,16 @@ impl Queue for SqsQueue {
             let number = |name: MessageSystemAttributeName| -> Option<i64> {
                 system.get(&name).and_then(|v| v.parse().ok())
             };
-            let attributes: BTreeMap<String, String> = m
+            let mut attributes: BTreeMap<String, String> = m
                 .message_attributes
                 .unwrap_or_default()
                 .into_iter()
+                .filter(|(k, _)| k != attr::TRACE_HEADER)
                 .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
                 .collect();
+            if let Some(trace) = system.get(&MessageSystemAttributeName::AwsTraceHeader) {
+                attributes.insert(attr::TRACE_HEADER.to_owned(), trace.clone());
+            }
             let (Some(receipt), Some(message_id)) = (m.receipt_handle, m.message_id) else {
                 continue;
             };

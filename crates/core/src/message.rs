@@ -20,6 +20,12 @@ pub mod attr {
     pub const RECEIVED_AT: &str = "received_at";
     /// Set on a message the worker dead-letters itself.
     pub const ERROR: &str = "error";
+    /// The trace the message continues, in X-Ray's header format. On SQS it
+    /// travels as the `AWSTraceHeader` system attribute (which neither
+    /// counts against the 10 message attributes nor the size limit), so
+    /// X-Ray links the queue hop; the embedded queue keeps it with the
+    /// other attributes.
+    pub const TRACE_HEADER: &str = "AWSTraceHeader";
 }
 
 /// A message to put on a queue.
@@ -81,12 +87,14 @@ impl OutboundMessage {
         self
     }
 
-    /// Size as SQS counts it: body plus attribute names, types and values.
+    /// Size as SQS counts it: body plus attribute names, types and values
+    /// (a system attribute, the trace header, does not count).
     pub fn wire_size(&self) -> usize {
         self.body.len()
             + self
                 .attributes
                 .iter()
+                .filter(|(k, _)| k.as_str() != attr::TRACE_HEADER)
                 .map(|(k, v)| k.len() + v.len() + "String".len())
                 .sum::<usize>()
     }

@@ -213,6 +213,11 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     /// Hides a delivered message for `timeout` from now (zero: visible now).
     async fn set_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), PortError>;
 
+    /// The queue's kind, as OpenTelemetry's `messaging.system` names it.
+    fn system(&self) -> &'static str {
+        "hookline_embedded"
+    }
+
     /// Approximate counts; also the readiness probe.
     async fn counts(&self) -> Result<QueueCounts, PortError>;
 
@@ -304,6 +309,9 @@ pub struct Origin<'a> {
     /// event) or else its `data.object.id`. `hookline erase` finds an
     /// account's ledger items by it (an index, not a scan).
     pub subject: Option<&'a str>,
+    /// The trace the delivery belongs to (32 hex digits), recorded as the
+    /// ledger's `traceId` so `events show` can point at it.
+    pub trace: Option<&'a str>,
 }
 
 impl<'a> Origin<'a> {
@@ -312,6 +320,7 @@ impl<'a> Origin<'a> {
         Self {
             source,
             subject: account.or(object),
+            trace: None,
         }
     }
 
@@ -320,7 +329,14 @@ impl<'a> Origin<'a> {
         Self {
             source,
             subject: None,
+            trace: None,
         }
+    }
+
+    /// The same origin, in trace `trace`.
+    #[must_use]
+    pub fn with_trace(self, trace: Option<&'a str>) -> Self {
+        Self { trace, ..self }
     }
 }
 
@@ -430,6 +446,11 @@ impl<'a> Change<'a> {
 /// [`Store::complete`] for one that must happen once.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// The store's kind, as OpenTelemetry's `db.system.name` names it.
+    fn system(&self) -> &'static str {
+        "other_sql"
+    }
+
     /// Records a processing try: `PROCESSING` with a lease until
     /// `now + secs` held by `owner`, and `attempts + 1`, unless the event is
     /// `COMPLETED` (applied or stale; `ignored` is not final) or `PROCESSING` under another owner's live lease. The same

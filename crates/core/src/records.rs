@@ -163,6 +163,10 @@ pub struct EventRecord {
     /// no handler, a destination ping).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The trace of the delivery that last processed the event (32 hex
+    /// digits), when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// Each routed destination's state for this event (not the built-in
     /// projections of an event routed only there).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

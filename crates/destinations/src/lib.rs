@@ -152,13 +152,16 @@ impl Destination for HttpDestination {
             .acquire()
             .await
             .map_err(|_| DeliveryError::transient("destination closed"))?;
-        let sent = self
+        let mut request = self
             .client
             .post(&self.url)
             .headers(self.headers(&event))
-            .body(event.body.clone())
-            .send()
-            .await;
+            .body(event.body.clone());
+        // The event's trace continues at the destination.
+        if let Some(parent) = hookline_telemetry::current_traceparent() {
+            request = request.header(hookline_telemetry::TRACEPARENT, parent);
+        }
+        let sent = request.send().await;
         let answer = match sent {
             Ok(a) => a,
             Err(e) => return Err(DeliveryError::transient(network_error(e))),

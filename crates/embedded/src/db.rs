@@ -127,7 +127,14 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         conn.prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = ?1")?
             .exists([column])
     };
-    for column in ["lease_owner", "source", "object_id", "reason", "subject"] {
+    for column in [
+        "lease_owner",
+        "source",
+        "object_id",
+        "reason",
+        "subject",
+        "trace_id",
+    ] {
         if !present(column)? {
             if let Err(e) =
                 conn.execute_batch(&format!("ALTER TABLE events ADD COLUMN {column} TEXT"))

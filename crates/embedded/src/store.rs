@@ -270,6 +270,7 @@ struct Completing {
     change: Changing,
     source: Option<String>,
     subject: Option<String>,
+    trace: Option<String>,
     now: i64,
     /// Count this try in `attempts` (no claim did).
     count_try: bool,
@@ -303,7 +304,7 @@ impl Completing {
                     "UPDATE events SET status = 'COMPLETED', outcome = ?2, completed_at = ?3,
                      lease_until = NULL, lease_owner = NULL, expires_at = ?4, object_id = ?5,
                      attempts = ?6, source = COALESCE(?7, source), reason = ?8,
-                     subject = COALESCE(?9, subject)
+                     subject = COALESCE(?9, subject), trace_id = COALESCE(?10, trace_id)
                      WHERE event_id = ?1",
                 )?
                 .execute(params![
@@ -315,14 +316,15 @@ impl Completing {
                     attempts,
                     self.source,
                     reason,
-                    self.subject
+                    self.subject,
+                    self.trace
                 ])?;
                 attempts
             }
             None => {
                 conn.prepare_cached(
-                    "INSERT INTO events (event_id, status, event_type, attempts, outcome, completed_at, expires_at, object_id, source, reason, subject)
-                     VALUES (?1, 'COMPLETED', ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT INTO events (event_id, status, event_type, attempts, outcome, completed_at, expires_at, object_id, source, reason, subject, trace_id)
+                     VALUES (?1, 'COMPLETED', ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )?
                 .execute(params![
                     self.id,
@@ -333,7 +335,8 @@ impl Completing {
                     object,
                     self.source,
                     reason,
-                    self.subject
+                    self.subject,
+                    self.trace
                 ])?;
                 1
             }
@@ -348,6 +351,10 @@ impl Completing {
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    fn system(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn claim(
         &self,
         event_id: &EventId,
@@ -359,6 +366,7 @@ impl Store for EmbeddedStore {
         let owner = lease.owner.to_owned();
         let source = lease.origin.source.to_owned();
         let subject = lease.origin.subject.map(str::to_owned);
+        let trace = lease.origin.trace.map(str::to_owned);
         let (now, lease_until) = (lease.now, lease.until());
         self.db.write(move |conn| {
             let claim = match status_of(conn, &id)? {
@@ -370,17 +378,18 @@ impl Store for EmbeddedStore {
                     conn.prepare_cached(
                         "UPDATE events SET status = 'PROCESSING', attempts = attempts + 1,
                          lease_until = ?2, lease_owner = ?3, source = ?4,
-                         subject = COALESCE(?5, subject) WHERE event_id = ?1",
+                         subject = COALESCE(?5, subject), trace_id = COALESCE(?6, trace_id)
+                         WHERE event_id = ?1",
                     )?
-                    .execute(params![id, lease_until, owner, source, subject])?;
+                    .execute(params![id, lease_until, owner, source, subject, trace])?;
                     Claim::Started { attempts: attempts + 1 }
                 }
                 None => {
                     conn.prepare_cached(
-                        "INSERT INTO events (event_id, status, event_type, attempts, expires_at, lease_until, lease_owner, source, subject)
-                         VALUES (?1, 'PROCESSING', ?2, 1, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT INTO events (event_id, status, event_type, attempts, expires_at, lease_until, lease_owner, source, subject, trace_id)
+                         VALUES (?1, 'PROCESSING', ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8)",
                     )?
-                    .execute(params![id, event_type, now + LEDGER_TTL_SECS, lease_until, owner, source, subject])?;
+                    .execute(params![id, event_type, now + LEDGER_TTL_SECS, lease_until, owner, source, subject, trace])?;
                     Claim::Started { attempts: 1 }
                 }
             };
@@ -402,6 +411,7 @@ impl Store for EmbeddedStore {
             change: Changing::of(change, Some(Ties::ByRank)),
             source: None,
             subject: None,
+            trace: None,
             now,
             count_try: false,
         };
@@ -425,6 +435,7 @@ impl Store for EmbeddedStore {
             change: Changing::of(change, None),
             source: Some(origin.source.to_owned()),
             subject: origin.subject.map(str::to_owned),
+            trace: origin.trace.map(str::to_owned),
             now,
             count_try: true,
         };
@@ -488,7 +499,7 @@ impl Store for EmbeddedStore {
             .read(move |conn| {
                 let record = conn.prepare_cached(
                 "SELECT event_id, status, event_type, attempts, outcome, last_error, completed_at,
-                        expires_at, lease_until, source, object_id, reason
+                        expires_at, lease_until, source, object_id, reason, trace_id
                  FROM events WHERE event_id = ?1",
                 )?.query_row(
                 params![id],
@@ -508,6 +519,7 @@ impl Store for EmbeddedStore {
                         source: r.get(9)?,
                         object_id: r.get(10)?,
                         reason: r.get(11)?,
+                        trace_id: r.get(12)?,
                         destinations: Default::default(),
                     })
                 },

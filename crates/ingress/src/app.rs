@@ -14,7 +14,7 @@ use hookline_core::coalescer::SendCoalescer;
 use hookline_core::envelope::Envelope;
 use hookline_core::inbound::{admit, Ignored};
 use hookline_core::loaded::{self, Loaded, LoadedSecrets};
-use hookline_core::message::OutboundMessage;
+use hookline_core::message::{attr, OutboundMessage};
 use hookline_core::ports::Queue;
 use hookline_core::secrets::{parse_webhook_secrets, SecretRuleError, SecretSetting, SecretSource};
 use hookline_core::settings::{AppEnv, EventFilter};
@@ -386,13 +386,47 @@ fn json(status: StatusCode, body: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn webhook(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+async fn webhook(
+    State(app): State<Arc<AppState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    use tracing::Instrument;
     let start = Instant::now();
     app.metrics.received.inc();
-    let outcome = handle_webhook(&app, &headers, body).await;
+    // The trace of this event: a `debug` span, left disabled unless spans
+    // are exported (see `hookline_telemetry`).
+    let span = tracing::debug_span!(
+        "webhook",
+        otel.name = %format_args!("POST {}", uri.path()),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = "POST",
+        url.path = uri.path(),
+        http.route = uri.path(),
+        http.response.status_code = tracing::field::Empty,
+        stripe.event_id = tracing::field::Empty,
+        stripe.event_type = tracing::field::Empty,
+        hookline.outcome = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    let outcome = handle_webhook(&app, &headers, body)
+        .instrument(span.clone())
+        .await;
     outcome.record(&app.metrics);
     app.metrics.latency.observe(start.elapsed());
-    outcome.into_response()
+    let response = outcome.into_response();
+    if !span.is_disabled() {
+        span.record(
+            "http.response.status_code",
+            i64::from(response.status().as_u16()),
+        );
+        if response.status().is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+    response
 }
 
 /// What became of one webhook request. One place logs and counts it
@@ -412,6 +446,47 @@ enum WebhookOutcome {
 }
 
 impl WebhookOutcome {
+    /// The outcome as a span attribute (`hookline.outcome`).
+    fn label(&self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::Busy => "busy",
+            Self::BodyUnreadable(_) => "body_unreadable",
+            Self::BadSignature(_) => "bad_signature",
+            Self::InvalidPayload(_) => "invalid_payload",
+            Self::Ignored(..) => "ignored",
+            Self::Enqueued(_) => "enqueued",
+            Self::QueueUnavailable(..) => "queue_unavailable",
+        }
+    }
+
+    /// Records the outcome, the event and, for a failure, its kind on the
+    /// current (`webhook`) span.
+    fn trace(&self) {
+        let span = tracing::Span::current();
+        if span.is_disabled() {
+            return;
+        }
+        span.record("hookline.outcome", self.label());
+        match self {
+            Self::Ignored(envelope, _) | Self::Enqueued(envelope) => {
+                span.record("stripe.event_id", envelope.id.as_str());
+                span.record("stripe.event_type", envelope.event_type.as_str());
+            }
+            Self::QueueUnavailable(envelope, error) => {
+                span.record("stripe.event_id", envelope.id.as_str());
+                span.record("stripe.event_type", envelope.event_type.as_str());
+                span.record(
+                    "error.type",
+                    error.as_ref().map_or("timeout", |e| e.kind().as_str()),
+                );
+            }
+            other => {
+                span.record("error.type", other.label());
+            }
+        }
+    }
+
     /// Whether the request got as far as a verified signature.
     fn verified(&self) -> bool {
         !matches!(
@@ -511,6 +586,14 @@ impl IntoResponse for WebhookOutcome {
 /// The SPEC's order: body size, signature, payload, livemode and type,
 /// enqueue; the first step that ends the request gives its outcome.
 async fn handle_webhook(app: &AppState, headers: &HeaderMap, body: Body) -> WebhookOutcome {
+    let outcome = webhook_steps(app, headers, body).await;
+    outcome.trace();
+    outcome
+}
+
+/// The steps, each a span of the webhook's trace.
+async fn webhook_steps(app: &AppState, headers: &HeaderMap, body: Body) -> WebhookOutcome {
+    use tracing::Instrument;
     let raw = match read_body(app, headers, body).await {
         Ok(raw) => raw,
         Err(outcome) => return outcome,
@@ -520,25 +603,104 @@ async fn handle_webhook(app: &AppState, headers: &HeaderMap, body: Body) -> Webh
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if let Err(reason) = app
-        .verifier()
-        .verify(signature, &raw, now, app.tolerance_secs)
-    {
+    let verified = step("verify").in_scope(|| {
+        let verified = app
+            .verifier()
+            .verify(signature, &raw, now, app.tolerance_secs);
+        match &verified {
+            Ok(_) => passed("verified"),
+            Err(reason) => failed(reason.kind()),
+        }
+        verified
+    });
+    if let Err(reason) = verified {
         return WebhookOutcome::BadSignature(reason);
     }
-    let envelope = match Envelope::parse(&raw) {
+    let parsed = step("parse").in_scope(|| {
+        let parsed = Envelope::parse(&raw);
+        match &parsed {
+            Ok(_) => passed("parsed"),
+            Err(_) => failed("invalid_payload"),
+        }
+        parsed
+    });
+    let envelope = match parsed {
         Ok(envelope) => envelope,
         Err(error) => return WebhookOutcome::InvalidPayload(error),
     };
-    if let Err(ignored) = admit(&envelope, app.app_env, &app.enabled) {
+    let admitted = step("admit").in_scope(|| {
+        let admitted = admit(&envelope, app.app_env, &app.enabled);
+        match &admitted {
+            Ok(()) => passed("admitted"),
+            Err(ignored) => passed(ignored.reason()),
+        }
+        admitted
+    });
+    if let Err(ignored) = admitted {
         return WebhookOutcome::Ignored(envelope, ignored);
     }
     // Answer 200 only once the queue holds the message.
-    let message = OutboundMessage::for_event(&envelope, raw, now);
-    match tokio::time::timeout(app.enqueue_timeout, app.coalescer.send(message)).await {
+    let mut message = OutboundMessage::for_event(&envelope, raw, now);
+    let enqueue = tracing::debug_span!(
+        "enqueue",
+        otel.name = "send",
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = app.queue.system(),
+        messaging.operation.type = "send",
+        messaging.operation.name = "send",
+        stripe.event_id = envelope.id.as_str(),
+        hookline.outcome = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    if let Some(header) = hookline_telemetry::xray_header(&enqueue) {
+        message
+            .attributes
+            .insert(attr::TRACE_HEADER.to_owned(), header);
+    }
+    let sent = tokio::time::timeout(app.enqueue_timeout, app.coalescer.send(message))
+        .instrument(enqueue.clone())
+        .await;
+    let outcome = match sent {
         Ok(Ok(())) => WebhookOutcome::Enqueued(envelope),
         Ok(Err(error)) => WebhookOutcome::QueueUnavailable(envelope, Some(error)),
         Err(_) => WebhookOutcome::QueueUnavailable(envelope, None),
+    };
+    enqueue.in_scope(|| match &outcome {
+        WebhookOutcome::QueueUnavailable(_, error) => {
+            failed(error.as_ref().map_or("timeout", |e| e.kind().as_str()));
+        }
+        _ => passed("sent"),
+    });
+    outcome
+}
+
+/// A step of the webhook's trace.
+fn step(name: &'static str) -> tracing::Span {
+    tracing::debug_span!(
+        "step",
+        otel.name = name,
+        otel.status_code = tracing::field::Empty,
+        hookline.outcome = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// Records the current step's outcome.
+fn passed(outcome: &str) {
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("hookline.outcome", outcome);
+    }
+}
+
+/// Marks the current step failed, with the failure's kind.
+fn failed(kind: &str) {
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", kind);
+        span.record("hookline.outcome", "failed");
     }
 }
 

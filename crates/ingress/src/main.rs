@@ -4,7 +4,7 @@ use hookline_ingress::{Application, IngressArgs};
 
 fn main() -> std::process::ExitCode {
     let args: IngressArgs = hookline_settings::parse_or_exit();
-    hookline_settings::init_logging(args.common.log_format());
+    hookline_settings::init_logging("hookline-ingress", args.common.log_format());
     // One event-loop thread by default: it serves tens of thousands of
     // requests a second and avoids cross-thread wake-ups (about a quarter of
     // the CPU per event in the load benchmark). Scale out with more tasks.

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use hookline_core::secrets::{check_key_mode, SecretRuleError, SecretSetting};
 use hookline_core::settings::{AppEnv, EventFilter};
 use secrecy::SecretString;
-use tracing_subscriber::EnvFilter;
 
 /// Parses a binary's settings from its flags and environment, as the SPEC
 /// wants its exit codes: a settings value that fails validation (an unknown
@@ -243,21 +242,21 @@ pub struct EmfSettings {
 
 /// Logging: `tracing` to stderr, text or JSON, filtered by `RUST_LOG`
 /// (default `info`). Log statements use key/value fields and never carry a
-/// secret: secrets are `SecretString`, whose `Debug` is redacted.
-/// Installs the global subscriber once; later calls are ignored.
-pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
+/// secret: secrets are `SecretString`, whose `Debug` is redacted. With an
+/// OTLP endpoint set (`OTEL_EXPORTER_OTLP_ENDPOINT`), spans are exported
+/// too, as `service` unless `OTEL_SERVICE_NAME` names it (see
+/// `hookline_telemetry`); [`run_service`] exports what is left at exit.
+/// Installs the global subscriber once; later calls are ignored. Exits 2
+/// when the OpenTelemetry settings cannot be used.
+pub fn init_logging(service: &'static str, format: LogFormat) {
+    let logs = match format {
+        LogFormat::Json => hookline_telemetry::Logs::Json,
+        LogFormat::Text => hookline_telemetry::Logs::Text,
     };
+    if let Err(error) = hookline_telemetry::init(service, logs) {
+        eprintln!("error: {error}");
+        std::process::exit(2);
+    }
 }
 
 /// Runs a service binary's `main` future on `threads` event-loop threads
@@ -288,6 +287,7 @@ where
     };
     let result = runtime.block_on(main);
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    hookline_telemetry::shutdown();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

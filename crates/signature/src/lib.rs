@@ -41,6 +41,20 @@ pub enum SignatureError {
     NoSecret,
 }
 
+impl SignatureError {
+    /// A short label of the failure, for metrics and traces.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::MissingHeader => "missing_header",
+            Self::MissingTimestamp => "missing_timestamp",
+            Self::NoV1Signature => "no_v1_signature",
+            Self::OutsideTolerance => "outside_tolerance",
+            Self::NoMatch => "no_match",
+            Self::NoSecret => "no_secret",
+        }
+    }
+}
+
 /// The parts of a `Stripe-Signature` header that matter for verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignatureHeader {

@@ -127,12 +127,45 @@ impl StripeClient {
         }
     }
 
-    /// One request, one answer, classified.
+    /// One request, one answer, classified; a client span of the event's
+    /// trace (method, path, status; never the key), whose context the
+    /// request carries as `traceparent`.
     async fn once(
         &self,
         path: &str,
         query: &[(String, String)],
         context: Option<&str>,
+    ) -> Result<Bytes, Failure> {
+        use tracing::Instrument;
+        let span = tracing::debug_span!(
+            "stripe_api",
+            otel.name = "GET",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = "GET",
+            url.path = path,
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let result = self
+            .request(path, query, context, &span)
+            .instrument(span.clone())
+            .await;
+        if let Err(Failure::Retry { error, .. } | Failure::Final(error)) = &result {
+            if !span.is_disabled() {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", error.kind().as_str());
+            }
+        }
+        result
+    }
+
+    async fn request(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        context: Option<&str>,
+        span: &tracing::Span,
     ) -> Result<Bytes, Failure> {
         self.pacer.wait().await;
         let mut request = self
@@ -141,6 +174,9 @@ impl StripeClient {
             .bearer_auth(self.key().expose_secret())
             .header("Stripe-Version", STRIPE_VERSION)
             .query(query);
+        if let Some(parent) = hookline_telemetry::traceparent(span) {
+            request = request.header(hookline_telemetry::TRACEPARENT, parent);
+        }
         if let Some(account) = context {
             // v1 names the connected account in `Stripe-Account`, v2 in
             // `Stripe-Context`.
@@ -159,6 +195,9 @@ impl StripeClient {
             after: None,
         })?;
         let status = response.status();
+        if !span.is_disabled() {
+            span.record("http.response.status_code", i64::from(status.as_u16()));
+        }
         let should_retry = header(&response, "stripe-should-retry");
         let retry_after = header(&response, "retry-after")
             .and_then(|v| v.trim().parse::<u64>().ok())

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hookline_core::clock::unix_secs;
+use hookline_core::clock::{unix_millis, unix_secs};
 use hookline_core::coalescer::{DeleteCoalescer, SendCoalescer};
 use hookline_core::message::attr;
 use hookline_core::ports::{Delivery, PortError, Queue};
@@ -60,25 +60,40 @@ impl Context {
             event_id = tracing::field::Empty,
             event_type = tracing::field::Empty,
         );
+        let logged = span.clone();
         async {
-            self.metrics.in_flight.add(1);
-            let start = Instant::now();
-            let (decision, info) = self.process_with_heartbeat(&delivery).await;
-            let current = tracing::Span::current();
-            if let Some(id) = &info.event_id {
-                current.record("event_id", id.as_str());
+            // The trace's span (a `debug` span, disabled unless exported).
+            let process = crate::trace::process_span(&delivery, self.queue.system());
+            async {
+                self.metrics.in_flight.add(1);
+                let start = Instant::now();
+                crate::trace::step("receive").in_scope(|| {
+                    let span = tracing::Span::current();
+                    if !span.is_disabled() {
+                        let waited = unix_millis().saturating_sub(delivery.sent_at_ms).max(0);
+                        span.record("hookline.outcome", "received");
+                        span.record("hookline.queue_wait_ms", waited);
+                    }
+                });
+                let (decision, info) = self.process_with_heartbeat(&delivery).await;
+                if let Some(id) = &info.event_id {
+                    logged.record("event_id", id.as_str());
+                }
+                if let Some(t) = &info.event_type {
+                    logged.record("event_type", t.as_str());
+                }
+                self.metrics.handler_latency.observe(start.elapsed());
+                let handled = self.act(&delivery, decision).await;
+                crate::trace::delivered(&tracing::Span::current(), &info, &handled);
+                handled.record(&delivery, &info, &self.metrics);
+                self.metrics.in_flight.add(-1);
+                matches!(
+                    handled,
+                    Handled::Completed(_) | Handled::DeadLettered { .. }
+                )
             }
-            if let Some(t) = &info.event_type {
-                current.record("event_type", t.as_str());
-            }
-            self.metrics.handler_latency.observe(start.elapsed());
-            let handled = self.act(&delivery, decision).await;
-            handled.record(&delivery, &info, &self.metrics);
-            self.metrics.in_flight.add(-1);
-            matches!(
-                handled,
-                Handled::Completed(_) | Handled::DeadLettered { .. }
-            )
+            .instrument(process)
+            .await
         }
         .instrument(span)
         .await
@@ -164,7 +179,8 @@ impl Context {
     /// A fresh copy (its own deduplication id, the same group) goes on the
     /// queue, whose deliveries start again; then this message goes.
     async fn requeue(&self, delivery: &Delivery, error: PortError) -> Handled {
-        let copy = delivery.to_outbound().as_copy();
+        let mut copy = delivery.to_outbound().as_copy();
+        crate::trace::carry(&mut copy);
         match self.sends.send(copy).await {
             Ok(()) => {
                 self.delete(delivery).await;
@@ -187,6 +203,7 @@ impl Context {
         let mut copy = delivery.to_outbound();
         copy.attributes
             .insert(attr::ERROR.to_owned(), truncate(&reason, 1024));
+        crate::trace::carry(&mut copy);
         match self.dead_letters.send(copy).await {
             Ok(()) => {
                 self.delete(delivery).await;

@@ -115,7 +115,7 @@ impl Destination for Registered {
 /// handlers.
 pub fn main(handlers: Handlers) -> std::process::ExitCode {
     let args: crate::WorkerArgs = hookline_settings::parse_or_exit();
-    hookline_settings::init_logging(args.common.log_format());
+    hookline_settings::init_logging("hookline-worker", args.common.log_format());
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     hookline_settings::run_service("hookline-worker", threads.max(2), async move {
         let worker = crate::Worker::build_with_handlers(args, handlers).await?;

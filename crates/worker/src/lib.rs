@@ -29,6 +29,7 @@ pub mod route;
 pub mod run;
 mod serve;
 mod settings;
+mod trace;
 
 pub use run::Worker;
 pub use settings::WorkerArgs;

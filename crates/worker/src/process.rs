@@ -138,8 +138,17 @@ impl Processor {
             ..Default::default()
         };
         // A webhook body, or an EventBridge envelope around the event.
-        let parsed = event_in(&delivery.body)
-            .and_then(|inbound| Envelope::parse(inbound.event).map(|envelope| (inbound, envelope)));
+        let parsed = crate::trace::step("unwrap").in_scope(|| {
+            let parsed = event_in(&delivery.body).and_then(|inbound| {
+                Envelope::parse(inbound.event).map(|envelope| (inbound, envelope))
+            });
+            let span = tracing::Span::current();
+            match &parsed {
+                Ok((inbound, _)) => crate::trace::outcome(&span, inbound.source.as_str()),
+                Err(_) => crate::trace::failed(&span, "invalid_payload"),
+            }
+            parsed
+        });
         let (inbound, envelope) = match parsed {
             Ok(p) => p,
             Err(error) => {
@@ -155,6 +164,10 @@ impl Processor {
         info.event_type = Some(envelope.event_type.clone());
         info.created = envelope.created;
         info.source = Some(inbound.source);
+        // The trace the ledger records: this delivery's, else the one the
+        // message names (spans not exported here, but by the ingress).
+        let trace = hookline_telemetry::trace_id(&tracing::Span::current())
+            .or_else(|| crate::trace::header_of(delivery).map(|h| h.trace_id_hex()));
         let processed = self
             .process_event(
                 &envelope,
@@ -162,6 +175,7 @@ impl Processor {
                 delivery,
                 (now, unit),
                 inbound.source,
+                trace.as_deref(),
             )
             .await;
         info.attempts = processed.attempts;
@@ -182,6 +196,7 @@ impl Processor {
         delivery: &Delivery,
         (now, unit): (i64, f64),
         source: Source,
+        trace: Option<&str>,
     ) -> Processed {
         let t = Try {
             id: &envelope.id,
@@ -193,7 +208,8 @@ impl Processor {
                 source.as_str(),
                 envelope.account.as_deref(),
                 envelope.object_id.as_deref(),
-            ),
+            )
+            .with_trace(trace),
         };
         match self.routing.plan(&envelope.event_type) {
             Some(plan) => self.route(&t, plan, envelope, event).await,
@@ -257,10 +273,48 @@ impl Processor {
         handler: Option<Handler>,
         tried: Tried,
     ) -> Result<Planned, Decision> {
-        if let Err(ignored) = admit(envelope, self.app_env, &self.enabled) {
+        if let Err(ignored) = self.admitted(envelope) {
             tracing::debug!(message = "Event not admitted; completing as ignored.", event_id = %t.id, reason = ignored.reason());
             return Ok(Planned::Ignore(ignored));
         }
+        use tracing::Instrument;
+        let span = crate::trace::step("handle");
+        let planned = self
+            .handle(t, envelope, event, handler, tried)
+            .instrument(span.clone())
+            .await;
+        match &planned {
+            Ok(Planned::Project(..)) => crate::trace::outcome(&span, "projected"),
+            Ok(Planned::Ignore(why)) => crate::trace::outcome(&span, why.reason()),
+            Err(Decision::DeadLetter { .. }) => crate::trace::failed(&span, "permanent"),
+            Err(_) => crate::trace::failed(&span, "transient"),
+        }
+        planned
+    }
+
+    /// The admission rule, as a step of the trace.
+    pub(crate) fn admitted(&self, envelope: &Envelope) -> Result<(), Ignored> {
+        crate::trace::step("admit").in_scope(|| {
+            let admitted = admit(envelope, self.app_env, &self.enabled);
+            let span = tracing::Span::current();
+            match &admitted {
+                Ok(()) => crate::trace::outcome(&span, "admitted"),
+                Err(why) => crate::trace::outcome(&span, why.reason()),
+            }
+            admitted
+        })
+    }
+
+    /// Required fields, then the handler (pure) or, for a thin event, the
+    /// fetch.
+    async fn handle(
+        &self,
+        t: &Try<'_>,
+        envelope: &Envelope,
+        event: &[u8],
+        handler: Option<Handler>,
+        tried: Tried,
+    ) -> Result<Planned, Decision> {
         let failure = match (envelope.created, fetched::thin_plan(envelope), handler) {
             (None, _, _) => "event has no created timestamp".to_owned(),
             (Some(_), Some(plan), _) => return self.fetch_thin(t, envelope, plan, tried).await,

@@ -22,7 +22,7 @@ use futures_util::future::join_all;
 use hookline_core::envelope::Envelope;
 use hookline_core::fetched::{self, ThinPlan};
 use hookline_core::handlers::Effect;
-use hookline_core::inbound::{admit, Ignored};
+use hookline_core::inbound::Ignored;
 use hookline_core::ports::{
     Change, DeliveryError, Destination, ErrorKind, Outgoing, PortError, Tried,
 };
@@ -132,7 +132,7 @@ impl Processor {
         envelope: &Envelope,
         event: &[u8],
     ) -> Processed {
-        if let Err(ignored) = admit(envelope, self.app_env, &self.enabled) {
+        if let Err(ignored) = self.admitted(envelope) {
             return self.ignore(t, ignored).await;
         }
         if plan.remote.is_empty() && !plan.projections {
@@ -170,7 +170,18 @@ impl Processor {
             .map(|d| {
                 let state = states.get(d.name()).cloned().unwrap_or_default();
                 async move {
+                    use tracing::Instrument;
                     let started = std::time::Instant::now();
+                    let span = tracing::debug_span!(
+                        "destination",
+                        otel.name = %format_args!("deliver {}", d.name()),
+                        otel.kind = "client",
+                        otel.status_code = tracing::field::Empty,
+                        hookline.destination = d.name(),
+                        hookline.attempt = i64::from(state.attempts) + 1,
+                        hookline.outcome = tracing::field::Empty,
+                        error.type = tracing::field::Empty,
+                    );
                     let result = d
                         .deliver(Outgoing {
                             event_id: t.id.as_str(),
@@ -179,7 +190,12 @@ impl Processor {
                             attempt: state.attempts + 1,
                             now: t.now,
                         })
+                        .instrument(span.clone())
                         .await;
+                    match &result {
+                        Ok(()) => crate::trace::outcome(&span, "delivered"),
+                        Err(e) => crate::trace::failed(&span, e.kind.as_str()),
+                    }
                     self.routing
                         .count(d.name(), |m| m.latency.observe(started.elapsed()));
                     Tried1 {

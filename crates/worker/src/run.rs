@@ -144,7 +144,12 @@ impl Worker {
             queue: backend.queue,
             dlq,
             processor: Processor {
-                store: backend.store,
+                // Each store write a span of the event's trace, when exported.
+                store: if hookline_telemetry::enabled() {
+                    Arc::new(crate::trace::TracedStore::new(backend.store))
+                } else {
+                    backend.store
+                },
                 app_env: args.common.app_env,
                 enabled: args.events.enabled_events,
                 backoff: Backoff {

@@ -124,7 +124,11 @@ pub(super) async fn index(State(c): State<Arc<Console>>, Query(q): Query<IndexQu
     };
     let lookup = match q.lookup.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
-        Some(id) => Some(view::lookup(c.backend.store.as_ref(), id).await),
+        Some(id) => {
+            let mut l = view::lookup(c.backend.store.as_ref(), id).await;
+            l.trace_url = view::trace_url(c.trace_url_template.as_deref(), l.ledger.as_ref());
+            Some(l)
+        }
     };
     let job = c.job().view();
     Html(page::index(&overview, lookup.as_ref(), &job, &c.csrf)).into_response()

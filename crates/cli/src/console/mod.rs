@@ -66,6 +66,9 @@ pub struct ConsoleArgs {
     /// Host names (comma-separated, `name` or `name:port`) the console answers besides loopback and its own address, for example the name of a proxy in front of it.
     #[arg(long, env = "CONSOLE_ALLOWED_HOSTS", value_delimiter = ',')]
     pub console_allowed_hosts: Vec<String>,
+    /// Link to an event's trace: a URL with `{trace_id}` (32 hex digits) or `{xray_trace_id}` (X-Ray's `1-…-…`), for example `https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#xray:traces/{xray_trace_id}`.
+    #[arg(long, env = "TRACE_URL_TEMPLATE")]
+    pub trace_url_template: Option<String>,
     #[command(flatten)]
     pub backend: BackendOpts,
 }
@@ -84,6 +87,7 @@ struct Console {
     job: Mutex<Job>,
     jobs_started: std::sync::atomic::AtomicU64,
     logins: Mutex<auth::LoginLimiter>,
+    trace_url_template: Option<String>,
 }
 
 impl Console {
@@ -96,7 +100,7 @@ impl Console {
 
 /// Runs the console until ctrl-c or SIGTERM.
 pub async fn cmd(args: &ConsoleArgs) -> anyhow::Result<std::process::ExitCode> {
-    hookline_settings::init_logging(args.backend.common.log_format());
+    hookline_settings::init_logging("hookline-console", args.backend.common.log_format());
     let addr: SocketAddr = args
         .console_addr
         .parse()
@@ -107,6 +111,9 @@ pub async fn cmd(args: &ConsoleArgs) -> anyhow::Result<std::process::ExitCode> {
         anyhow::bail!(
             "CONSOLE_ADDR {addr} is not a loopback address: set CONSOLE_TOKEN (or bind 127.0.0.1)"
         );
+    }
+    if let Some(template) = &args.trace_url_template {
+        view::check_trace_template(template)?;
     }
     let (backend, dlq) = args.backend.open_with_dlq().await?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -131,6 +138,7 @@ pub async fn cmd(args: &ConsoleArgs) -> anyhow::Result<std::process::ExitCode> {
         job: Mutex::new(Job::default()),
         jobs_started: std::sync::atomic::AtomicU64::new(0),
         logins: Mutex::new(auth::LoginLimiter::default()),
+        trace_url_template: args.trace_url_template.clone(),
     });
     let shutdown = hookline_core::shutdown::on_signal();
     axum::serve(

@@ -163,6 +163,9 @@ pub fn index(o: &Overview, lookup: Option<&Lookup>, job: &JobView, csrf: &str) -
                     p { (l.id) }
                     @if let Some(e) = &l.error { p class="error" { (e) } }
                     @if let Some(ledger) = &l.ledger { (record("Ledger item", ledger)) (destinations(ledger)) }
+                    @if let Some(url) = &l.trace_url {
+                        p { a id="trace-link" href=(url) rel="noopener noreferrer" { "Trace of this event" } }
+                    }
                     @if let Some(item) = &l.item { (record("Projected item", item)) }
                 }
             }

@@ -129,6 +129,31 @@ pub struct Lookup {
     pub ledger: Option<serde_json::Value>,
     pub item: Option<serde_json::Value>,
     pub error: Option<String>,
+    /// The event's trace, through `TRACE_URL_TEMPLATE`.
+    pub trace_url: Option<String>,
+}
+
+/// A `TRACE_URL_TEMPLATE` must be an http(s) URL naming the trace.
+pub fn check_trace_template(template: &str) -> anyhow::Result<()> {
+    if !(template.starts_with("https://") || template.starts_with("http://")) {
+        anyhow::bail!("TRACE_URL_TEMPLATE must start with https:// or http://");
+    }
+    if !(template.contains("{trace_id}") || template.contains("{xray_trace_id}")) {
+        anyhow::bail!("TRACE_URL_TEMPLATE must contain {{trace_id}} or {{xray_trace_id}}");
+    }
+    Ok(())
+}
+
+/// The link to the trace a ledger item names (`traceId`), by `template`.
+/// Only a 32-hex-digit id is put in: nothing else of the item reaches the URL.
+pub fn trace_url(template: Option<&str>, ledger: Option<&serde_json::Value>) -> Option<String> {
+    let id = ledger?.get("traceId")?.as_str()?;
+    let xray = hookline_telemetry::xray::xray_trace_id(id)?;
+    Some(
+        template?
+            .replace("{trace_id}", &id.to_ascii_lowercase())
+            .replace("{xray_trace_id}", &xray),
+    )
 }
 
 /// An event id finds its ledger item, then what it projected; any other id
@@ -263,6 +288,26 @@ mod tests {
         assert!(overview(crate::dlq::Stats::default(), &[], None)
             .by_reason
             .is_empty());
+    }
+
+    #[test]
+    fn a_trace_link_takes_only_a_trace_id() {
+        let template = "https://console.example/xray/{xray_trace_id}?raw={trace_id}";
+        check_trace_template(template).expect("valid");
+        assert!(check_trace_template("javascript:{trace_id}").is_err());
+        assert!(check_trace_template("https://console.example/").is_err());
+        let ledger = serde_json::json!({"traceId": "5759e988bd862e3fe1be46a994272793"});
+        assert_eq!(
+            trace_url(Some(template), Some(&ledger)).as_deref(),
+            Some("https://console.example/xray/1-5759e988-bd862e3fe1be46a994272793?raw=5759e988bd862e3fe1be46a994272793")
+        );
+        let hostile = serde_json::json!({"traceId": "\"><script>alert(1)</script>"});
+        assert_eq!(trace_url(Some(template), Some(&hostile)), None);
+        assert_eq!(trace_url(None, Some(&ledger)), None);
+        assert_eq!(
+            trace_url(Some(template), Some(&serde_json::json!({}))),
+            None
+        );
     }
 
     #[test]
