@@ -14,6 +14,9 @@
 //!   with stripe-node's `constructEvent` and keeping events in memory
 //!   (`benches/node-peer`, installed with `npm ci` from its lock file;
 //!   skipped with a note where `node`/`npm` are missing);
+//! - `traced`: `full` with every span exported (100 % sampling) over OTLP
+//!   to a collector stand-in on loopback; its CPU is read once the last
+//!   batch is in, so exporting is counted;
 //! - `before` (when BENCH_INGRESS_BEFORE names another ingress binary):
 //!   that build under the same load, to compare builds side by side.
 //!
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant};
 
 #[path = "support.rs"]
 mod support;
-use support::{cpu_ticks, env_usize, peak_rss_kb, release_binary, tick_us};
+use support::{cpu_ticks, env_usize, peak_rss_kb, release_binary, tick_us, OtlpSink};
 
 const SECRET: &str = "whsec_test_benchmarkSecretValue000000";
 
@@ -99,10 +102,15 @@ fn start(enabled: &str) -> Server {
 }
 
 fn start_binary(binary: PathBuf, enabled: &str) -> Server {
+    start_with(binary, enabled, &[])
+}
+
+fn start_with(binary: PathBuf, enabled: &str, env: &[(String, String)]) -> Server {
     let dir = tempfile::tempdir().expect("tmp");
     let port = free_port();
     let child = Command::new(binary)
         .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("BIND_ADDR", format!("127.0.0.1:{port}"))
         .env("DATA_DIR", dir.path())
         .env("STRIPE_WEBHOOK_SECRET", SECRET)
@@ -152,6 +160,17 @@ async fn run(label: &'static str, enabled: &str, requests: usize, conns: usize) 
 }
 
 async fn measure(label: &'static str, server: Server, requests: usize, conns: usize) -> Report {
+    measure_with(label, server, requests, conns, None).await
+}
+
+/// With `sink`, the CPU is read once the last batch of spans is in.
+async fn measure_with(
+    label: &'static str,
+    server: Server,
+    requests: usize,
+    conns: usize,
+    sink: Option<&OtlpSink>,
+) -> Report {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(conns)
         .build()
@@ -178,6 +197,9 @@ async fn measure(label: &'static str, server: Server, requests: usize, conns: us
     let start = Instant::now();
     let (mut latencies, non_200) = send_all(&client, &url, work, conns).await;
     let elapsed = start.elapsed();
+    if let Some(sink) = sink {
+        sink.settle().await;
+    }
     let (cpu1, hwm_kb) = ticks_and_hwm(pid);
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
@@ -269,6 +291,13 @@ fn main() {
         let server = start_binary(PathBuf::from(bin), "payment_intent.succeeded");
         rt.block_on(measure("before", server, requests, conns))
     });
+    // Every span exported (100 % sampling) to a collector on loopback.
+    let sink = rt.block_on(OtlpSink::start());
+    let traced = {
+        let server = start_with(ingress_binary(), "payment_intent.succeeded", &sink.env());
+        rt.block_on(measure_with("traced", server, requests, conns, Some(&sink)))
+    };
+    let otlp_bytes = sink.bytes() as f64 / (requests + conns * 4) as f64;
     let node =
         start_node_peer().map(|server| rt.block_on(measure("node-peer", server, requests, conns)));
     println!("ingress on the embedded backend: {requests} signed ~3 KB events, {conns} connections, 2-core machine shared with the load generator");
@@ -276,9 +305,15 @@ fn main() {
         "{:<11} {:>9} {:>9} {:>9} {:>13} {:>9} {:>8}",
         "run", "req/s", "p50 ms", "p99 ms", "CPU us/event", "peak MB", "non-200"
     );
-    for r in [Some(&full), Some(&base), before.as_ref(), node.as_ref()]
-        .into_iter()
-        .flatten()
+    for r in [
+        Some(&full),
+        Some(&base),
+        Some(&traced),
+        before.as_ref(),
+        node.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
     {
         println!(
             "{:<11} {:>9.0} {:>9.2} {:>9.2} {:>13.1} {:>9.1} {:>8}",
@@ -295,6 +330,10 @@ fn main() {
         "durable enqueue costs {:.1} us of server CPU per event on top of HTTP + verification ({:.2}x)",
         full.cpu_us_per_event - base.cpu_us_per_event,
         full.cpu_us_per_event / base.cpu_us_per_event.max(0.001)
+    );
+    println!(
+        "tracing on (100 % sampled, {otlp_bytes:.0} B of OTLP per event) costs {:+.1} us of server CPU per event",
+        traced.cpu_us_per_event - full.cpu_us_per_event
     );
     if let Some(before) = &before {
         println!(

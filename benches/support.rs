@@ -89,3 +89,81 @@ pub async fn wait_completed(
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+/// An OTLP/HTTP collector stand-in on loopback for the tracing rows: it
+/// answers every export 200 and counts requests and bytes (it decodes
+/// nothing; the tests decode with OpenTelemetry's own protos).
+pub struct OtlpSink {
+    pub endpoint: String,
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl OtlpSink {
+    pub async fn start() -> OtlpSink {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let requests = Arc::new(AtomicU64::new(0));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (r, b) = (Arc::clone(&requests), Arc::clone(&bytes));
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let (r, b) = (Arc::clone(&r), Arc::clone(&b));
+                async move {
+                    r.fetch_add(1, Ordering::Relaxed);
+                    b.fetch_add(body.len() as u64, Ordering::Relaxed);
+                    (
+                        [("content-type", "application/x-protobuf")],
+                        Vec::<u8>::new(),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        OtlpSink {
+            endpoint,
+            requests,
+            bytes,
+        }
+    }
+
+    /// A binary's settings to export every span here: 100 % sampling (the
+    /// SDK's default), batches every 200 ms, a queue deep enough that no
+    /// span is dropped at the bench's rate.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", self.endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "1000000"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until no export has arrived for a second (the process's last
+    /// batch is in, so its CPU time includes exporting it).
+    pub async fn settle(&self) {
+        let mut last = self.bytes();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let now = self.bytes();
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    }
+}

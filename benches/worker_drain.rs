@@ -12,6 +12,13 @@
 //! receiver in this process answers 200 to each signed POST. The figure to
 //! hold: ≥ 5,000 events/s at ≤ 1.5× the projections' worker CPU per event.
 //!
+//! Tracing, side by side in the same run: the drain with tracing off, then
+//! with every span exported (100 % sampling) over OTLP to a collector
+//! stand-in on loopback, the CPU read once the last batch is in. The figure
+//! to hold: ≤ 10 µs more worker CPU per event. With BENCH_WORKER_BEFORE
+//! naming another build's worker, that build's drain too (what tracing off
+//! costs against a build without it).
+//!
 //! Run: `make bench`, or `cargo build --release --bins && cargo bench --bench
 //! worker_drain`. Knobs: BENCH_EVENTS (default 10000), BENCH_RUNS (default
 //! 1), BENCH_WORKER_BIN (another worker binary, to compare builds side by
@@ -26,7 +33,7 @@ use hookline_core::ports::{Queue, Store};
 
 #[path = "support.rs"]
 mod support;
-use support::{cpu_ticks, env_usize, release_binary, tick_us, wait_completed};
+use support::{cpu_ticks, env_usize, release_binary, tick_us, wait_completed, OtlpSink};
 
 const FIXTURES: [&str; 6] = [
     include_str!("../testdata/stripe-events/payment_intent.succeeded.json"),
@@ -107,6 +114,18 @@ async fn receiver() -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
 }
 
 async fn drain(events: usize, concurrency: usize, routes: Option<String>) -> Drain {
+    drain_with(worker_binary(), events, concurrency, routes, None).await
+}
+
+/// A drain by `binary`; with `sink`, every span exported there (the CPU
+/// read once the last batch is in).
+async fn drain_with(
+    binary: PathBuf,
+    events: usize,
+    concurrency: usize,
+    routes: Option<String>,
+    sink: Option<&OtlpSink>,
+) -> Drain {
     let dir = tempfile::tempdir().expect("tmp");
     let e = hookline_embedded::open(dir.path(), Default::default()).expect("open");
     let now = hookline_core::clock::unix_secs();
@@ -118,8 +137,9 @@ async fn drain(events: usize, concurrency: usize, routes: Option<String>) -> Dra
         .map(|a| a.port())
         .expect("port");
     let start = Instant::now();
-    let mut child = Command::new(worker_binary())
+    let mut child = Command::new(binary)
         .env_clear()
+        .envs(sink.map(OtlpSink::env).unwrap_or_default())
         .env("DATA_DIR", dir.path())
         .env("WORKER_CONCURRENCY", concurrency.to_string())
         .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
@@ -135,6 +155,9 @@ async fn drain(events: usize, concurrency: usize, routes: Option<String>) -> Dra
     })
     .await;
     let elapsed = start.elapsed();
+    if let Some(sink) = sink {
+        sink.settle().await;
+    }
     let ticks = cpu_ticks(pid);
     let _ = child.kill();
     let _ = child.wait();
@@ -167,6 +190,46 @@ fn main() {
             let d = rt.block_on(drain(events, concurrency, None));
             println!("{:<12} {:>10.0} {:>18.0}", concurrency, d.eps, d.cpu_us);
         }
+    }
+    // Side by side: tracing off, then every span exported (100 % sampling)
+    // to a collector on loopback; with BENCH_WORKER_BEFORE, another build.
+    let sink = rt.block_on(OtlpSink::start());
+    let before = std::env::var_os("BENCH_WORKER_BEFORE").map(PathBuf::from);
+    println!(
+        "\ntracing (concurrency 64): off, on at 100 % sampling to an OTLP collector on loopback"
+    );
+    println!(
+        "{:<12} {:>10} {:>18} {:>14}",
+        "run", "events/s", "CPU µs per event", "OTLP B/event"
+    );
+    for _ in 0..runs {
+        let off = rt.block_on(drain(events, 64, None));
+        let sent = sink.bytes();
+        let on = rt.block_on(drain_with(worker_binary(), events, 64, None, Some(&sink)));
+        let per_event = (sink.bytes() - sent) as f64 / events as f64;
+        println!(
+            "{:<12} {:>10.0} {:>18.1} {:>14}",
+            "off", off.eps, off.cpu_us, "-"
+        );
+        println!(
+            "{:<12} {:>10.0} {:>18.1} {:>14.0}",
+            "on", on.eps, on.cpu_us, per_event
+        );
+        if let Some(bin) = &before {
+            let b = rt.block_on(drain_with(bin.clone(), events, 64, None, None));
+            println!(
+                "{:<12} {:>10.0} {:>18.1} {:>14}",
+                "before", b.eps, b.cpu_us, "-"
+            );
+            println!(
+                "off vs before: {:+.1} µs of worker CPU per event",
+                off.cpu_us - b.cpu_us
+            );
+        }
+        println!(
+            "tracing on costs {:+.1} µs of worker CPU per event",
+            on.cpu_us - off.cpu_us
+        );
     }
     // Side by side: the projections, then forwarding to a local receiver.
     let (port, taken) = rt.block_on(receiver());

@@ -11,7 +11,9 @@ existing secrets (the README's recommended flow), which moto's Secrets
 Manager holds. moto drops DestinationSecurityGroupId from inline egress
 rules (the load balancer's egress is checked on the template). moto also reads a partner event bus name (which contains
 slashes, aws.partner/stripe.com/...) as if it were an ARN when a rule names
-it; the fixture below makes it read names as EventBridge does.
+it; the fixture below makes it read names as EventBridge does. moto keeps
+an AWS::NoValue element of a task's container list as null, where
+CloudFormation drops it; the fixture drops it too.
 """
 
 import ast
@@ -39,6 +41,20 @@ def aws(monkeypatch):
         return bus.split(":event-bus/", 1)[1] if bus.startswith("arn:") else bus
 
     monkeypatch.setattr(events_models.EventsBackend, "_normalize_event_bus_arn", normalize)
+
+    # CloudFormation drops a list element that is AWS::NoValue (the tracing
+    # sidecar of a stack without tracing); moto passes it on as null and
+    # its ECS refuses the task definition.
+    from moto.ecs import models as ecs_models
+
+    register = ecs_models.EC2ContainerServiceBackend.register_task_definition
+
+    def register_without_novalue(self, family, container_definitions, *args, **kwargs):
+        kept = [c for c in container_definitions if c is not None]
+        return register(self, family, kept, *args, **kwargs)
+
+    monkeypatch.setattr(ecs_models.EC2ContainerServiceBackend, "register_task_definition",
+                        register_without_novalue)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
@@ -112,8 +128,8 @@ def role_policy(aws, logical, created):
 def env_of(aws, created, logical):
     arn = created[logical]["PhysicalResourceId"]
     td = aws("ecs").describe_task_definition(taskDefinition=arn)["taskDefinition"]
-    (c,) = td["containerDefinitions"]
     # moto keeps an AWS::NoValue list element as null; CloudFormation drops it.
+    (c,) = [c for c in td["containerDefinitions"] if c and c.get("name") != "otel-collector"]
     return {e["name"]: e["value"] for e in c["environment"] if e is not None}
 
 
@@ -265,3 +281,41 @@ def test_without_the_audit_trail_nothing_of_it_is_created(aws):
     assert not aws("logs").describe_log_groups(logGroupNamePrefix="/hookline/hookline/audit")["logGroups"]
     assert not aws("cloudwatch").describe_alarms(AlarmNames=["hookline-SecretReadByOtherPrincipal"])["MetricAlarms"]
     assert "WorkerService" in created, "the rest of the stack is there"
+
+
+def test_tracing_deploys_a_collector_beside_each_service(aws):
+    webhook, api_key = existing_secrets(aws)
+    created, outputs = deploy(aws, WebhookSecretArn=webhook, StripeApiKeySecretArn=api_key,
+                              EnableTracing="true", TraceSamplingRatio="0.25")
+    ecs = aws("ecs")
+    for logical, service in (("IngressTaskDefinition", "hookline-ingress"),
+                             ("WorkerTaskDefinition", "hookline-worker")):
+        arn = created[logical]["PhysicalResourceId"]
+        td = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+        names = sorted(c["name"] for c in td["containerDefinitions"] if c)
+        assert names == sorted([service.removeprefix("hookline-"), "otel-collector"]), names
+        assert str(td["memory"]) == "1024"
+        env = env_of(aws, created, logical)
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"
+        assert env["OTEL_SERVICE_NAME"] == service
+        assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.25"
+    for role in ("IngressTaskRole", "WorkerTaskRole"):
+        actions = {a for st in role_policy(aws, role, created) for a in
+                   (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])}
+        assert {"xray:PutTraceSegments", "xray:PutTelemetryRecords"} <= actions, role
+    assert "TRACE_URL_TEMPLATE='https://us-east-1.console.aws.amazon.com/" in outputs["OperatorEnvironment"]
+
+
+def test_without_tracing_no_collector_and_no_trace_writes(aws):
+    webhook, api_key = existing_secrets(aws)
+    created, outputs = deploy(aws, WebhookSecretArn=webhook, StripeApiKeySecretArn=api_key)
+    ecs = aws("ecs")
+    arn = created["WorkerTaskDefinition"]["PhysicalResourceId"]
+    td = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+    assert [c["name"] for c in td["containerDefinitions"] if c] == ["worker"]
+    assert not any(k.startswith("OTEL_") for k in env_of(aws, created, "WorkerTaskDefinition"))
+    for role in ("IngressTaskRole", "WorkerTaskRole"):
+        for st in role_policy(aws, role, created):
+            acts = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+            assert not any(a.startswith("xray:") for a in acts), role
+    assert "TRACE_URL_TEMPLATE" not in outputs["OperatorEnvironment"]

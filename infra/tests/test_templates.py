@@ -82,8 +82,11 @@ def test_no_wildcard_actions_and_every_resource_is_the_stacks_own(template):
             assert "*" not in action, f"{role}: wildcard action {action}"
         for res in [r for item in as_list(st["Resource"]) for r in branches(item)]:
             if res == "*":
-                # The one action AWS does not let us scope.
-                assert as_list(st["Action"]) == ["ecr:GetAuthorizationToken"], f"{role}: {st}"
+                # The actions AWS does not let us scope.
+                assert as_list(st["Action"]) in (
+                    ["ecr:GetAuthorizationToken"],
+                    ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+                ), f"{role}: {st}"
             else:
                 assert refers_to_own(res, template), f"{role}: resource {res} is not the stack's own"
 
@@ -138,8 +141,15 @@ def settings_read_by(binary):
     return names
 
 
+def containers(template, task):
+    """A task's container definitions (each branch of an `Fn::If`)."""
+    defs = resources(template, "AWS::ECS::TaskDefinition")[task]["Properties"]["ContainerDefinitions"]
+    return [c for x in defs for c in branches(x)]
+
+
 def container(template, task):
-    (c,) = resources(template, "AWS::ECS::TaskDefinition")[task]["Properties"]["ContainerDefinitions"]
+    """The service's own container (not the tracing sidecar)."""
+    (c,) = [c for c in containers(template, task) if c["Name"] != "otel-collector"]
     return c
 
 
@@ -154,7 +164,8 @@ def test_task_environment_matches_what_the_service_reads(template, task, binary,
     env = {e["Name"]: e["Value"] for x in c["Environment"] for e in branches(x)}
     known = settings_read_by(binary)
     for name in env:
-        assert name in known or name.startswith("AWS_"), f"{task}: {name} is not read by hookline-{binary}"
+        # OTEL_* are OpenTelemetry's standard variables, read by its SDK.
+        assert name in known or name.startswith(("AWS_", "OTEL_")), f"{task}: {name} is not read by hookline-{binary}"
     assert required <= set(env), f"{task} lacks {required - set(env)}"
     assert {"EMF_NAMESPACE", "EMF_INTERVAL_SECS", "ENABLED_EVENTS"} <= set(env), "metrics reach CloudWatch"
     assert env["APP_ENV"] == "production"
@@ -271,7 +282,7 @@ def test_only_the_webhook_path_is_forwarded(template):
     paths = [c["PathPatternConfig"]["Values"] for c in p["Conditions"] if c["Field"] == "path-pattern"]
     assert paths == [[{"Ref": "WebhookPath"}]]
     assert [a["Type"] for a in p["Actions"]] == ["forward"]
-    env = {e["Name"]: e["Value"] for e in container(template, "IngressTaskDefinition")["Environment"]}
+    env = {e["Name"]: e["Value"] for x in container(template, "IngressTaskDefinition")["Environment"] for e in branches(x)}
     assert env["WEBHOOK_PATH"] == {"Ref": "WebhookPath"}, "the ingress serves the path the rule forwards"
 
 
@@ -292,7 +303,7 @@ def test_secret_parameters_are_what_tasks_and_policies_use(template):
     assert params["WebhookSecretArn"]["Default"] == "" and params["StripeApiKeySecretArn"]["Default"] == ""
     webhook = {"Fn::If": ["CreateWebhookSecret", {"Ref": "WebhookSecret"}, {"Ref": "WebhookSecretArn"}]}
     api_key = {"Fn::If": ["CreateApiKeySecret", {"Ref": "StripeApiKeySecret"}, {"Ref": "StripeApiKeySecretArn"}]}
-    env = {e["Name"]: e["Value"] for e in container(template, "IngressTaskDefinition")["Environment"]}
+    env = {e["Name"]: e["Value"] for x in container(template, "IngressTaskDefinition")["Environment"] for e in branches(x)}
     assert env["STRIPE_WEBHOOK_SECRET_ID"] == webhook
     ingress_reads = [st["Resource"] for r, st in role_statements(template)
                      if r == "IngressTaskRole" and "secretsmanager:GetSecretValue" in as_list(st["Action"])]
@@ -395,7 +406,7 @@ def test_the_ingress_keeps_idle_connections_longer_than_the_alb(template):
     closing and answer Stripe 502."""
     attrs = resources(template, "AWS::ElasticLoadBalancingV2::LoadBalancer")["LoadBalancer"]["Properties"]
     alb_idle = int({a["Key"]: a["Value"] for a in attrs["LoadBalancerAttributes"]}["idle_timeout.timeout_seconds"])
-    env = {e["Name"]: e["Value"] for e in container(template, "IngressTaskDefinition")["Environment"]}
+    env = {e["Name"]: e["Value"] for x in container(template, "IngressTaskDefinition")["Environment"] for e in branches(x)}
     ingress_idle = int(env["KEEP_ALIVE_TIMEOUT_SECS"])
     assert alb_idle < ingress_idle
     header_read = re.search(r'env = "HEADER_READ_TIMEOUT_SECS", default_value_t = (\d+)',
@@ -700,3 +711,69 @@ def test_config_rules_cover_the_guides_checks(template):
     for secret in ("WebhookSecret", "StripeApiKeySecret"):
         tags = {t["Key"]: t["Value"] for t in template["Resources"][secret]["Properties"]["Tags"]}
         assert "Stripe dashboard" in tags["hookline:rotation"]
+
+
+# ---------------------------------------------------------------- Tracing
+
+@pytest.mark.parametrize("task,service", [
+    ("IngressTaskDefinition", "hookline-ingress"),
+    ("WorkerTaskDefinition", "hookline-worker"),
+])
+def test_tracing_adds_the_collector_beside_each_service_and_is_off_by_default(template, task, service):
+    assert template["Parameters"]["EnableTracing"]["Default"] == "false"
+    assert not holds(template, {}, "TracingOn")
+    assert holds(template, {"EnableTracing": "true"}, "TracingOn")
+    (sidecar,) = [c for c in containers(template, task) if c["Name"] == "otel-collector"]
+    defs = resources(template, "AWS::ECS::TaskDefinition")[task]["Properties"]["ContainerDefinitions"]
+    assert defs[1]["Fn::If"][0] == "TracingOn", "the sidecar exists only with tracing on"
+    assert sidecar["Image"] == {"Ref": "CollectorImageUri"}
+    assert "aws-otel-collector" in template["Parameters"]["CollectorImageUri"]["Default"]
+    assert sidecar["Essential"] is False, "a collector that stops never stops the service"
+    assert sidecar["ReadonlyRootFilesystem"] is True and sidecar["User"] not in ("0", "root")
+    (config,) = [e["Value"] for e in sidecar["Environment"] if e["Name"] == "AOT_CONFIG_CONTENT"]
+    assert "endpoint: 127.0.0.1:4318" in config, "OTLP on loopback only"
+    assert "awsxray:" in config and "exporters: [awsxray]" in config
+    assert "stripe.event_id" in config, "an event's trace is found by its id"
+
+    app = container(template, task)
+    env = {}
+    for x in app["Environment"]:
+        if isinstance(x, dict) and "Fn::If" in x:
+            assert x["Fn::If"][0] != "TracingOn" or x["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+        for e in branches(x):
+            env[e["Name"]] = e["Value"]
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"
+    assert env["OTEL_SERVICE_NAME"] == service
+    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert env["OTEL_TRACES_SAMPLER_ARG"] == {"Ref": "TraceSamplingRatio"}
+    traced = [x["Fn::If"][1]["Name"] for x in app["Environment"]
+              if isinstance(x, dict) and "Fn::If" in x and x["Fn::If"][0] == "TracingOn"]
+    assert set(traced) == {n for n in env if n.startswith("OTEL_")}, "every OTEL_ setting only with tracing on"
+    memory = resources(template, "AWS::ECS::TaskDefinition")[task]["Properties"]["Memory"]
+    assert memory == {"Fn::If": ["TracingOn", "1024", "512"]}
+
+
+def test_only_the_task_roles_may_write_traces_and_only_with_tracing_on(template):
+    writers = {}
+    for name, role in resources(template, "AWS::IAM::Role").items():
+        for policy in role["Properties"].get("Policies", []):
+            for st in policy["PolicyDocument"]["Statement"]:
+                for one in branches(st):
+                    if any(a.startswith("xray:") for a in as_list(one["Action"])):
+                        assert st["Fn::If"][0] == "TracingOn", name
+                        writers[name] = as_list(one["Action"])
+    assert writers == {
+        "IngressTaskRole": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+        "WorkerTaskRole": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+    }
+
+
+def test_the_operator_environment_links_the_console_to_x_ray_with_tracing_on(template):
+    line, variables = template["Outputs"]["OperatorEnvironment"]["Value"]["Fn::Sub"]
+    assert "${TraceSetting}" in line
+    condition, on, off = variables["TraceSetting"]["Fn::If"]
+    assert condition == "TracingOn" and off == ""
+    assert "TRACE_URL_TEMPLATE='https://${AWS::Region}.console.aws.amazon.com/" in on["Fn::Sub"]
+    assert "{xray_trace_id}" in on["Fn::Sub"]
+    console = (ROOT / "crates/cli/src/console/mod.rs").read_text()
+    assert 'env = "TRACE_URL_TEMPLATE"' in console
