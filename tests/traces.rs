@@ -610,3 +610,25 @@ print(json.dumps([{"system": m.get("Attributes", {}), "attributes": sorted(m.get
     assert!(queue_drains(&bed).await, "{}", bed.dlq_report().await);
     assert_eq!(bed.dlq_len().await, 0);
 }
+
+/// An OTLP endpoint that cannot be used is a settings error (exit 1, a
+/// message naming OpenTelemetry), not a service that runs untraced.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unusable_otlp_endpoint_is_a_settings_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for binary in ["hookline-ingress", "hookline-worker"] {
+        let out = tokio::process::Command::new(bin(binary))
+            .env_clear()
+            .env("DATA_DIR", dir.path())
+            .env("STRIPE_WEBHOOK_SECRET", SECRET)
+            .env("BIND_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url")
+            .output()
+            .await
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{binary}: {err}");
+        assert!(err.contains("OpenTelemetry"), "{binary}: {err}");
+    }
+}

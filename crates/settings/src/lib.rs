@@ -246,8 +246,8 @@ pub struct EmfSettings {
 /// OTLP endpoint set (`OTEL_EXPORTER_OTLP_ENDPOINT`), spans are exported
 /// too, as `service` unless `OTEL_SERVICE_NAME` names it (see
 /// `hookline_telemetry`); [`run_service`] exports what is left at exit.
-/// Installs the global subscriber once; later calls are ignored. Exits 2
-/// when the OpenTelemetry settings cannot be used.
+/// Installs the global subscriber once; later calls are ignored. Exits 1
+/// (a settings error) when the OpenTelemetry settings cannot be used.
 pub fn init_logging(service: &'static str, format: LogFormat) {
     let logs = match format {
         LogFormat::Json => hookline_telemetry::Logs::Json,
@@ -255,7 +255,7 @@ pub fn init_logging(service: &'static str, format: LogFormat) {
     };
     if let Err(error) = hookline_telemetry::init(service, logs) {
         eprintln!("error: {error}");
-        std::process::exit(2);
+        std::process::exit(1);
     }
 }
 
