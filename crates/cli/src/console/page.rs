@@ -294,4 +294,29 @@ mod tests {
             "shown only when a destination failed"
         );
     }
+
+    #[test]
+    fn a_looked_up_event_links_to_its_trace() {
+        let ledger = serde_json::json!({"eventId": "evt_test_1", "traceId": "5759e988bd862e3fe1be46a994272793"});
+        let lookup = Lookup {
+            id: "evt_test_1".to_owned(),
+            trace_url: crate::console::view::trace_url(
+                Some("https://console.example/xray?q=1&id={xray_trace_id}"),
+                Some(&ledger),
+            ),
+            ledger: Some(ledger),
+            ..Lookup::default()
+        };
+        let html = index(&Overview::default(), Some(&lookup), &JobView::default(), "t");
+        assert!(
+            html.contains(r#"<a id="trace-link" href="https://console.example/xray?q=1&amp;id=1-5759e988-bd862e3fe1be46a994272793" rel="noopener noreferrer">"#),
+            "{html}"
+        );
+        let without = Lookup {
+            trace_url: None,
+            ..lookup
+        };
+        let html = index(&Overview::default(), Some(&without), &JobView::default(), "t");
+        assert!(!html.contains("trace-link"), "no template, no link");
+    }
 }
