@@ -48,6 +48,9 @@ pub(crate) fn process_span(delivery: &Delivery, system: &'static str) -> Span {
         hookline.outcome = Empty,
         error.type = Empty,
     );
+    if span.is_disabled() {
+        return span;
+    }
     if let Some(header) = header_of(delivery) {
         hookline_telemetry::continue_from(&span, &header);
     }
