@@ -185,7 +185,9 @@ fn main() {
         "{:<12} {:>10} {:>18}",
         "concurrency", "events/s", "CPU µs per event"
     );
-    for concurrency in [16usize, 64] {
+    // BENCH_PART=tracing: the tracing rows only (for a profile of them).
+    let tracing_only = std::env::var("BENCH_PART").is_ok_and(|p| p == "tracing");
+    for concurrency in [16usize, 64].into_iter().filter(|_| !tracing_only) {
         for _ in 0..runs {
             let d = rt.block_on(drain(events, concurrency, None));
             println!("{:<12} {:>10.0} {:>18.0}", concurrency, d.eps, d.cpu_us);
@@ -230,6 +232,9 @@ fn main() {
             "tracing on costs {:+.1} µs of worker CPU per event",
             on.cpu_us - off.cpu_us
         );
+    }
+    if tracing_only {
+        return;
     }
     // Side by side: the projections, then forwarding to a local receiver.
     let (port, taken) = rt.block_on(receiver());

@@ -104,6 +104,7 @@ pub fn init(service: &'static str, logs: Logs) -> Result<(), TelemetryError> {
                 .with_target(false)
                 .with_level(false)
                 .with_tracked_inactivity(false)
+                .with_context_activation(false)
                 .with_filter(tracing_subscriber::filter::filter_fn(exported)),
         )
     } else {

@@ -307,7 +307,12 @@ mod tests {
             ledger: Some(ledger),
             ..Lookup::default()
         };
-        let html = index(&Overview::default(), Some(&lookup), &JobView::default(), "t");
+        let html = index(
+            &Overview::default(),
+            Some(&lookup),
+            &JobView::default(),
+            "t",
+        );
         assert!(
             html.contains(r#"<a id="trace-link" href="https://console.example/xray?q=1&amp;id=1-5759e988-bd862e3fe1be46a994272793" rel="noopener noreferrer">"#),
             "{html}"
@@ -316,7 +321,12 @@ mod tests {
             trace_url: None,
             ..lookup
         };
-        let html = index(&Overview::default(), Some(&without), &JobView::default(), "t");
+        let html = index(
+            &Overview::default(),
+            Some(&without),
+            &JobView::default(),
+            "t",
+        );
         assert!(!html.contains("trace-link"), "no template, no link");
     }
 }
