@@ -19,6 +19,7 @@ use hookline_core::ports::Queue;
 use hookline_core::secrets::{parse_webhook_secrets, SecretRuleError, SecretSetting, SecretSource};
 use hookline_core::settings::{AppEnv, EventFilter};
 use hookline_signature::Verifier;
+use hookline_telemetry::{failed, outcome, step};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -414,6 +415,7 @@ async fn webhook(
     let outcome = handle_webhook(&app, &headers, body)
         .instrument(span.clone())
         .await;
+    outcome.trace(&span);
     outcome.record(&app.metrics);
     app.metrics.latency.observe(start.elapsed());
     let response = outcome.into_response();
@@ -461,9 +463,8 @@ impl WebhookOutcome {
     }
 
     /// Records the outcome, the event and, for a failure, its kind on the
-    /// current (`webhook`) span.
-    fn trace(&self) {
-        let span = tracing::Span::current();
+    /// request's (`webhook`) span.
+    fn trace(&self, span: &tracing::Span) {
         if span.is_disabled() {
             return;
         }
@@ -584,15 +585,9 @@ impl IntoResponse for WebhookOutcome {
 }
 
 /// The SPEC's order: body size, signature, payload, livemode and type,
-/// enqueue; the first step that ends the request gives its outcome.
+/// enqueue; the first step that ends the request gives its outcome. Each
+/// step is a span of the webhook's trace.
 async fn handle_webhook(app: &AppState, headers: &HeaderMap, body: Body) -> WebhookOutcome {
-    let outcome = webhook_steps(app, headers, body).await;
-    outcome.trace();
-    outcome
-}
-
-/// The steps, each a span of the webhook's trace.
-async fn webhook_steps(app: &AppState, headers: &HeaderMap, body: Body) -> WebhookOutcome {
     use tracing::Instrument;
     let raw = match read_body(app, headers, body).await {
         Ok(raw) => raw,
@@ -603,39 +598,37 @@ async fn webhook_steps(app: &AppState, headers: &HeaderMap, body: Body) -> Webho
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let verified = step("verify").in_scope(|| {
-        let verified = app
-            .verifier()
-            .verify(signature, &raw, now, app.tolerance_secs);
-        match &verified {
-            Ok(_) => passed("verified"),
-            Err(reason) => failed(reason.kind()),
-        }
-        verified
+    let span = step("verify");
+    let verified = span.in_scope(|| {
+        app.verifier()
+            .verify(signature, &raw, now, app.tolerance_secs)
     });
+    match &verified {
+        Ok(_) => outcome(&span, "verified"),
+        Err(reason) => failed(&span, reason.kind()),
+    }
+    drop(span);
     if let Err(reason) = verified {
         return WebhookOutcome::BadSignature(reason);
     }
-    let parsed = step("parse").in_scope(|| {
-        let parsed = Envelope::parse(&raw);
-        match &parsed {
-            Ok(_) => passed("parsed"),
-            Err(_) => failed("invalid_payload"),
-        }
-        parsed
-    });
+    let span = step("parse");
+    let parsed = span.in_scope(|| Envelope::parse(&raw));
+    match &parsed {
+        Ok(_) => outcome(&span, "parsed"),
+        Err(_) => failed(&span, "invalid_payload"),
+    }
+    drop(span);
     let envelope = match parsed {
         Ok(envelope) => envelope,
         Err(error) => return WebhookOutcome::InvalidPayload(error),
     };
-    let admitted = step("admit").in_scope(|| {
-        let admitted = admit(&envelope, app.app_env, &app.enabled);
-        match &admitted {
-            Ok(()) => passed("admitted"),
-            Err(ignored) => passed(ignored.reason()),
-        }
-        admitted
-    });
+    let span = step("admit");
+    let admitted = span.in_scope(|| admit(&envelope, app.app_env, &app.enabled));
+    match &admitted {
+        Ok(()) => outcome(&span, "admitted"),
+        Err(ignored) => outcome(&span, ignored.reason()),
+    }
+    drop(span);
     if let Err(ignored) = admitted {
         return WebhookOutcome::Ignored(envelope, ignored);
     }
@@ -661,47 +654,21 @@ async fn webhook_steps(app: &AppState, headers: &HeaderMap, body: Body) -> Webho
     let sent = tokio::time::timeout(app.enqueue_timeout, app.coalescer.send(message))
         .instrument(enqueue.clone())
         .await;
-    let outcome = match sent {
+    let result = match sent {
         Ok(Ok(())) => WebhookOutcome::Enqueued(envelope),
         Ok(Err(error)) => WebhookOutcome::QueueUnavailable(envelope, Some(error)),
         Err(_) => WebhookOutcome::QueueUnavailable(envelope, None),
     };
-    enqueue.in_scope(|| match &outcome {
+    match &result {
         WebhookOutcome::QueueUnavailable(_, error) => {
-            failed(error.as_ref().map_or("timeout", |e| e.kind().as_str()));
+            failed(
+                &enqueue,
+                error.as_ref().map_or("timeout", |e| e.kind().as_str()),
+            );
         }
-        _ => passed("sent"),
-    });
-    outcome
-}
-
-/// A step of the webhook's trace.
-fn step(name: &'static str) -> tracing::Span {
-    tracing::debug_span!(
-        "step",
-        otel.name = name,
-        otel.status_code = tracing::field::Empty,
-        hookline.outcome = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-    )
-}
-
-/// Records the current step's outcome.
-fn passed(outcome: &str) {
-    let span = tracing::Span::current();
-    if !span.is_disabled() {
-        span.record("hookline.outcome", outcome);
+        _ => outcome(&enqueue, "sent"),
     }
-}
-
-/// Marks the current step failed, with the failure's kind.
-fn failed(kind: &str) {
-    let span = tracing::Span::current();
-    if !span.is_disabled() {
-        span.record("otel.status_code", "ERROR");
-        span.record("error.type", kind);
-        span.record("hookline.outcome", "failed");
-    }
+    result
 }
 
 /// Reads the body within `MAX_BODY_BYTES` and the shared body-memory budget.

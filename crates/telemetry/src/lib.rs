@@ -53,8 +53,6 @@ pub struct TelemetryError(String);
 pub enum Logs {
     Text,
     Json,
-    /// No log lines (a command-line tool that prints its own output).
-    Off,
 }
 
 /// Whether spans are exported (an OTLP endpoint is set).
@@ -90,7 +88,6 @@ pub fn init(service: &'static str, logs: Logs) -> Result<(), TelemetryError> {
                 .boxed(),
         ),
         Logs::Text => Some(fmt.with_ansi(false).with_filter(filter).boxed()),
-        Logs::Off => None,
     };
     let otel = if configured() {
         let provider = provider(service)?;
@@ -186,6 +183,36 @@ impl IdGenerator for XrayIds {
     }
 }
 
+/// A step of an event's trace (`verify`, `unwrap`, `admit`, …): a `debug`
+/// span, disabled unless spans are exported; the caller records its
+/// outcome with [`outcome`] or [`failed`].
+pub fn step(name: &'static str) -> tracing::Span {
+    tracing::debug_span!(
+        "step",
+        otel.name = name,
+        otel.status_code = tracing::field::Empty,
+        hookline.outcome = tracing::field::Empty,
+        hookline.queue_wait_ms = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// Records `outcome` (`hookline.outcome`) on `span`.
+pub fn outcome(span: &tracing::Span, outcome: &str) {
+    if !span.is_disabled() {
+        span.record("hookline.outcome", outcome);
+    }
+}
+
+/// Marks `span` failed: status ERROR, `error.type` = `kind`.
+pub fn failed(span: &tracing::Span, kind: &str) {
+    if !span.is_disabled() {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", kind);
+        span.record("hookline.outcome", "failed");
+    }
+}
+
 /// The span's OpenTelemetry context, when spans are exported and it has one.
 fn context_of(span: &tracing::Span) -> Option<SpanContext> {
     if !enabled() || span.is_disabled() {
@@ -259,16 +286,6 @@ pub fn continue_from(span: &tracing::Span, header: &TraceHeader) {
     }
     if let Some(sc) = remote(header) {
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(sc));
-    }
-}
-
-/// Links `span` to the span that sent `header` (a replayed copy's origin).
-pub fn link_to(span: &tracing::Span, header: &TraceHeader) {
-    if !enabled() || span.is_disabled() {
-        return;
-    }
-    if let Some(sc) = remote(header) {
-        span.add_link(sc);
     }
 }
 

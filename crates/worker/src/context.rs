@@ -64,17 +64,17 @@ impl Context {
         async {
             // The trace's span (a `debug` span, disabled unless exported).
             let process = crate::trace::process_span(&delivery, self.queue.system());
+            let traced = process.clone();
             async {
                 self.metrics.in_flight.add(1);
                 let start = Instant::now();
-                crate::trace::step("receive").in_scope(|| {
-                    let span = tracing::Span::current();
-                    if !span.is_disabled() {
-                        let waited = unix_millis().saturating_sub(delivery.sent_at_ms).max(0);
-                        span.record("hookline.outcome", "received");
-                        span.record("hookline.queue_wait_ms", waited);
-                    }
-                });
+                let receive = crate::trace::step("receive");
+                if !receive.is_disabled() {
+                    let waited = unix_millis().saturating_sub(delivery.sent_at_ms).max(0);
+                    receive.record("hookline.outcome", "received");
+                    receive.record("hookline.queue_wait_ms", waited);
+                }
+                drop(receive);
                 let (decision, info) = self.process_with_heartbeat(&delivery).await;
                 if let Some(id) = &info.event_id {
                     logged.record("event_id", id.as_str());
@@ -84,7 +84,7 @@ impl Context {
                 }
                 self.metrics.handler_latency.observe(start.elapsed());
                 let handled = self.act(&delivery, decision).await;
-                crate::trace::delivered(&tracing::Span::current(), &info, &handled);
+                crate::trace::delivered(&traced, &info, &handled);
                 handled.record(&delivery, &info, &self.metrics);
                 self.metrics.in_flight.add(-1);
                 matches!(

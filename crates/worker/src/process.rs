@@ -138,17 +138,17 @@ impl Processor {
             ..Default::default()
         };
         // A webhook body, or an EventBridge envelope around the event.
-        let parsed = crate::trace::step("unwrap").in_scope(|| {
-            let parsed = event_in(&delivery.body).and_then(|inbound| {
+        let unwrap = crate::trace::step("unwrap");
+        let parsed = unwrap.in_scope(|| {
+            event_in(&delivery.body).and_then(|inbound| {
                 Envelope::parse(inbound.event).map(|envelope| (inbound, envelope))
-            });
-            let span = tracing::Span::current();
-            match &parsed {
-                Ok((inbound, _)) => crate::trace::outcome(&span, inbound.source.as_str()),
-                Err(_) => crate::trace::failed(&span, "invalid_payload"),
-            }
-            parsed
+            })
         });
+        match &parsed {
+            Ok((inbound, _)) => crate::trace::outcome(&unwrap, inbound.source.as_str()),
+            Err(_) => crate::trace::failed(&unwrap, "invalid_payload"),
+        }
+        drop(unwrap);
         let (inbound, envelope) = match parsed {
             Ok(p) => p,
             Err(error) => {
@@ -294,15 +294,13 @@ impl Processor {
 
     /// The admission rule, as a step of the trace.
     pub(crate) fn admitted(&self, envelope: &Envelope) -> Result<(), Ignored> {
-        crate::trace::step("admit").in_scope(|| {
-            let admitted = admit(envelope, self.app_env, &self.enabled);
-            let span = tracing::Span::current();
-            match &admitted {
-                Ok(()) => crate::trace::outcome(&span, "admitted"),
-                Err(why) => crate::trace::outcome(&span, why.reason()),
-            }
-            admitted
-        })
+        let span = crate::trace::step("admit");
+        let admitted = span.in_scope(|| admit(envelope, self.app_env, &self.enabled));
+        match &admitted {
+            Ok(()) => crate::trace::outcome(&span, "admitted"),
+            Err(why) => crate::trace::outcome(&span, why.reason()),
+        }
+        admitted
     }
 
     /// Required fields, then the handler (pure) or, for a thin event, the

@@ -16,6 +16,7 @@ use hookline_core::ports::{
 };
 use hookline_core::records::{Completion, DestinationState, EventRecord, StoredItem};
 use hookline_telemetry::TraceHeader;
+pub(crate) use hookline_telemetry::{failed, outcome, step};
 use tracing::field::Empty;
 
 use crate::outcome::Handled;
@@ -57,18 +58,6 @@ pub(crate) fn process_span(delivery: &Delivery, system: &'static str) -> Span {
     span
 }
 
-/// A step of the worker's part of the trace.
-pub(crate) fn step(name: &'static str) -> Span {
-    tracing::debug_span!(
-        "step",
-        otel.name = name,
-        otel.status_code = Empty,
-        hookline.outcome = Empty,
-        hookline.queue_wait_ms = Empty,
-        error.type = Empty,
-    )
-}
-
 /// Records what became of the delivery on its `process` span.
 pub(crate) fn delivered(span: &Span, info: &EventInfo, handled: &Handled) {
     if span.is_disabled() {
@@ -108,22 +97,6 @@ pub(crate) fn carry(copy: &mut OutboundMessage) {
     if let Some(header) = hookline_telemetry::xray_header(&Span::current()) {
         copy.attributes
             .insert(attr::TRACE_HEADER.to_owned(), header);
-    }
-}
-
-/// Records an outcome on `span`.
-pub(crate) fn outcome(span: &Span, outcome: &str) {
-    if !span.is_disabled() {
-        span.record("hookline.outcome", outcome);
-    }
-}
-
-/// Records a failure of kind `kind` on `span`.
-pub(crate) fn failed(span: &Span, kind: &str) {
-    if !span.is_disabled() {
-        span.record("otel.status_code", "ERROR");
-        span.record("error.type", kind);
-        span.record("hookline.outcome", "failed");
     }
 }
 
