@@ -348,6 +348,57 @@ async fn fifo_replayed_event_that_now_succeeds_is_applied() {
     assert_eq!(item.0["lastEventId"], "evt_test_fifo_ok");
 }
 
+/// Concurrent receives on one SQS queue never hand out the same message
+/// (scripts/moto_server.py makes moto hide a message as it hands it out, as
+/// SQS does; moto alone gave 2 of 600 messages twice under load). Two
+/// concurrent `dlq replay` runs rely on it to move each message once.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_receives_never_take_the_same_message() {
+    crate::skip_without_aws!();
+    let fixture = aws_fixture_with(5, false).await;
+    let messages: Vec<OutboundMessage> = (0..60)
+        .map(|i| {
+            let body = event_with("payout.updated", &format!("evt_test_rx{i:02}"), now());
+            let env = hookline_core::envelope::Envelope::parse(body.as_bytes()).expect("event");
+            OutboundMessage::for_event(&env, Bytes::from(body), now())
+        })
+        .collect();
+    for chunk in messages.chunks(10) {
+        assert!(fixture
+            .backend
+            .queue
+            .send_batch(chunk)
+            .await
+            .iter()
+            .all(Result::is_ok));
+    }
+    let receivers: Vec<_> = (0..8)
+        .map(|_| {
+            let queue = fixture.backend.queue.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                loop {
+                    let batch = queue
+                        .receive(10, Duration::from_secs(1), Duration::from_secs(300))
+                        .await
+                        .expect("receive");
+                    if batch.is_empty() {
+                        return ids;
+                    }
+                    ids.extend(batch.into_iter().map(|d| d.message_id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for r in receivers {
+        all.extend(r.await.expect("receiver"));
+    }
+    let distinct: BTreeSet<&String> = all.iter().collect();
+    assert_eq!(distinct.len(), 60, "every message was received");
+    assert_eq!(all.len(), 60, "no message was received twice");
+}
+
 // ---------------------------------------------------------------------------
 // Operator errors wait in the queue; bounded shutdown.
 
