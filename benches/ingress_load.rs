@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 #[path = "support.rs"]
 mod support;
-use support::{cpu_ticks, env_usize, peak_rss_kb, release_binary, tick_us, OtlpSink};
+use support::{cpu_ticks, env_usize, peak_rss_kb, release_binary, settle, tick_us, OtlpSink};
 
 const SECRET: &str = "whsec_test_benchmarkSecretValue000000";
 
@@ -197,9 +197,7 @@ async fn measure_with(
     let start = Instant::now();
     let (mut latencies, non_200) = send_all(&client, &url, work, conns).await;
     let elapsed = start.elapsed();
-    if let Some(sink) = sink {
-        sink.settle().await;
-    }
+    settle(sink).await;
     let (cpu1, hwm_kb) = ticks_and_hwm(pid);
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];

@@ -93,6 +93,21 @@ pub async fn wait_completed(
 /// An OTLP/HTTP collector stand-in on loopback for the tracing rows: it
 /// answers every export 200 and counts requests and bytes (it decodes
 /// nothing; the tests decode with OpenTelemetry's own protos).
+/// How long a run waits after its last event before its CPU is read: with
+/// spans exported, until no export has come for this long; without, this
+/// long. A process idling costs CPU too, so both sides of a comparison wait
+/// alike.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(600);
+const SETTLE_STEP: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Waits as a run with spans exported to `sink` would, or [`SETTLE`].
+pub async fn settle(sink: Option<&OtlpSink>) {
+    match sink {
+        Some(sink) => sink.settle().await,
+        None => tokio::time::sleep(SETTLE).await,
+    }
+}
+
 pub struct OtlpSink {
     pub endpoint: String,
     pub requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -135,14 +150,13 @@ impl OtlpSink {
     }
 
     /// A binary's settings to export every span here: 100 % sampling (the
-    /// SDK's default), batches every 200 ms, a queue deep enough that no
-    /// span is dropped at the bench's rate.
+    /// SDK's default) and the SDK's default span queue (2,048) and batch
+    /// (512), as the services ship; only the schedule is shortened to 200 ms
+    /// so the last partial batch arrives soon after the last event.
     pub fn env(&self) -> Vec<(String, String)> {
         [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", self.endpoint.as_str()),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-            ("OTEL_BSP_MAX_QUEUE_SIZE", "1000000"),
-            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -153,16 +167,19 @@ impl OtlpSink {
         self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Waits until no export has arrived for a second (the process's last
+    /// Waits until no export has arrived for [`SETTLE`] (the process's last
     /// batch is in, so its CPU time includes exporting it).
     pub async fn settle(&self) {
         let mut last = self.bytes();
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let mut quiet = std::time::Duration::ZERO;
+        while quiet < SETTLE {
+            tokio::time::sleep(SETTLE_STEP).await;
             let now = self.bytes();
-            if now == last {
-                return;
-            }
+            quiet = if now == last {
+                quiet + SETTLE_STEP
+            } else {
+                std::time::Duration::ZERO
+            };
             last = now;
         }
     }

@@ -33,7 +33,7 @@ use hookline_core::ports::{Queue, Store};
 
 #[path = "support.rs"]
 mod support;
-use support::{cpu_ticks, env_usize, release_binary, tick_us, wait_completed, OtlpSink};
+use support::{cpu_ticks, env_usize, release_binary, settle, tick_us, wait_completed, OtlpSink};
 
 const FIXTURES: [&str; 6] = [
     include_str!("../testdata/stripe-events/payment_intent.succeeded.json"),
@@ -155,9 +155,7 @@ async fn drain_with(
     })
     .await;
     let elapsed = start.elapsed();
-    if let Some(sink) = sink {
-        sink.settle().await;
-    }
+    settle(sink).await;
     let ticks = cpu_ticks(pid);
     let _ = child.kill();
     let _ = child.wait();
