@@ -90,9 +90,6 @@ pub async fn wait_completed(
     }
 }
 
-/// An OTLP/HTTP collector stand-in on loopback for the tracing rows: it
-/// answers every export 200 and counts requests and bytes (it decodes
-/// nothing; the tests decode with OpenTelemetry's own protos).
 /// How long a run waits after its last event before its CPU is read: with
 /// spans exported, until no export has come for this long; without, this
 /// long. A process idling costs CPU too, so both sides of a comparison wait
@@ -100,7 +97,8 @@ pub async fn wait_completed(
 pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(600);
 const SETTLE_STEP: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Waits as a run with spans exported to `sink` would, or [`SETTLE`].
+/// After a run's last event: waits until `sink` settles when spans go
+/// there, else for [`SETTLE`].
 pub async fn settle(sink: Option<&OtlpSink>) {
     match sink {
         Some(sink) => sink.settle().await,
@@ -108,6 +106,9 @@ pub async fn settle(sink: Option<&OtlpSink>) {
     }
 }
 
+/// An OTLP/HTTP collector stand-in on loopback for the tracing rows: it
+/// answers every export 200 and counts requests and bytes (it decodes
+/// nothing; the tests decode with OpenTelemetry's own protos).
 pub struct OtlpSink {
     pub endpoint: String,
     pub requests: std::sync::Arc<std::sync::atomic::AtomicU64>,

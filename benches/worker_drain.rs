@@ -14,7 +14,8 @@
 //!
 //! Tracing, side by side in the same run: the drain with tracing off, then
 //! with every span exported (100 % sampling) over OTLP to a collector
-//! stand-in on loopback, the CPU read once the last batch is in. The figure
+//! stand-in on loopback, the CPU read once the last batch is in (both sides
+//! wait alike after their last event: `support::SETTLE`). The figure
 //! to hold: ≤ 10 µs more worker CPU per event. With BENCH_WORKER_BEFORE
 //! naming another build's worker, that build's drain too (what tracing off
 //! costs against a build without it).
