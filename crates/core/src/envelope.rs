@@ -88,7 +88,10 @@ pub struct RelatedObject {
     pub id: String,
     #[serde(rename = "type")]
     pub object_type: String,
-    /// The API path that retrieves it (`/v2/core/accounts/acct_…`).
+    /// The API path that retrieves it (`/v2/core/accounts/acct_…`), as the
+    /// event says: never requested, since it could name another host (see
+    /// [`crate::fetched::related_account_path`]).
+    #[serde(default)]
     pub url: String,
 }
 

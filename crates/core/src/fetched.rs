@@ -68,6 +68,63 @@ pub fn thin_plan(env: &Envelope) -> Option<ThinPlan> {
     })
 }
 
+/// Whether `id` has the shape of a Stripe id with `prefix`
+/// (`acct_1SThinExample0001`, `evt_test_65R…`): the prefix, `_`, then
+/// 1 to 255 letters, digits and `_`.
+pub fn is_stripe_id(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .is_some_and(|rest| {
+            (1..=255).contains(&rest.len())
+                && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+}
+
+/// The API path of a thin event's related v2 Account, built from its type
+/// and id (never from the `url` the event carries, which could name
+/// another host); a permanent error for anything else.
+pub fn related_account_path(related: &RelatedObject) -> Result<String, HandlerError> {
+    let shown = |s: &str| s.chars().take(64).collect::<String>();
+    if related.object_type == "v2.core.account" && is_stripe_id(&related.id, "acct") {
+        let path = format!("/v2/core/accounts/{}", related.id);
+        // Stripe's `url` is exactly that path: any other is not Stripe's.
+        if related.url.is_empty() || related.url == path {
+            return Ok(path);
+        }
+        return Err(HandlerError {
+            event_type: "v2.core.event".to_owned(),
+            reason: format!(
+                "related_object.url {:?} is not the path of {}: not fetched",
+                shown(&related.url),
+                related.id
+            ),
+        });
+    }
+    Err(HandlerError {
+        event_type: "v2.core.event".to_owned(),
+        reason: format!(
+            "related_object {{type {:?}, id {:?}}} is not a v2 Account with a Stripe id: not fetched",
+            shown(&related.object_type),
+            shown(&related.id)
+        ),
+    })
+}
+
+/// The API path of a thin event's full event, or a permanent error when
+/// its id does not have Stripe's shape.
+pub fn v2_event_path(id: &str) -> Result<String, HandlerError> {
+    if is_stripe_id(id, "evt") {
+        return Ok(format!("/v2/core/events/{id}"));
+    }
+    Err(HandlerError {
+        event_type: "v2.core.event".to_owned(),
+        reason: format!(
+            "event id {:?} is not a Stripe event id: not fetched",
+            id.chars().take(64).collect::<String>()
+        ),
+    })
+}
+
 /// The query that fetches a v2 Account with what the mapping reads.
 pub fn v2_account_query() -> Vec<(String, String)> {
     V2_ACCOUNT_INCLUDE
@@ -316,6 +373,45 @@ mod tests {
         ] {
             assert!(!is_v2_account_type(t), "{t}");
         }
+    }
+
+    #[test]
+    fn the_fetch_path_comes_from_type_and_id_never_from_the_url() {
+        let related = |object_type: &str, id: &str, url: &str| RelatedObject {
+            id: id.to_owned(),
+            object_type: object_type.to_owned(),
+            url: url.to_owned(),
+        };
+        let path = related_account_path(&related(
+            "v2.core.account",
+            "acct_1SThinExample0001",
+            "/v2/core/accounts/acct_1SThinExample0001",
+        ))
+        .expect("an account");
+        assert_eq!(path, "/v2/core/accounts/acct_1SThinExample0001");
+        for url in ["@127.0.0.1:18002/x", ":18002/x", "//other-host/x"] {
+            let e =
+                related_account_path(&related("v2.core.account", "acct_1S", url)).expect_err(url);
+            assert!(e.reason.contains("is not the path of acct_1S"), "{e}");
+        }
+        for (t, id) in [
+            ("v2.core.account", "acct_1@127.0.0.1:18002"),
+            ("v2.core.account", "acct_../../x"),
+            ("v2.core.account", "cus_1"),
+            ("v2.core.account", "acct_"),
+            ("v2.core.person", "acct_1"),
+        ] {
+            let e =
+                related_account_path(&related(t, id, "/v2/core/accounts/acct_1")).expect_err(id);
+            assert!(e.reason.contains("not fetched"), "{e}");
+        }
+        assert_eq!(
+            v2_event_path("evt_test_65R1").expect("id"),
+            "/v2/core/events/evt_test_65R1"
+        );
+        assert!(v2_event_path("evt_1/../../v1/balance").is_err());
+        assert!(is_stripe_id("acct_1Nv0FGQ9RKHgCVdK", "acct"));
+        assert!(!is_stripe_id("acct_1 x", "acct"));
     }
 
     #[test]

@@ -15,6 +15,13 @@
 //!   with Stripe's own message.
 //! - The key is sent as a bearer token and never logged: it is a
 //!   `SecretString`, and no error text carries a header.
+//! - The key goes to `STRIPE_API_BASE` and nowhere else: a path that would
+//!   resolve to another scheme, host or port (`@host/x`, `:port/x`,
+//!   `//host/x`), or that is not a plain API path, is refused before any
+//!   connection, whoever built it; redirects are never followed.
+//! - An answer is read up to [`MAX_ANSWER`] bytes (an error's up to
+//!   [`MAX_ERROR_ANSWER`]); a longer one is refused and its connection
+//!   dropped, so a peer that answers huge costs no memory.
 
 use std::time::{Duration, Instant};
 
@@ -49,6 +56,14 @@ const RETRIES: u32 = 3;
 /// returned as a transient error for the caller's own (slower) backoff.
 const MAX_WAIT: Duration = Duration::from_secs(10);
 
+/// The largest successful answer read (a page of 100 events is well under
+/// a megabyte).
+pub const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// The most of an error's answer read: Stripe's error object is a few
+/// hundred bytes.
+pub const MAX_ERROR_ANSWER: usize = 16 * 1024;
+
 /// How the client is set up.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -72,13 +87,21 @@ impl Config {
 
 /// Why the client cannot be built.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the Stripe API client: {0}")]
-pub struct BuildError(#[source] reqwest::Error);
+pub enum BuildError {
+    #[error("cannot build the Stripe API client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error(
+        "STRIPE_API_BASE {0:?} is not an http(s) URL with a host and no path, query or credentials"
+    )]
+    Base(String),
+}
 
 /// The Stripe API client (see the module documentation).
 pub struct StripeClient {
     http: reqwest::Client,
     base: String,
+    /// `base`, parsed: every request's origin is compared with it.
+    origin: reqwest::Url,
     /// Replaced in place when the key is rotated (`set_key`).
     key: std::sync::RwLock<SecretString>,
     pacer: Pacer,
@@ -98,11 +121,26 @@ impl StripeClient {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .user_agent(concat!("Hookline/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(BuildError)?;
+            .map_err(BuildError::Client)?;
+        let base = config.base.trim_end_matches('/').to_owned();
+        let origin = reqwest::Url::parse(&base)
+            .ok()
+            .filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+                    && u.path() == "/"
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+            })
+            .ok_or_else(|| BuildError::Base(config.base.clone()))?;
         Ok(Self {
             http,
-            base: config.base.trim_end_matches('/').to_owned(),
+            base,
+            origin,
             key: std::sync::RwLock::new(key),
             pacer: Pacer::new(config.rps),
         })
@@ -167,10 +205,11 @@ impl StripeClient {
         context: Option<&str>,
         span: &tracing::Span,
     ) -> Result<Bytes, Failure> {
+        let url = self.url(path).map_err(Failure::Final)?;
         self.pacer.wait().await;
         let mut request = self
             .http
-            .get(format!("{}{}", self.base, path))
+            .get(url)
             .bearer_auth(self.key().expose_secret())
             .header("Stripe-Version", STRIPE_VERSION)
             .query(query);
@@ -202,10 +241,33 @@ impl StripeClient {
         let retry_after = header(&response, "retry-after")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = response.bytes().await.map_err(|e| Failure::Retry {
-            error: PortError::transient(format!("GET {path}: answer cut off: {}", e.without_url())),
-            after: None,
-        })?;
+        let cap = if status.is_success() {
+            MAX_ANSWER
+        } else {
+            MAX_ERROR_ANSWER
+        };
+        let body = match read_capped(response, cap).await {
+            Ok(Some(body)) => body,
+            // Too long: what was read is dropped with the connection.
+            Ok(None) if status.is_success() => {
+                return Err(Failure::Retry {
+                    error: PortError::transient(format!(
+                        "GET {path}: the answer is longer than {MAX_ANSWER} bytes; not read"
+                    )),
+                    after: None,
+                })
+            }
+            Ok(None) => Bytes::new(),
+            Err(e) => {
+                return Err(Failure::Retry {
+                    error: PortError::transient(format!(
+                        "GET {path}: answer cut off: {}",
+                        e.without_url()
+                    )),
+                    after: None,
+                })
+            }
+        };
         if status.is_success() {
             return Ok(body);
         }
@@ -218,6 +280,74 @@ impl StripeClient {
         }
         Err(Failure::Final(error))
     }
+}
+
+impl StripeClient {
+    /// The URL of `path` on `STRIPE_API_BASE`, or a permanent error when
+    /// `path` is not a plain API path or would leave that origin.
+    fn url(&self, path: &str) -> Result<reqwest::Url, PortError> {
+        let refused = || {
+            let shown: String = path.chars().take(80).collect();
+            PortError::permanent(format!(
+                "GET {shown:?}: refused: not a Stripe API path on STRIPE_API_BASE (nothing was sent)"
+            ))
+        };
+        if !is_api_path(path) {
+            return Err(refused());
+        }
+        let url = reqwest::Url::parse(&format!("{}{}", self.base, path)).map_err(|_| refused())?;
+        let same = url.scheme() == self.origin.scheme()
+            && url.host_str() == self.origin.host_str()
+            && url.port_or_known_default() == self.origin.port_or_known_default()
+            && url.username().is_empty()
+            && url.password().is_none()
+            && url.path() == path;
+        if same {
+            Ok(url)
+        } else {
+            Err(refused())
+        }
+    }
+}
+
+/// A path Hookline may ask Stripe for: `/v1/…` or `/v2/…`, then segments
+/// of letters, digits, `_`, `-` and `.` (none of them `.` or `..`); no
+/// query, fragment, credentials, escapes or second slash.
+pub fn is_api_path(path: &str) -> bool {
+    let Some(rest) = path
+        .strip_prefix("/v1/")
+        .or_else(|| path.strip_prefix("/v2/"))
+    else {
+        return false;
+    };
+    path.len() <= 512
+        && rest.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        })
+}
+
+/// The answer's body when it is at most `cap` bytes, `None` when longer
+/// (the rest is not read: the connection is dropped with the response).
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Option<Bytes>, reqwest::Error> {
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Ok(None);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > cap {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
 }
 
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {
@@ -391,6 +521,72 @@ mod tests {
             classify("/v1/accounts/acct_1", 400, Some("false"), b"").kind(),
             ErrorKind::Permanent
         );
+    }
+
+    fn client(base: &str) -> StripeClient {
+        StripeClient::new(
+            Config {
+                base: base.to_owned(),
+                rps: 5,
+                timeout: Duration::from_secs(1),
+            },
+            SecretString::from("sk_test_hooklineNotARealKey"),
+        )
+        .expect("client")
+    }
+
+    #[test]
+    fn no_path_leaves_the_api_base() {
+        let c = client("http://127.0.0.1:18001");
+        for path in [
+            "@127.0.0.1:18002/x",
+            ":18002/x",
+            "//other-host/x",
+            "/v2/core/accounts/acct_1@evil",
+            "/v2/core/accounts/../../x",
+            "/v2//other-host/x",
+            "/v1/accounts/acct_1?x=1",
+            "/v1/accounts/acct_1#x",
+            "/v1/accounts/a%2F..",
+            "/v1/accounts/a\\b",
+            "v1/accounts/acct_1",
+            "/v3/x",
+            "",
+        ] {
+            let e = c.url(path).expect_err(path);
+            assert_eq!(e.kind(), ErrorKind::Permanent, "{path}");
+            assert!(e.message().contains("refused"), "{e}");
+        }
+        let ok = c
+            .url("/v2/core/accounts/acct_1SThinExample0001")
+            .expect("ok");
+        assert_eq!(
+            ok.as_str(),
+            "http://127.0.0.1:18001/v2/core/accounts/acct_1SThinExample0001"
+        );
+        assert!(c.url("/v1/events").is_ok());
+    }
+
+    #[test]
+    fn a_base_with_a_path_or_credentials_is_refused() {
+        for base in [
+            "ftp://x",
+            "http://u:p@x",
+            "http://x/v1",
+            "not a url",
+            "http://x?a=1",
+        ] {
+            let built = StripeClient::new(
+                Config {
+                    base: base.to_owned(),
+                    rps: 1,
+                    timeout: Duration::from_secs(1),
+                },
+                SecretString::from("sk_test_hooklineNotARealKey"),
+            );
+            assert!(matches!(built, Err(BuildError::Base(_))), "{base}");
+        }
+        assert!(client("https://api.stripe.com/").url("/v1/events").is_ok());
     }
 
     #[test]
