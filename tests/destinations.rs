@@ -786,6 +786,7 @@ async fn eventbridge_deliveries_share_calls_of_ten() {
                 body: &body,
                 attempt: 1,
                 now: now(),
+                redelivery: None,
             })
             .await
         });

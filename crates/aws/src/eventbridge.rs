@@ -207,6 +207,7 @@ impl Destination for EventBridgeDestination {
             kind: e.kind(),
             message: e.message().to_owned(),
             retry_after: None,
+            not_sent: false,
         })
     }
 }

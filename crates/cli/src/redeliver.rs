@@ -7,12 +7,16 @@
 //! goes back on the queue as a copy. The worker then delivers it to that
 //! destination, and to any other that has not taken the event yet (one
 //! that refused it, say); those that took it are not called. The body is
-//! Stripe's API form of the event, signed by the worker like any delivery.
+//! Stripe's API form of the event, signed by the worker like any delivery,
+//! with an `Idempotency-Key` of its own (`EVT:redelivery:ID`) and a
+//! `Hookline-Redelivery: ID` header: a receiver that dedupes on the event
+//! id must not drop it.
 
 use bytes::Bytes;
 use hookline_core::clock::unix_secs;
 use hookline_core::envelope::{Envelope, EventId};
 use hookline_core::message::OutboundMessage;
+use hookline_core::ports::Origin;
 use hookline_core::records::DestinationState;
 
 use crate::opts::BackendOpts;
@@ -71,11 +75,19 @@ pub async fn cmd(args: &RedeliverArgs) -> anyhow::Result<std::process::ExitCode>
         last_error: None,
         first_failed_at: None,
         updated_at: now,
+        // Its own idempotency key: a receiver that dedupes on the event id
+        // would drop a redelivery sent under it.
+        redelivery: Some(uuid::Uuid::new_v4().simple().to_string()),
     };
     b.store
         .record_destination(
             &EventId::new(id.clone()),
             &record.event_type,
+            Origin::new(
+                "redeliver",
+                envelope.account.as_deref(),
+                envelope.object_id.as_deref(),
+            ),
             &args.destination,
             &reset,
             now,
@@ -86,7 +98,11 @@ pub async fn cmd(args: &RedeliverArgs) -> anyhow::Result<std::process::ExitCode>
     let sent = b.queue.send_batch(std::slice::from_ref(&message)).await;
     match sent.into_iter().next() {
         Some(Ok(())) => {
-            println!("{id}: queued again for destination {}", args.destination);
+            println!(
+                "{id}: queued again for destination {} (redelivery {})",
+                args.destination,
+                reset.redelivery.as_deref().unwrap_or_default()
+            );
             Ok(std::process::ExitCode::SUCCESS)
         }
         Some(Err(e)) => Err(e.into()),

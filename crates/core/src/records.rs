@@ -189,6 +189,10 @@ pub struct DestinationState {
     pub first_failed_at: Option<i64>,
     /// Unix seconds of the last try.
     pub updated_at: i64,
+    /// Set by `events redeliver`: this redelivery's id, which the
+    /// destination's deliveries carry until it takes the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redelivery: Option<String>,
 }
 
 impl DestinationState {
@@ -201,6 +205,7 @@ impl DestinationState {
             last_error: None,
             first_failed_at: None,
             updated_at: now,
+            redelivery: self.redelivery.clone(),
         }
     }
 
@@ -213,6 +218,7 @@ impl DestinationState {
             last_error: Some(error.to_owned()),
             first_failed_at: Some(self.first_failed_at.unwrap_or(now)),
             updated_at: now,
+            redelivery: self.redelivery.clone(),
         }
     }
 }

@@ -14,6 +14,20 @@
 //! | 3xx (never followed, as Stripe does) | transient |
 //! | timeout, refused or reset connection | transient |
 //! | any other 4xx | permanent: status and the first 256 bytes of the answer |
+//!
+//! A peer is trusted with nothing:
+//! - at most [`ANSWER_READ`] bytes of an answer are read, then the
+//!   connection is dropped (a 2 GB error page costs no memory);
+//! - `Stripe-Signature`'s `t=` is the clock when the request is sent, after
+//!   any wait for a slot, so a receiver's tolerance check sees a fresh one;
+//! - a delivery waits at most [`SLOT_WAIT`] for one of the destination's
+//!   `max_concurrency` slots; past that nothing is sent and the event goes
+//!   back to the queue for a while ([`DeliveryError::not_sent`]), instead of
+//!   waiting in memory behind a destination that does not answer.
+//!
+//! A deliberate redelivery (`events redeliver`) is sent with its own
+//! `Idempotency-Key` (`EVENT_ID:redelivery:ID`) and a `Hookline-Redelivery:
+//! ID` header, so a receiver that dedupes on the key does not drop it.
 
 use std::sync::RwLock;
 use std::time::Duration;
@@ -32,7 +46,19 @@ pub mod header {
     pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
     pub const EVENT_ID: &str = "hookline-event-id";
     pub const ATTEMPT: &str = "hookline-delivery-attempt";
+    /// On a deliberate redelivery only: the redelivery's id.
+    pub const REDELIVERY: &str = "hookline-redelivery";
 }
+
+/// How much of any answer is read at most; the rest is never read.
+pub const ANSWER_READ: usize = 4096;
+
+/// How long a delivery waits for a free slot of its destination before it
+/// is handed back to the queue unsent.
+pub const SLOT_WAIT: Duration = Duration::from_millis(250);
+
+/// How long an event that found no free slot waits on the queue.
+pub const SLOT_RETRY: Duration = Duration::from_secs(2);
 
 /// How much of a refusing answer's body goes into the reason.
 const ANSWER_EXCERPT: usize = 256;
@@ -116,7 +142,11 @@ impl HttpDestination {
                 .secret
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            hookline_signature::header_for(secret.expose_secret().as_bytes(), event.now, event.body)
+            hookline_signature::header_for(
+                secret.expose_secret().as_bytes(),
+                hookline_core::clock::unix_secs(),
+                event.body,
+            )
         };
         let mut h = HeaderMap::new();
         let mut put = |name: &'static str, value: &str| {
@@ -125,7 +155,16 @@ impl HttpDestination {
             }
         };
         put(header::STRIPE_SIGNATURE, &signature);
-        put(header::IDEMPOTENCY_KEY, event.event_id);
+        match event.redelivery {
+            Some(id) => {
+                put(
+                    header::IDEMPOTENCY_KEY,
+                    &format!("{}:redelivery:{id}", event.event_id),
+                );
+                put(header::REDELIVERY, id);
+            }
+            None => put(header::IDEMPOTENCY_KEY, event.event_id),
+        }
         put(header::EVENT_ID, event.event_id);
         put(header::ATTEMPT, &event.attempt.to_string());
         h.insert(
@@ -147,11 +186,17 @@ impl Destination for HttpDestination {
     }
 
     async fn deliver(&self, event: Outgoing<'_>) -> Result<(), DeliveryError> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| DeliveryError::transient("destination closed"))?;
+        let _slot = match tokio::time::timeout(SLOT_WAIT, self.slots.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => return Err(DeliveryError::transient("destination closed")),
+            Err(_) => {
+                return Err(DeliveryError::not_sent(
+                    "every slot (max_concurrency) is taken: not sent",
+                    SLOT_RETRY,
+                ))
+            }
+        };
+        // Signed here, once a slot is held: `t=` is the moment of sending.
         let mut request = self
             .client
             .post(&self.url)
@@ -176,9 +221,25 @@ impl Destination for HttpDestination {
         if status.is_success() {
             return Ok(());
         }
-        let body = answer.bytes().await.unwrap_or_default();
+        let body = excerpt(answer).await;
         Err(classify(status, &body, retry_after))
     }
+}
+
+/// At most [`ANSWER_READ`] bytes of the answer's body; the rest is not
+/// read, and the connection goes with the answer.
+async fn excerpt(mut answer: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < ANSWER_READ {
+        match answer.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = ANSWER_READ - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body
 }
 
 /// The class of a non-2xx answer.
@@ -200,6 +261,7 @@ pub fn classify(status: StatusCode, body: &[u8], retry_after: Option<Duration>) 
         retry_after: (kind == ErrorKind::Transient)
             .then_some(retry_after)
             .flatten(),
+        not_sent: false,
     }
 }
 

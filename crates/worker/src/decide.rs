@@ -43,6 +43,9 @@ pub enum Cause {
     StripeApi,
     /// A routed destination (within its retry horizon).
     Destination,
+    /// A routed destination had no free slot or its breaker open: nothing
+    /// was sent, and the event waits (not a failure of the event).
+    Held,
 }
 
 /// Backoff policy: full jitter over an exponential ceiling.

@@ -6,7 +6,8 @@
 //! - [`process`] turns one delivery into a decision (parse, admit, handle,
 //!   write by the handler's effect) through the store port.
 //! - [`breaker`] stops receiving while the store or the queue fails, and
-//!   probes it until it answers.
+//!   probes it until it answers; [`held`] is a routed destination's own
+//!   breaker, which holds only that destination's events.
 //! - [`run`] is the loop: receive up to `WORKER_CONCURRENCY` events at once,
 //!   heartbeat long ones, act on decisions, batch deletes, shut down on
 //!   SIGTERM within `SHUTDOWN_GRACE_SECS` (a long poll under way is let
@@ -20,6 +21,7 @@ pub mod breaker;
 mod context;
 pub mod decide;
 pub mod handler;
+pub mod held;
 mod housekeeping;
 pub mod metrics;
 pub mod outcome;

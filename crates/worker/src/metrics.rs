@@ -34,6 +34,8 @@ pub struct DestinationMetrics {
     pub failed: Counter,
     /// Time of one try, request to answer.
     pub latency: Histogram,
+    /// 1 while the destination's own breaker is open ([`crate::held`]).
+    pub breaker_open: Gauge,
 }
 
 impl Default for DestinationMetrics {
@@ -43,6 +45,7 @@ impl Default for DestinationMetrics {
             retried: Counter::default(),
             failed: Counter::default(),
             latency: Histogram::new(LATENCY_BUCKETS),
+            breaker_open: Gauge::default(),
         }
     }
 }
@@ -55,6 +58,10 @@ impl DestinationMetrics {
             ("DestinationRetried", Reading::counter(&self.retried)),
             ("DestinationFailed", Reading::counter(&self.failed)),
             ("DestinationLatency", Reading::histogram(&self.latency)),
+            (
+                "DestinationBreakerOpen",
+                Reading::Level(self.breaker_open.get()),
+            ),
         ]
     }
 }
@@ -304,6 +311,15 @@ impl WorkerMetrics {
                     c.get()
                 );
             }
+        }
+        let name = "hookline_destination_breaker_open";
+        let _ = writeln!(out, "# HELP {name} 1 while the destination's own breaker is open: its events wait on the queue without calls.\n# TYPE {name} gauge");
+        for (d, m) in &self.destinations {
+            let _ = writeln!(
+                out,
+                "{name}{{destination=\"{d}\"}} {}",
+                m.breaker_open.get()
+            );
         }
         let name = "hookline_destination_delivery_seconds";
         let _ = writeln!(out, "# HELP {name} Time of one try of a routed destination, request to answer.\n# TYPE {name} histogram");

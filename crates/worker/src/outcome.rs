@@ -145,6 +145,14 @@ fn retry_later(
             delay_ms,
             %error,
         );
+    } else if cause == Cause::Held {
+        tracing::debug!(
+            message = "Destination held back; the event waits on the queue.",
+            event_id = f.event_id,
+            event_type = f.event_type,
+            delay_ms,
+            %error,
+        );
     } else {
         tracing::warn!(
             message = "Transient failure; retrying later.",

@@ -183,8 +183,8 @@ impl Poll {
             self.tasks.spawn(async move {
                 let mut held = held.into_iter();
                 while let Some((delivery, permit)) = held.next() {
-                    let done = ctx.handle(delivery).await;
-                    drop(permit);
+                    let slot = WorkerSlot(std::sync::Mutex::new(Some(permit)));
+                    let done = SLOT.scope(slot, ctx.handle(delivery)).await;
                     if !done {
                         for (later, permit) in held.by_ref() {
                             hand_back(ctx.queue.as_ref(), &later).await;
@@ -195,6 +195,30 @@ impl Poll {
             });
         }
     }
+}
+
+tokio::task_local! {
+    /// The worker slot (`WORKER_CONCURRENCY`) of the delivery this task is
+    /// processing.
+    static SLOT: WorkerSlot;
+}
+
+/// One of the worker's shared slots, held while a delivery is processed,
+/// unless it is given back early ([`release_worker_slot`]).
+struct WorkerSlot(std::sync::Mutex<Option<OwnedSemaphorePermit>>);
+
+/// Gives the current delivery's worker slot back for the rest of its
+/// processing: what it waits on now is a destination, whose own limits
+/// (`max_concurrency`, its timeout, its breaker) bound it, so a destination
+/// that hangs holds none of the slots other events need. Nothing happens
+/// outside a poller's task.
+pub(crate) fn release_worker_slot() {
+    let _ = SLOT.try_with(|slot| {
+        slot.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    });
 }
 
 /// A receive's messages as runs to process: each message of no group on

@@ -13,6 +13,12 @@
 //!   the event is requeued as a fresh copy, as for any dependency failure.
 //!   A permanent refusal, or a failure past the horizon, dead-letters the
 //!   event with the destination's name in the reason.
+//! - A destination cannot hold up the rest. While its deliveries are in
+//!   flight the event gives its worker slot back (the destination's own
+//!   `max_concurrency` and timeout bound them); a delivery that finds no
+//!   free destination slot, or the destination's breaker open
+//!   ([`crate::held`]), is not sent, and the event waits on the queue,
+//!   unrecorded and not counted as a try.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +36,7 @@ use hookline_core::records::{Completion, DestinationState};
 use hookline_core::routes::{Kind, Routes};
 
 use crate::decide::{Backoff, Cause, Decision, MAX_VISIBILITY};
+use crate::held::{Admit, DestinationBreaker};
 use crate::metrics::DestinationMetrics;
 use crate::process::{Processed, Processor, Try};
 
@@ -39,6 +46,7 @@ pub struct Routing {
     routes: Arc<Routes>,
     destinations: BTreeMap<String, Arc<dyn Destination>>,
     counted: BTreeMap<String, Arc<DestinationMetrics>>,
+    breakers: BTreeMap<String, Arc<DestinationBreaker>>,
 }
 
 impl Default for Routing {
@@ -60,6 +68,7 @@ impl Routing {
             routes: Arc::new(Routes::projections_only()),
             destinations: BTreeMap::new(),
             counted: BTreeMap::new(),
+            breakers: BTreeMap::new(),
         }
     }
 
@@ -69,7 +78,12 @@ impl Routing {
             .iter()
             .map(|d| (d.name().to_owned(), Arc::default()))
             .collect();
+        let breakers = destinations
+            .iter()
+            .map(|d| (d.name().to_owned(), Arc::default()))
+            .collect();
         Self {
+            breakers,
             routes: Arc::new(routes),
             destinations: destinations
                 .into_iter()
@@ -90,6 +104,19 @@ impl Routing {
     fn count(&self, name: &str, f: impl FnOnce(&DestinationMetrics)) {
         if let Some(m) = self.counted.get(name) {
             f(m);
+        }
+    }
+
+    /// Whether `name`'s breaker lets a delivery through now.
+    fn admit(&self, name: &str) -> Admit {
+        self.breakers.get(name).map_or(Admit::Send, |b| b.admit())
+    }
+
+    /// Records a sent delivery's result with `name`'s breaker and its gauge.
+    fn after_try(&self, name: &str, result: &Result<(), DeliveryError>, admit: Admit) {
+        if let Some(b) = self.breakers.get(name) {
+            b.record(name, result, admit == Admit::Probe);
+            self.count(name, |m| m.breaker_open.set(i64::from(b.is_open())));
         }
     }
 
@@ -163,13 +190,24 @@ impl Processor {
         }
         // The event's bytes within the delivery's body, shared.
         let body = &shared(&t.delivery.body, event);
-        let pending = plan
+        let pending: Vec<_> = plan
             .remote
             .iter()
             .filter(|d| !states.get(d.name()).is_some_and(|s| s.delivered))
             .map(|d| {
                 let state = states.get(d.name()).cloned().unwrap_or_default();
                 async move {
+                    let admit = self.routing.admit(d.name());
+                    if let Admit::Wait(wait) = admit {
+                        return Tried1 {
+                            destination: d.clone(),
+                            state,
+                            result: Err(DeliveryError::not_sent(
+                                "its breaker is open: not sent",
+                                wait,
+                            )),
+                        };
+                    }
                     use tracing::Instrument;
                     let started = std::time::Instant::now();
                     let span = tracing::debug_span!(
@@ -189,6 +227,7 @@ impl Processor {
                             body,
                             attempt: state.attempts + 1,
                             now: t.now,
+                            redelivery: state.redelivery.as_deref(),
                         })
                         .instrument(span.clone())
                         .await;
@@ -196,15 +235,23 @@ impl Processor {
                         Ok(()) => crate::trace::outcome(&span, "delivered"),
                         Err(e) => crate::trace::failed(&span, e.kind.as_str()),
                     }
-                    self.routing
-                        .count(d.name(), |m| m.latency.observe(started.elapsed()));
+                    self.routing.after_try(d.name(), &result, admit);
+                    if !result.as_ref().is_err_and(|e| e.not_sent) {
+                        self.routing
+                            .count(d.name(), |m| m.latency.observe(started.elapsed()));
+                    }
                     Tried1 {
                         destination: d.clone(),
                         state,
                         result,
                     }
                 }
-            });
+            })
+            .collect();
+        if !pending.is_empty() {
+            // From here the event waits on destinations, not on the worker.
+            crate::poll::release_worker_slot();
+        }
         let tries = join_all(pending).await;
         // When every destination took it and no projection runs, the states
         // are written with the completion, in one write.
@@ -212,6 +259,14 @@ impl Processor {
         let mut failed = Vec::new();
         let mut taken = Vec::new();
         for tried in tries {
+            let tried = match tried.result {
+                // Nothing was sent: nothing to record.
+                Err(error) if error.not_sent => {
+                    failed.push((tried.destination, tried.state, error));
+                    continue;
+                }
+                result => Tried1 { result, ..tried },
+            };
             let name = tried.destination.name();
             let next = match &tried.result {
                 Ok(()) => tried.state.delivered(t.now),
@@ -221,7 +276,7 @@ impl Processor {
                 taken.push((name.to_owned(), next.clone()));
             } else if let Err(e) = self
                 .store
-                .record_destination(t.id, t.event_type, name, &next, t.now)
+                .record_destination(t.id, t.event_type, t.origin, name, &next, t.now)
                 .await
             {
                 // Not recorded: the event comes back, and a destination that
@@ -283,7 +338,7 @@ impl Processor {
                 for (name, state) in taken {
                     if let Err(e) = self
                         .store
-                        .record_destination(t.id, t.event_type, name, state, t.now)
+                        .record_destination(t.id, t.event_type, t.origin, name, state, t.now)
                         .await
                     {
                         return Processed::only(self.after_transient(
@@ -342,6 +397,7 @@ impl Processor {
     ) -> Option<Decision> {
         let mut reasons = Vec::new();
         let mut retry: Option<(Duration, PortError)> = None;
+        let mut held: Option<(Duration, PortError)> = None;
         for (d, state, error) in failed {
             let horizon = d.retry_for();
             let failing_for = t.now - state.first_failed_at.unwrap_or(t.now);
@@ -356,6 +412,18 @@ impl Processor {
                     humantime::format_duration(horizon),
                     error.message
                 ));
+            } else if error.not_sent {
+                // Jittered, so that the events an open breaker held do not
+                // all come back in the same second.
+                let wait = error.retry_after.unwrap_or(Duration::from_secs(1));
+                let delay = (wait + wait.mul_f64(t.unit / 2.0))
+                    .max(Duration::from_secs(1))
+                    .min(MAX_VISIBILITY);
+                let error =
+                    PortError::transient(format!("destination {}: {}", d.name(), error.message));
+                if held.as_ref().is_none_or(|(longest, _)| delay > *longest) {
+                    held = Some((delay, error));
+                }
             } else {
                 self.routing.count(d.name(), |m| m.retried.inc());
                 let failing = Duration::from_secs(u64::try_from(failing_for).unwrap_or(0));
@@ -372,35 +440,27 @@ impl Processor {
         }
         if !reasons.is_empty() {
             let reason = reasons.join("; ");
-            self.record_failure(
-                t.id.as_str(),
-                t.event_type,
-                &reason,
-                t.now,
-                Tried::Unclaimed,
-            )
-            .await;
+            self.record_failure(t, &reason, Tried::Unclaimed).await;
             return Some(Decision::DeadLetter { reason });
         }
-        let (delay, error) = retry?;
-        self.record_failure(
-            t.id.as_str(),
-            t.event_type,
-            &error.to_string(),
-            t.now,
-            Tried::Unclaimed,
-        )
-        .await;
-        Some(if t.delivery.receive_count >= self.max_receives {
-            Decision::Requeue {
-                error,
-                cause: Cause::Destination,
+        let (delay, error, cause) = match (retry, held) {
+            (Some((delay, error)), held) => {
+                self.record_failure(t, &error.to_string(), Tried::Unclaimed)
+                    .await;
+                let delay = delay.max(held.map_or(Duration::ZERO, |(d, _)| d));
+                (delay, error, Cause::Destination)
             }
+            // Only held back: not a failure of the event, nothing recorded.
+            (None, Some((delay, error))) => (delay, error, Cause::Held),
+            (None, None) => return None,
+        };
+        Some(if t.delivery.receive_count >= self.max_receives {
+            Decision::Requeue { error, cause }
         } else {
             Decision::RetryLater {
                 delay,
                 error,
-                cause: Cause::Destination,
+                cause,
             }
         })
     }
