@@ -129,24 +129,26 @@ impl Store for Slow<dyn Store> {
         &self,
         id: &EventId,
         t: &str,
+        origin: Origin<'_>,
         e: &str,
         now: i64,
         tried: Tried,
     ) -> Result<(), PortError> {
         self.pay().await;
-        self.inner.fail(id, t, e, now, tried).await
+        self.inner.fail(id, t, origin, e, now, tried).await
     }
     async fn record_destination(
         &self,
         id: &EventId,
         t: &str,
+        origin: Origin<'_>,
         destination: &str,
         state: &hookline_core::records::DestinationState,
         now: i64,
     ) -> Result<(), PortError> {
         self.pay().await;
         self.inner
-            .record_destination(id, t, destination, state, now)
+            .record_destination(id, t, origin, destination, state, now)
             .await
     }
     async fn event(&self, id: &str) -> Result<Option<EventRecord>, PortError> {
@@ -490,9 +492,10 @@ async fn aws_requests(events: usize) {
         store_calls as f64 / events as f64
     );
     println!(
-        "        DynamoDB writes counted at the adapter: {} requests, {} write units = {:.2} write units per applied event",
+        "        DynamoDB writes as billed (items and indexes): {} requests, {} write units ({} of them index writes) = {:.2} write units per applied event",
         writes.requests,
         writes.units,
+        writes.index_units,
         writes.units as f64 / metrics.applied.get().max(1) as f64
     );
     println!(

@@ -187,6 +187,14 @@ impl Bed {
         format!("{} in the DLQ: [{}]", all.len(), lines.join("; "))
     }
 
+    /// On AWS, makes DynamoDB (what a worker or a command started with
+    /// this bed's settings reaches) unreachable or reachable again.
+    pub fn set_dynamodb_reachable(&self, reachable: bool) {
+        if let Outage::Aws { switch, .. } = &self.outage {
+            switch.set(reachable);
+        }
+    }
+
     /// Enqueues `bodies` and makes the store unreachable for `d` around
     /// them, then reachable again. On AWS only DynamoDB is cut, so the
     /// events arrive while it is down; on the embedded backend the queue

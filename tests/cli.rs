@@ -103,6 +103,7 @@ async fn list_and_export_leave_the_dlq_unchanged(bed: Bed) {
         .fail(
             &hookline_core::envelope::EventId::new("evt_test_l3"),
             "account.updated",
+            hookline_core::ports::Origin::source("test"),
             "store unreachable",
             now(),
             hookline_core::ports::Tried::Unclaimed,

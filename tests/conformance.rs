@@ -368,7 +368,14 @@ async fn ledger_lifecycle_and_ttl(p: Ports) {
         Claim::Busy { .. }
     ));
     p.store
-        .fail(&id, "payout.updated", "store timed out", t, Tried::Claimed)
+        .fail(
+            &id,
+            "payout.updated",
+            hookline_core::ports::Origin::source("test"),
+            "store timed out",
+            t,
+            Tried::Claimed,
+        )
         .await
         .expect("fail");
     let rec = p
@@ -414,7 +421,14 @@ async fn ledger_lifecycle_and_ttl(p: Ports) {
         Claim::Completed
     );
     p.store
-        .fail(&id, "payout.updated", "late failure", t, Tried::Claimed)
+        .fail(
+            &id,
+            "payout.updated",
+            hookline_core::ports::Origin::source("test"),
+            "late failure",
+            t,
+            Tried::Claimed,
+        )
         .await
         .expect("fail is a no-op");
     let rec = p
@@ -770,6 +784,7 @@ async fn apply_counts_tries_and_records_the_source(p: Ports) {
         .fail(
             &id,
             "customer.created",
+            hookline_core::ports::Origin::source("test"),
             "store timed out",
             now(),
             Tried::Unclaimed,
@@ -814,7 +829,14 @@ async fn apply_counts_tries_and_records_the_source(p: Ports) {
     );
     // A late failure does not undo the completion.
     p.store
-        .fail(&id, "customer.created", "late", now(), Tried::Unclaimed)
+        .fail(
+            &id,
+            "customer.created",
+            hookline_core::ports::Origin::source("test"),
+            "late",
+            now(),
+            Tried::Unclaimed,
+        )
         .await
         .expect("fail");
     let rec = p

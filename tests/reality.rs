@@ -768,6 +768,7 @@ async fn the_worker_purges_expired_records_on_the_embedded_backend() {
         .fail(
             &ev("evt_test_expired"),
             "payout.created",
+            hookline_core::ports::Origin::source("test"),
             "x",
             old,
             Tried::Unclaimed,
@@ -778,6 +779,7 @@ async fn the_worker_purges_expired_records_on_the_embedded_backend() {
         .fail(
             &ev("evt_test_recent"),
             "payout.created",
+            hookline_core::ports::Origin::source("test"),
             "x",
             now(),
             Tried::Unclaimed,

@@ -35,14 +35,19 @@ use hookline_core::records::{
 
 use crate::attrs::{from_attr, from_item, to_attr, to_item};
 use crate::errors::classify;
+use crate::meter::Written;
 
-/// The events table's index by `subject` (the event's account, else its
-/// object), with `objectId`: how `hookline erase` finds an account's or an
-/// object's ledger items.
-pub const SUBJECT_INDEX: &str = "subject-index";
+/// How many segments erase's parallel Scan reads at once. An erasure
+/// finds an account's or an object's items by scanning (ledger items carry
+/// `subject` and `objectId`, objects `account`): an index would bill a
+/// write unit to every event for a command that runs a few times a month,
+/// and the ledger's 30-day TTL keeps the scan bounded.
+pub const SCAN_SEGMENTS: i32 = 4;
 
-/// The objects table's index by `account`.
-pub const ACCOUNT_INDEX: &str = "account-index";
+/// Scan pages per second at most, all segments together: each page reads
+/// up to 1 MB (128 read units, eventually consistent), so a scan takes at
+/// most about 1,300 read units a second and leaves the table's traffic room.
+pub const SCAN_PAGES_PER_SEC: u32 = 10;
 
 /// The provider table's index of the accounts that deauthorized the
 /// platform: partition key `deauthorized` (always [`DEAUTHORIZED`], written
@@ -115,6 +120,32 @@ fn update_size(
     item_size(key) + values.map_or(0, item_size)
 }
 
+/// What a ledger write records of whom the event concerns, where no
+/// write did before: `subject` and `objectId` (`if_not_exists`), as an
+/// update clause (`, subject = …`) and its values.
+fn whom(origin: &Origin<'_>) -> (String, Vec<(&'static str, AttributeValue)>) {
+    let mut set = String::new();
+    let mut values = Vec::new();
+    if let Some(subject) = origin.subject {
+        set.push_str(", subject = if_not_exists(subject, :whomSubject)");
+        values.push((":whomSubject", s(subject)));
+    }
+    if let Some(object) = origin.object {
+        set.push_str(", objectId = if_not_exists(objectId, :whomObject)");
+        values.push((":whomObject", s(object)));
+    }
+    (set, values)
+}
+
+/// A projection's item as the meter counts it: only an account that left
+/// carries an index's key ([`DEAUTHORIZED_INDEX`]'s `deauthorized`).
+fn projection_written(item: &HashMap<String, AttributeValue>) -> Written {
+    Written {
+        size: item_size(item),
+        indexes: u64::from(item.contains_key("deauthorized")),
+    }
+}
+
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
@@ -140,11 +171,12 @@ impl DynamoStore {
         &self,
         request: &aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
     ) {
+        // Only ledger items are updated, and the ledger has no index.
         self.meter.count(false, || {
-            vec![update_size(
+            vec![Written::item(update_size(
                 request.get_key().as_ref().unwrap_or(&HashMap::new()),
                 request.get_expression_attribute_values().as_ref(),
-            )]
+            ))]
         });
     }
 
@@ -170,42 +202,65 @@ impl DynamoStore {
         Ok(out.item)
     }
 
-    /// The keys of the items of `index` on `table` whose `attribute` is
-    /// `value` (every page), keeping those `keep` accepts.
-    async fn query_keys(
+    /// The keys of `table`'s items one of whose `attributes` is `value`: a
+    /// parallel Scan of [`SCAN_SEGMENTS`] segments, paced to
+    /// [`SCAN_PAGES_PER_SEC`] pages a second; and how many items it read.
+    async fn scan_keys(
         &self,
         table: &str,
-        index: &str,
-        (attribute, value): (&str, &str),
         key: &str,
-        keep: impl Fn(&HashMap<String, AttributeValue>) -> bool,
-    ) -> Result<Vec<String>, PortError> {
-        let mut keys = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(table)
-                .index_name(index)
-                .key_condition_expression("#a = :v")
-                .expression_attribute_names("#a", attribute)
-                .expression_attribute_values(":v", s(value))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| classify(&format!("Query on index {index} of table {table}"), e))?;
-            keys.extend(
-                out.items()
-                    .iter()
-                    .filter(|i| keep(i))
-                    .filter_map(|i| i.get(key).and_then(|v| v.as_s().ok()).cloned()),
-            );
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(keys),
+        attributes: &[&str],
+        value: &str,
+    ) -> Result<(Vec<String>, u64), PortError> {
+        let pace = tokio::sync::Mutex::new(tokio::time::interval(
+            std::time::Duration::from_secs(1) / SCAN_PAGES_PER_SEC.max(1),
+        ));
+        let filter = (0..attributes.len())
+            .map(|i| format!("#a{i} = :v"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let segment = |segment: i32| {
+            let (pace, filter) = (&pace, &filter);
+            async move {
+                let mut keys = Vec::new();
+                let mut scanned = 0u64;
+                let mut start = None;
+                loop {
+                    pace.lock().await.tick().await;
+                    let mut request = self
+                        .client
+                        .scan()
+                        .table_name(table)
+                        .segment(segment)
+                        .total_segments(SCAN_SEGMENTS)
+                        .projection_expression("#k")
+                        .expression_attribute_names("#k", key)
+                        .filter_expression(filter)
+                        .expression_attribute_values(":v", s(value))
+                        .set_exclusive_start_key(start);
+                    for (i, a) in attributes.iter().enumerate() {
+                        request = request.expression_attribute_names(format!("#a{i}"), *a);
+                    }
+                    let out = request
+                        .send()
+                        .await
+                        .map_err(|e| classify(&format!("Scan of table {table}"), e))?;
+                    scanned += u64::try_from(out.scanned_count()).unwrap_or(0);
+                    keys.extend(
+                        out.items()
+                            .iter()
+                            .filter_map(|i| i.get(key).and_then(|v| v.as_s().ok()).cloned()),
+                    );
+                    match out.last_evaluated_key {
+                        Some(k) if !k.is_empty() => start = Some(k),
+                        _ => return Ok::<_, PortError>((keys, scanned)),
+                    }
+                }
             }
-        }
+        };
+        let parts = futures_util::future::try_join_all((0..SCAN_SEGMENTS).map(segment)).await?;
+        let scanned = parts.iter().map(|(_, n)| n).sum();
+        Ok((parts.into_iter().flat_map(|(k, _)| k).collect(), scanned))
     }
 
     /// Whether `table` holds the item `key` = `id`; with it, the item.
@@ -283,9 +338,16 @@ impl DynamoStore {
             Some(origin) => (
                 "",
                 format!(
-                    "{}{}, #source = :source ADD attempts :one",
+                    "{}{}{}, #source = :source ADD attempts :one",
                     if origin.subject.is_some() {
                         ", subject = :subject"
+                    } else {
+                        ""
+                    },
+                    // The event's object, where the change projects none
+                    // (ignored, routed): `erase --object` finds it.
+                    if object.is_none() && origin.object.is_some() {
+                        ", objectId = if_not_exists(objectId, :whomObject)"
                     } else {
                         ""
                     },
@@ -337,6 +399,9 @@ impl DynamoStore {
             if let Some(subject) = origin.subject {
                 update = update.expression_attribute_values(":subject", s(subject));
             }
+            if let (None, Some(o)) = (object, origin.object) {
+                update = update.expression_attribute_values(":whomObject", s(o));
+            }
             if let Some(trace) = origin.trace {
                 update = update.expression_attribute_values(":trace", s(trace));
             }
@@ -359,7 +424,10 @@ impl DynamoStore {
         let outcome = done.outcome;
         let u = self.completion_update(event_id, event_type, done, now, unclaimed)?;
         self.meter.count(false, || {
-            vec![update_size(&u.key, u.expression_attribute_values.as_ref())]
+            vec![Written::item(update_size(
+                &u.key,
+                u.expression_attribute_values.as_ref(),
+            ))]
         });
         let out = self
             .client
@@ -434,7 +502,8 @@ impl DynamoStore {
         ties: Ties,
     ) -> Result<(Option<Outcome>, Option<Tie>), PortError> {
         let put = self.projection_put(p, event_id, ties)?;
-        self.meter.count(false, || vec![item_size(put.item())]);
+        self.meter
+            .count(false, || vec![projection_written(put.item())]);
         let table = put.table_name().to_owned();
         let out = self
             .client
@@ -596,9 +665,13 @@ impl Store for DynamoStore {
         lease: Lease<'_>,
     ) -> Result<Claim, PortError> {
         let (now, lease_until) = (lease.now, lease.until());
-        let subject_set = match lease.origin.subject {
-            Some(_) => ", subject = :subject",
-            None => "",
+        let subject_set = match (lease.origin.subject, lease.origin.object) {
+            (Some(_), Some(_)) => {
+                ", subject = :subject, objectId = if_not_exists(objectId, :whomObject)"
+            }
+            (Some(_), None) => ", subject = :subject",
+            (None, Some(_)) => ", objectId = if_not_exists(objectId, :whomObject)",
+            (None, None) => "",
         };
         let trace_set = match lease.origin.trace {
             Some(_) => ", traceId = :trace",
@@ -633,6 +706,9 @@ impl Store for DynamoStore {
             .return_values(ReturnValue::AllNew);
         if let Some(subject) = lease.origin.subject {
             request = request.expression_attribute_values(":subject", s(subject));
+        }
+        if let Some(object) = lease.origin.object {
+            request = request.expression_attribute_values(":whomObject", s(object));
         }
         if let Some(trace) = lease.origin.trace {
             request = request.expression_attribute_values(":trace", s(trace));
@@ -722,8 +798,11 @@ impl Store for DynamoStore {
         let put = self.projection_put(p, event_id.as_str(), Ties::ByRank)?;
         self.meter.count(true, || {
             vec![
-                update_size(&ledger.key, ledger.expression_attribute_values.as_ref()),
-                item_size(put.item()),
+                Written::item(update_size(
+                    &ledger.key,
+                    ledger.expression_attribute_values.as_ref(),
+                )),
+                projection_written(put.item()),
             ]
         });
         let out = self
@@ -833,6 +912,7 @@ impl Store for DynamoStore {
         &self,
         event_id: &EventId,
         event_type: &str,
+        origin: Origin<'_>,
         error: &str,
         now: i64,
         tried: Tried,
@@ -841,14 +921,15 @@ impl Store for DynamoStore {
             Tried::Claimed => ", attempts = if_not_exists(attempts, :one)",
             Tried::Unclaimed => " ADD attempts :one",
         };
-        let request = self
+        let (whom_set, whom_values) = whom(&origin);
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.tables.events)
             .key("eventId", s(event_id.as_str()))
             .update_expression(format!(
                 "SET #status = :failed, lastError = :error, eventType = if_not_exists(eventType, :type), \
-                 expiresAt = :exp{attempts} REMOVE leaseUntil, leaseOwner",
+                 expiresAt = :exp{whom_set}{attempts} REMOVE leaseUntil, leaseOwner",
             ))
             .condition_expression(NOT_FINAL)
             .expression_attribute_names("#status", "status")
@@ -859,6 +940,9 @@ impl Store for DynamoStore {
             .expression_attribute_values(":type", s(event_type))
             .expression_attribute_values(":exp", n(now + LEDGER_TTL_SECS))
             .expression_attribute_values(":one", n(1));
+        for (name, value) in whom_values {
+            request = request.expression_attribute_values(name, value);
+        }
         self.count_update(&request);
         let out = request.send().await;
         match out {
@@ -875,20 +959,22 @@ impl Store for DynamoStore {
         &self,
         event_id: &EventId,
         event_type: &str,
+        origin: Origin<'_>,
         destination: &str,
         state: &DestinationState,
         now: i64,
     ) -> Result<(), PortError> {
-        let request = self
+        let (whom_set, whom_values) = whom(&origin);
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.tables.events)
             .key("eventId", s(event_id.as_str()))
-            .update_expression(
+            .update_expression(format!(
                 "SET #d = :state, eventType = if_not_exists(eventType, :type), \
                  #status = if_not_exists(#status, :processing), attempts = if_not_exists(attempts, :zero), \
-                 expiresAt = if_not_exists(expiresAt, :exp)",
-            )
+                 expiresAt = if_not_exists(expiresAt, :exp){whom_set}",
+            ))
             .expression_attribute_names("#d", format!("{DESTINATION_PREFIX}{destination}"))
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":state", state_attr(state)?)
@@ -896,6 +982,9 @@ impl Store for DynamoStore {
             .expression_attribute_values(":processing", s(EventStatus::Processing.as_str()))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":exp", n(now + LEDGER_TTL_SECS));
+        for (name, value) in whom_values {
+            request = request.expression_attribute_values(name, value);
+        }
         self.count_update(&request);
         request
             .send()
@@ -932,49 +1021,28 @@ impl Store for DynamoStore {
         let present = |item: Option<HashMap<String, AttributeValue>>, id: &str| {
             item.map(|_| id.to_owned()).into_iter().collect::<Vec<_>>()
         };
-        let any = |_: &HashMap<String, AttributeValue>| true;
         let mut h = Holdings::default();
         match subject {
             Subject::Account(a) => {
                 h.providers = present(self.get(&t.provider, "stripeAccountId", a).await?, a);
-                h.objects = self
-                    .query_keys(&t.objects, ACCOUNT_INDEX, ("account", a), "objectId", any)
+                (h.objects, _) = self
+                    .scan_keys(&t.objects, "objectId", &["account"], a)
                     .await?;
-                h.events = self
-                    .query_keys(&t.events, SUBJECT_INDEX, ("subject", a), "eventId", any)
+                (h.events, _) = self
+                    .scan_keys(&t.events, "eventId", &["subject"], a)
                     .await?;
             }
             Subject::Object(o) => {
                 if ItemTable::for_id(o) == ItemTable::Provider {
                     h.providers = present(self.get(&t.provider, "stripeAccountId", o).await?, o);
                 }
-                let object = self.get(&t.objects, "objectId", o).await?;
-                let account = object
-                    .as_ref()
-                    .and_then(|i| i.get("account"))
-                    .and_then(|v| v.as_s().ok())
-                    .cloned();
-                h.objects = present(object, o);
-                // Its events name its account as their subject, or the
-                // object itself when it has none.
-                h.events = self
-                    .query_keys(&t.events, SUBJECT_INDEX, ("subject", o), "eventId", any)
+                h.objects = present(self.get(&t.objects, "objectId", o).await?, o);
+                // Its events name it as their object (every ledger write
+                // records it), or as their subject when they carry no
+                // account.
+                (h.events, _) = self
+                    .scan_keys(&t.events, "eventId", &["objectId", "subject"], o)
                     .await?;
-                if let Some(a) = account {
-                    let of_object = |i: &HashMap<String, AttributeValue>| {
-                        i.get("objectId").and_then(|v| v.as_s().ok()) == Some(o)
-                    };
-                    h.events.extend(
-                        self.query_keys(
-                            &t.events,
-                            SUBJECT_INDEX,
-                            ("subject", &a),
-                            "eventId",
-                            of_object,
-                        )
-                        .await?,
-                    );
-                }
             }
             Subject::Event(e) => {
                 h.events = present(self.get_event_item(e).await?, e);

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_sqs::types::QueueAttributeName;
 use hookline_core::ports::PortError;
 
-use crate::dynamo::{Tables, ACCOUNT_INDEX, DEAUTHORIZED_INDEX, SUBJECT_INDEX};
+use crate::dynamo::{Tables, DEAUTHORIZED_INDEX};
 use crate::errors::classify;
 
 /// URLs of a queue and its dead-letter queue.
@@ -103,8 +103,6 @@ struct Index {
     hash: &'static str,
     /// The sort key, a number.
     range: Option<&'static str>,
-    /// A non-key attribute the index carries.
-    include: Option<&'static str>,
 }
 
 impl Index {
@@ -125,15 +123,9 @@ impl Index {
     }
 
     fn projection(&self) -> Projection {
-        match self.include {
-            Some(a) => Projection::builder()
-                .projection_type(ProjectionType::Include)
-                .non_key_attributes(a)
-                .build(),
-            None => Projection::builder()
-                .projection_type(ProjectionType::KeysOnly)
-                .build(),
-        }
+        Projection::builder()
+            .projection_type(ProjectionType::KeysOnly)
+            .build()
     }
 }
 
@@ -158,53 +150,49 @@ fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, PortError> {
 }
 
 /// Creates the three tables (on-demand, string partition key) with the
-/// indexes erasure reads, and turns on TTL on the ledger's `expiresAt`. An
-/// existing table keeps its settings; an index it lacks is added.
+/// one index erasure reads, and turns on TTL on the ledger's `expiresAt`.
+/// An existing table keeps its settings; an index it lacks is added.
+///
+/// The ledger and the objects have no index: a write to an item that
+/// carries an index's key is billed once more for the index, and erase
+/// finds an account's items by scanning instead. The deauthorization index
+/// is sparse: only an account that left carries its key.
 pub async fn create_tables(
     ddb: &aws_sdk_dynamodb::Client,
     tables: &Tables,
 ) -> Result<(), PortError> {
-    // The ledger by subject (with objectId, for `erase --object`), the
-    // objects by account, the accounts that deauthorized the platform by
-    // when.
-    let by_subject = Index {
-        name: SUBJECT_INDEX,
-        hash: "subject",
-        range: None,
-        include: Some("objectId"),
-    };
-    let by_account = Index {
-        name: ACCOUNT_INDEX,
-        hash: "account",
-        range: None,
-        include: None,
-    };
     let by_deauthorization = Index {
         name: DEAUTHORIZED_INDEX,
         hash: "deauthorized",
         range: Some("deauthorizedAt"),
-        include: None,
     };
     for (table, key_name, index) in [
-        (&tables.events, "eventId", by_subject),
-        (&tables.objects, "objectId", by_account),
-        (&tables.provider, "stripeAccountId", by_deauthorization),
+        (&tables.events, "eventId", None),
+        (&tables.objects, "objectId", None),
+        (
+            &tables.provider,
+            "stripeAccountId",
+            Some(by_deauthorization),
+        ),
     ] {
-        let gsi = GlobalSecondaryIndex::builder()
-            .index_name(index.name)
-            .set_key_schema(Some(index.key_schema()?))
-            .projection(index.projection())
-            .build()
-            .map_err(built)?;
         let mut attributes = vec![definition(key_name, ScalarAttributeType::S)?];
-        attributes.extend(index.attributes()?);
-        let created = ddb
+        let mut create = ddb
             .create_table()
             .table_name(table)
             .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key(key_name, KeyType::Hash)?);
+        if let Some(index) = &index {
+            let gsi = GlobalSecondaryIndex::builder()
+                .index_name(index.name)
+                .set_key_schema(Some(index.key_schema()?))
+                .projection(index.projection())
+                .build()
+                .map_err(built)?;
+            attributes.extend(index.attributes()?);
+            create = create.global_secondary_indexes(gsi);
+        }
+        let created = create
             .set_attribute_definitions(Some(attributes))
-            .key_schema(key(key_name, KeyType::Hash)?)
-            .global_secondary_indexes(gsi)
             .send()
             .await;
         match created {
@@ -213,7 +201,9 @@ pub async fn create_tables(
                 if e.as_service_error()
                     .is_some_and(|s| s.is_resource_in_use_exception()) =>
             {
-                add_missing_index(ddb, table, &index).await?;
+                if let Some(index) = &index {
+                    add_missing_index(ddb, table, index).await?;
+                }
             }
             Err(e) => return Err(classify("CreateTable", e)),
         }

@@ -328,6 +328,12 @@ impl Queue for SqsQueue {
             if let Some(trace) = system.get(&MessageSystemAttributeName::AwsTraceHeader) {
                 attributes.insert(attr::TRACE_HEADER.to_owned(), trace.clone());
             }
+            // A message an erasure's scan put back keeps its first arrival.
+            let sent_at_ms = attributes
+                .get(attr::SENT_AT)
+                .and_then(|v| v.parse().ok())
+                .or_else(|| number(MessageSystemAttributeName::SentTimestamp))
+                .unwrap_or(0);
             let (Some(receipt), Some(message_id)) = (m.receipt_handle, m.message_id) else {
                 continue;
             };
@@ -339,7 +345,7 @@ impl Queue for SqsQueue {
                 receive_count: number(MessageSystemAttributeName::ApproximateReceiveCount)
                     .and_then(|n| u32::try_from(n).ok())
                     .unwrap_or(1),
-                sent_at_ms: number(MessageSystemAttributeName::SentTimestamp).unwrap_or(0),
+                sent_at_ms,
                 group_id: system
                     .get(&MessageSystemAttributeName::MessageGroupId)
                     .cloned(),

@@ -64,13 +64,18 @@ pub async fn cmd(args: &EraseArgs) -> anyhow::Result<ExitCode> {
     let Some(subject) = args.subject() else {
         anyhow::bail!("name one of --account, --object, --event");
     };
-    let b = args.backend.open().await?;
+    // Every place an event's data can be is reached, or nothing is done:
+    // on AWS the DLQ holds dead-lettered events, and without DLQ_URL a
+    // receipt would say "DLQ messages 0" while they stay.
+    let (b, dlq) = args.backend.open_with_dlq().await.map_err(|e| {
+        anyhow::anyhow!("erase must reach every place the subject's records are: {e:#}")
+    })?;
     let remove = args.yes;
     let found = erase(
         &subject,
         b.store.as_ref(),
         b.queue.as_ref(),
-        b.dlq.as_deref(),
+        Some(dlq.as_ref()),
         remove,
     )
     .await?;
@@ -120,19 +125,23 @@ fn human(r: &Receipt<'_>) -> String {
             r.subject, r.backend
         ),
     };
-    let mut line = |what: &str, ids: &[String]| {
+    let line = |out: &mut String, what: &str, ids: &[String]| {
         out.push_str(&format!("  {what:<15} {:>5}", ids.len()));
         if r.removed && !ids.is_empty() {
             out.push_str(&format!("  {}", ids.join(" ")));
         }
         out.push('\n');
     };
-    line("provider items", &f.items.providers);
-    line("objects", &f.items.objects);
-    line("ledger items", &f.items.events);
-    line("DLQ messages", &f.dlq_messages);
+    line(&mut out, "provider items", &f.items.providers);
+    line(&mut out, "objects", &f.items.objects);
+    line(&mut out, "ledger items", &f.items.events);
+    line(&mut out, "DLQ messages", &f.dlq_messages);
+    out.push_str(&format!(
+        "  {:<15} {:>5}  (each message of the DLQ read once)\n",
+        "DLQ read", f.dlq_read
+    ));
     match &f.queue_messages {
-        Some(ids) => line("queue messages", ids),
+        Some(ids) => line(&mut out, "queue messages", ids),
         None => out.push_str(
             "  queue messages      -  (SQS: read only by receiving; the worker applies and deletes them)\n",
         ),

@@ -9,7 +9,7 @@
 //! backend; an SQS queue's messages are applied and deleted by the worker,
 //! and an event applied after an erasure is Stripe's data again).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::envelope::Envelope;
@@ -24,6 +24,8 @@ pub struct Found {
     pub items: Holdings,
     /// Message ids of the DLQ's messages.
     pub dlq_messages: Vec<String>,
+    /// How many DLQ messages the scan read, each once.
+    pub dlq_read: usize,
     /// Message ids of the main queue's messages; `None` where the queue
     /// cannot be read without receiving (SQS).
     pub queue_messages: Option<Vec<String>>,
@@ -100,9 +102,9 @@ pub async fn erase(
     let mut items = store.holdings(subject).await?;
     let events: HashSet<String> = items.events.iter().cloned().collect();
     let matches = |d: &Delivery| message_concerns(d, subject, &events);
-    let dlq_matched = match dlq {
+    let (dlq_matched, dlq_read) = match dlq {
         Some(dlq) => dead_letters(dlq, &matches, remove).await?,
-        None => Vec::new(),
+        None => (Vec::new(), 0),
     };
     let queue_matched = queue
         .sweep(&matches, remove)
@@ -132,55 +134,111 @@ pub async fn erase(
     let ids = |ms: Vec<Matched>| ms.into_iter().map(|m| m.message_id).collect::<Vec<_>>();
     Ok(Found {
         items,
+        dlq_read,
         dlq_messages: ids(dlq_matched),
         queue_messages: queue_matched.map(ids),
     })
 }
 
-/// The DLQ's messages that `matches`, removed with `remove`: where the
-/// queue can be read without receiving, directly; else (SQS) by receiving
-/// every message once, hidden for [`HOLD`], deleting the matching ones and
-/// making the others visible again.
+/// The DLQ's messages that `matches`, removed with `remove`, and how many
+/// messages were read. Where the queue can be read without receiving,
+/// directly. Else (SQS) each message is received once, and none stays
+/// hidden: a match is deleted (with `remove`); every other message goes
+/// back at once, as a copy at the queue's tail marked with this scan's id
+/// and its first arrival (its age and group kept), before the one received
+/// is deleted. So a FIFO group is never held behind a message the scan
+/// looks at, a large standard queue never hands a message back to the scan
+/// when its hold ends, and the scan ends when a receive brings only its
+/// own copies (held until the end, then made visible) or nothing.
 async fn dead_letters(
     dlq: &dyn Queue,
     matches: &(dyn for<'d> Fn(&'d Delivery) -> bool + Send + Sync),
     remove: bool,
-) -> Result<Vec<Matched>, PortError> {
+) -> Result<(Vec<Matched>, usize), PortError> {
     if let Some(swept) = dlq.sweep(matches, remove).await? {
-        return Ok(swept.iter().map(Matched::of).collect());
+        return Ok((swept.iter().map(Matched::of).collect(), swept.len()));
     }
-    let mut seen = BTreeSet::new();
-    let mut release = Vec::new();
+    let scan = uuid::Uuid::new_v4().simple().to_string();
+    let mut own = Vec::new();
     let mut found = Vec::new();
+    let mut read = 0;
     let result = async {
         loop {
             let batch = dlq.receive(10, Duration::from_secs(1), HOLD).await?;
-            let fresh: Vec<Delivery> = batch
-                .into_iter()
-                .filter(|d| seen.insert(d.message_id.clone()))
-                .collect();
-            if fresh.is_empty() {
+            if batch.is_empty() {
                 return Ok::<(), PortError>(());
             }
-            let (hit, miss): (Vec<Delivery>, Vec<Delivery>) =
-                fresh.into_iter().partition(|d| matches(d));
-            release.extend(miss.into_iter().map(|d| d.receipt));
-            if !remove {
-                release.extend(hit.iter().map(|d| d.receipt.clone()));
-                found.extend(hit.iter().map(Matched::of));
-                continue;
+            let mut back = Vec::new();
+            let mut gone = Vec::new();
+            for d in batch {
+                if d.attributes.get(attr::SCANNED_BY) == Some(&scan) {
+                    own.push(d.receipt);
+                    continue;
+                }
+                read += 1;
+                let hit = matches(&d);
+                if hit {
+                    found.push(Matched::of(&d));
+                }
+                if hit && remove {
+                    gone.push(d.receipt);
+                } else {
+                    back.push(d);
+                }
             }
-            let receipts: Vec<String> = hit.iter().map(|d| d.receipt.clone()).collect();
-            for (d, deleted) in hit.iter().zip(dlq.delete_batch(&receipts).await) {
+            put_back(dlq, &back, &scan).await?;
+            gone.extend(back.into_iter().map(|d| d.receipt));
+            for deleted in dlq.delete_batch(&gone).await {
                 deleted?;
-                found.push(Matched::of(d));
             }
         }
     }
     .await;
-    for receipt in release {
-        // If this fails, the message is visible again when its hold ends.
+    for receipt in own {
+        // If this fails, the copy is visible again when its hold ends.
         let _ = dlq.set_visibility(&receipt, Duration::ZERO).await;
     }
-    result.map(|()| found)
+    result.map(|()| (found, read))
+}
+
+/// Sends a copy of each of `messages` to the tail of `dlq`, marked as read
+/// by `scan`, in its group, with its first arrival. An error when any copy
+/// was refused: the originals are then made visible again, nothing is
+/// deleted, and a rerun reads them.
+async fn put_back(dlq: &dyn Queue, messages: &[Delivery], scan: &str) -> Result<(), PortError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let copies: Vec<_> = messages
+        .iter()
+        .map(|d| {
+            let mut m = d.to_outbound();
+            if let Some(group) = &d.group_id {
+                m.group_id.clone_from(group);
+            }
+            m.attributes
+                .entry(attr::SENT_AT.to_owned())
+                .or_insert_with(|| d.sent_at_ms.to_string());
+            m.attributes
+                .insert(attr::SCANNED_BY.to_owned(), scan.to_owned());
+            m
+        })
+        .collect();
+    let mut refused = None;
+    for chunk in copies.chunks(10) {
+        for sent in dlq.send_batch(chunk).await {
+            if let Err(e) = sent {
+                refused.get_or_insert(e);
+            }
+        }
+    }
+    match refused {
+        None => Ok(()),
+        Some(e) => {
+            for d in messages {
+                let _ = dlq.set_visibility(&d.receipt, Duration::ZERO).await;
+            }
+            Err(e)
+        }
+    }
 }

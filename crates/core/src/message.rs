@@ -26,6 +26,12 @@ pub mod attr {
     /// X-Ray links the queue hop; the embedded queue keeps it with the
     /// other attributes.
     pub const TRACE_HEADER: &str = "AWSTraceHeader";
+    /// On a DLQ message an erasure's scan put back: when the message first
+    /// reached the queue (Unix ms), which its age is counted from.
+    pub const SENT_AT: &str = "hookline_sent_at";
+    /// On a DLQ message an erasure's scan put back: that scan's id, so it
+    /// reads each message once.
+    pub const SCANNED_BY: &str = "hookline_scanned_by";
 }
 
 /// A message to put on a queue.

@@ -306,9 +306,13 @@ pub struct Origin<'a> {
     /// `webhook` or `eventbridge`.
     pub source: &'a str,
     /// The ledger's `subject`: the event's `account` (a Stripe Connect
-    /// event) or else its `data.object.id`. `hookline erase` finds an
-    /// account's ledger items by it (an index, not a scan).
+    /// event) or else its `data.object.id`. Every ledger write records it,
+    /// so `hookline erase` finds each of an account's ledger items on its
+    /// own, whatever became of the event.
     pub subject: Option<&'a str>,
+    /// The event's `data.object.id` (a thin event's related object),
+    /// recorded as the ledger's `objectId` where nothing else set it.
+    pub object: Option<&'a str>,
     /// The trace the delivery belongs to (32 hex digits), recorded as the
     /// ledger's `traceId` so `events show` can point at it.
     pub trace: Option<&'a str>,
@@ -320,6 +324,7 @@ impl<'a> Origin<'a> {
         Self {
             source,
             subject: account.or(object),
+            object,
             trace: None,
         }
     }
@@ -329,6 +334,7 @@ impl<'a> Origin<'a> {
         Self {
             source,
             subject: None,
+            object: None,
             trace: None,
         }
     }
@@ -501,6 +507,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         event_id: &EventId,
         event_type: &str,
+        origin: Origin<'_>,
         error: &str,
         now: i64,
         tried: Tried,
@@ -514,6 +521,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         event_id: &EventId,
         event_type: &str,
+        origin: Origin<'_>,
         destination: &str,
         state: &DestinationState,
         now: i64,
@@ -664,8 +672,13 @@ pub struct Outgoing<'a> {
     pub body: &'a Bytes,
     /// This try, counted from 1.
     pub attempt: u32,
-    /// Unix seconds (the signature's timestamp).
+    /// Unix seconds when processing began (a destination signs with the
+    /// clock at the moment it sends, not with this).
     pub now: i64,
+    /// `Some(id)` when an operator asked for this delivery again
+    /// (`events redeliver`): the destination sends it under its own
+    /// idempotency key and says it is a redelivery.
+    pub redelivery: Option<&'a str>,
 }
 
 /// Why a destination did not take an event.
@@ -679,6 +692,10 @@ pub struct DeliveryError {
     pub message: String,
     /// The destination asked for this much patience (`Retry-After`).
     pub retry_after: Option<Duration>,
+    /// Nothing was sent: every one of the destination's slots was taken, or
+    /// its breaker is open. Not a try: the event waits `retry_after` on
+    /// the queue, and nothing is recorded.
+    pub not_sent: bool,
 }
 
 impl DeliveryError {
@@ -687,6 +704,7 @@ impl DeliveryError {
             kind: ErrorKind::Transient,
             message: message.into(),
             retry_after: None,
+            not_sent: false,
         }
     }
     pub fn permanent(message: impl Into<String>) -> Self {
@@ -694,6 +712,16 @@ impl DeliveryError {
             kind: ErrorKind::Permanent,
             message: message.into(),
             retry_after: None,
+            not_sent: false,
+        }
+    }
+    /// Not sent (see [`DeliveryError::not_sent`]); look again after `wait`.
+    pub fn not_sent(message: impl Into<String>, wait: Duration) -> Self {
+        Self {
+            kind: ErrorKind::Transient,
+            message: message.into(),
+            retry_after: Some(wait),
+            not_sent: true,
         }
     }
 }

@@ -270,6 +270,8 @@ struct Completing {
     change: Changing,
     source: Option<String>,
     subject: Option<String>,
+    /// The event's object, for a ledger item whose change projects none.
+    object: Option<String>,
     trace: Option<String>,
     now: i64,
     /// Count this try in `attempts` (no claim did).
@@ -302,7 +304,8 @@ impl Completing {
                 let attempts = attempts + u32::from(self.count_try);
                 conn.prepare_cached(
                     "UPDATE events SET status = 'COMPLETED', outcome = ?2, completed_at = ?3,
-                     lease_until = NULL, lease_owner = NULL, expires_at = ?4, object_id = ?5,
+                     lease_until = NULL, lease_owner = NULL, expires_at = ?4,
+                     object_id = COALESCE(?5, object_id, ?11),
                      attempts = ?6, source = COALESCE(?7, source), reason = ?8,
                      subject = COALESCE(?9, subject), trace_id = COALESCE(?10, trace_id)
                      WHERE event_id = ?1",
@@ -317,7 +320,8 @@ impl Completing {
                     self.source,
                     reason,
                     self.subject,
-                    self.trace
+                    self.trace,
+                    self.object
                 ])?;
                 attempts
             }
@@ -332,7 +336,7 @@ impl Completing {
                     outcome.as_str(),
                     completed_at,
                     expires,
-                    object,
+                    object.or(self.object.as_deref()),
                     self.source,
                     reason,
                     self.subject,
@@ -411,6 +415,7 @@ impl Store for EmbeddedStore {
             change: Changing::of(change, Some(Ties::ByRank)),
             source: None,
             subject: None,
+            object: None,
             trace: None,
             now,
             count_try: false,
@@ -435,6 +440,7 @@ impl Store for EmbeddedStore {
             change: Changing::of(change, None),
             source: Some(origin.source.to_owned()),
             subject: origin.subject.map(str::to_owned),
+            object: origin.object.map(str::to_owned),
             trace: origin.trace.map(str::to_owned),
             now,
             count_try: true,
@@ -446,6 +452,7 @@ impl Store for EmbeddedStore {
         &self,
         event_id: &EventId,
         event_type: &str,
+        origin: Origin<'_>,
         error: &str,
         now: i64,
         tried: Tried,
@@ -453,16 +460,18 @@ impl Store for EmbeddedStore {
         let id = event_id.as_str().to_owned();
         let event_type = event_type.to_owned();
         let error = error.to_owned();
+        let (subject, object) = owned_whom(origin);
         let count = i64::from(tried == Tried::Unclaimed);
         self.db.write(move |conn| {
             conn.prepare_cached(
-                "INSERT INTO events (event_id, status, event_type, attempts, last_error, expires_at)
-                 VALUES (?1, 'FAILED', ?2, 1, ?3, ?4)
+                "INSERT INTO events (event_id, status, event_type, attempts, last_error, expires_at, subject, object_id)
+                 VALUES (?1, 'FAILED', ?2, 1, ?3, ?4, ?6, ?7)
                  ON CONFLICT (event_id) DO UPDATE SET status = 'FAILED', last_error = excluded.last_error,
-                   lease_until = NULL, lease_owner = NULL, attempts = events.attempts + ?5
+                   lease_until = NULL, lease_owner = NULL, attempts = events.attempts + ?5,
+                   subject = COALESCE(events.subject, ?6), object_id = COALESCE(events.object_id, ?7)
                  WHERE events.status <> 'COMPLETED' OR events.outcome = 'ignored'",
             )?
-            .execute(params![id, event_type, error, now + LEDGER_TTL_SECS, count])?;
+            .execute(params![id, event_type, error, now + LEDGER_TTL_SECS, count, subject, object])?;
             Ok(())
         })
         .await
@@ -472,6 +481,7 @@ impl Store for EmbeddedStore {
         &self,
         event_id: &EventId,
         event_type: &str,
+        origin: Origin<'_>,
         destination: &str,
         state: &DestinationState,
         now: i64,
@@ -479,15 +489,18 @@ impl Store for EmbeddedStore {
         let id = event_id.as_str().to_owned();
         let event_type = event_type.to_owned();
         let destination = destination.to_owned();
+        let (subject, object) = owned_whom(origin);
         let state = serde_json::to_string(state)
             .map_err(|e| PortError::permanent(format!("destination state: {e}")))?;
         self.db
             .write(move |conn| {
                 conn.prepare_cached(
-                    "INSERT OR IGNORE INTO events (event_id, status, event_type, attempts, expires_at)
-                     VALUES (?1, 'PROCESSING', ?2, 0, ?3)",
+                    "INSERT INTO events (event_id, status, event_type, attempts, expires_at, subject, object_id)
+                     VALUES (?1, 'PROCESSING', ?2, 0, ?3, ?4, ?5)
+                     ON CONFLICT (event_id) DO UPDATE SET
+                       subject = COALESCE(events.subject, ?4), object_id = COALESCE(events.object_id, ?5)",
                 )?
-                .execute(params![id, event_type, now + LEDGER_TTL_SECS])?;
+                .execute(params![id, event_type, now + LEDGER_TTL_SECS, subject, object])?;
                 record_destination(conn, &id, &destination, &state)
             })
             .await
@@ -756,3 +769,11 @@ const HOUSEKEEPING_BATCH: i64 = 1000;
 /// How long a dead-lettered message is kept: the AWS stack's DLQ retention
 /// (14 days, the SQS maximum).
 pub const DLQ_RETENTION_SECS: i64 = 14 * 24 * 3600;
+
+/// The subject and object an origin names, owned for a write.
+fn owned_whom(origin: Origin<'_>) -> (Option<String>, Option<String>) {
+    (
+        origin.subject.map(str::to_owned),
+        origin.object.map(str::to_owned),
+    )
+}

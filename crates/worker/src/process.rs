@@ -154,7 +154,12 @@ impl Processor {
             Err(error) => {
                 let reason = format!("invalid event payload: {error}");
                 if let (Some(id), Some(t)) = (&info.event_id, &info.event_type) {
-                    self.record_failure(id, t, &reason, now, Tried::Unclaimed)
+                    let origin = Origin::new(
+                        "",
+                        delivery.attributes.get(attr::ACCOUNT).map(String::as_str),
+                        None,
+                    );
+                    self.record_failure_of(id, t, origin, &reason, now, Tried::Unclaimed)
                         .await;
                 }
                 return (Decision::DeadLetter { reason }, info);
@@ -322,9 +327,7 @@ impl Processor {
                 Err(e) => e.to_string(),
             },
         };
-        Err(self
-            .fail_permanently(t.id, t.event_type, failure, t.now, tried)
-            .await)
+        Err(self.fail_permanently(t, failure, tried).await)
     }
 
     /// With a Stripe API client, a same-second tie is refused by the store
@@ -351,27 +354,28 @@ impl Processor {
             ThinPlan::NoHandler => return Ok(Planned::Ignore(Ignored::NoHandler)),
             ThinPlan::V2Account(related) => related,
             ThinPlan::FetchEventFirst => {
-                let path = format!("/v2/core/events/{}", envelope.id);
+                let path = match fetched::v2_event_path(envelope.id.as_str()) {
+                    Ok(p) => p,
+                    Err(e) => return Err(self.fail_permanently(t, e.to_string(), tried).await),
+                };
                 let full = self.fetch(t, &path, &[], context, tried).await?;
                 match fetched::related_object_of(&full) {
                     Ok(Some(related)) => related,
                     Ok(None) => return Ok(Planned::Ignore(Ignored::NoHandler)),
-                    Err(e) => {
-                        return Err(self
-                            .fail_permanently(t.id, t.event_type, e.to_string(), t.now, tried)
-                            .await)
-                    }
+                    Err(e) => return Err(self.fail_permanently(t, e.to_string(), tried).await),
                 }
             }
         };
+        let path = match fetched::related_account_path(&related) {
+            Ok(p) => p,
+            Err(e) => return Err(self.fail_permanently(t, e.to_string(), tried).await),
+        };
         let query = fetched::v2_account_query();
-        let account = self.fetch(t, &related.url, &query, context, tried).await?;
+        let account = self.fetch(t, &path, &query, context, tried).await?;
         let created = envelope.created.unwrap_or_default();
         match fetched::v2_account(&account, t.id.as_str(), created) {
             Ok(p) => Ok(Planned::Project(Box::new(p), Ties::ByRank)),
-            Err(e) => Err(self
-                .fail_permanently(t.id, t.event_type, e.to_string(), t.now, tried)
-                .await),
+            Err(e) => Err(self.fail_permanently(t, e.to_string(), tried).await),
         }
     }
 
@@ -401,10 +405,7 @@ impl Processor {
                 self.commit(t, &Planned::Project(Box::new(p), Ties::ByRank), tried)
                     .await
             }
-            Err(reason) => Committed::only(
-                self.fail_permanently(t.id, t.event_type, reason, t.now, tried)
-                    .await,
-            ),
+            Err(reason) => Committed::only(self.fail_permanently(t, reason, tried).await),
         }
     }
 
@@ -428,18 +429,11 @@ impl Processor {
         };
         match result {
             Ok(body) => Ok(body),
-            Err(error) if error.kind() == ErrorKind::Permanent => Err(self
-                .fail_permanently(t.id, t.event_type, error.to_string(), t.now, tried)
-                .await),
+            Err(error) if error.kind() == ErrorKind::Permanent => {
+                Err(self.fail_permanently(t, error.to_string(), tried).await)
+            }
             Err(error) => {
-                self.record_failure(
-                    t.id.as_str(),
-                    t.event_type,
-                    &error.to_string(),
-                    t.now,
-                    tried,
-                )
-                .await;
+                self.record_failure(t, &error.to_string(), tried).await;
                 Err(self.after_transient(&error, Cause::StripeApi, t.delivery, t.unit))
             }
         }
@@ -473,15 +467,11 @@ impl Processor {
             },
             Err(error) if error.kind() == ErrorKind::Permanent => {
                 let reason = format!("store refused the write: {}", error.message());
-                Committed::only(
-                    self.fail_permanently(id, event_type, reason, now, tried)
-                        .await,
-                )
+                Committed::only(self.fail_permanently(t, reason, tried).await)
             }
             Err(error) => {
                 let decision = self.after_transient(&error, Cause::Store, t.delivery, t.unit);
-                self.record_failure(id.as_str(), event_type, &error.to_string(), now, tried)
-                    .await;
+                self.record_failure(t, &error.to_string(), tried).await;
                 Committed::only(decision)
             }
         }
@@ -547,32 +537,39 @@ impl Processor {
     }
 
     /// Dead-letters with `reason`, recording it in the ledger first.
-    async fn fail_permanently(
-        &self,
-        id: &EventId,
-        event_type: &str,
-        reason: String,
-        now: i64,
-        tried: Tried,
-    ) -> Decision {
-        self.record_failure(id.as_str(), event_type, &reason, now, tried)
-            .await;
+    async fn fail_permanently(&self, t: &Try<'_>, reason: String, tried: Tried) -> Decision {
+        self.record_failure(t, &reason, tried).await;
         Decision::DeadLetter { reason }
     }
 
     /// Best effort: the ledger item `FAILED` with `lastError` (also for an
-    /// event the queue may redrive, so `dlq list` can show the reason).
-    pub(crate) async fn record_failure(
+    /// event the queue may redrive, so `dlq list` can show the reason),
+    /// with the event's subject, so that erase finds it on its own.
+    pub(crate) async fn record_failure(&self, t: &Try<'_>, error: &str, tried: Tried) {
+        self.record_failure_of(t.id.as_str(), t.event_type, t.origin, error, t.now, tried)
+            .await;
+    }
+
+    /// [`Processor::record_failure`] of an event known by its id alone.
+    async fn record_failure_of(
         &self,
         id: &str,
         event_type: &str,
+        origin: Origin<'_>,
         error: &str,
         now: i64,
         tried: Tried,
     ) {
         if let Err(e) = self
             .store
-            .fail(&EventId::new(id.to_owned()), event_type, error, now, tried)
+            .fail(
+                &EventId::new(id.to_owned()),
+                event_type,
+                origin,
+                error,
+                now,
+                tried,
+            )
             .await
         {
             tracing::warn!(message = "Cannot record the failure in the ledger.", event_id = %id, error = %e);

@@ -214,6 +214,7 @@ impl Store for TracedStore {
         &self,
         event_id: &EventId,
         event_type: &str,
+        origin: Origin<'_>,
         error: &str,
         now: i64,
         tried: Tried,
@@ -221,7 +222,8 @@ impl Store for TracedStore {
         self.traced(
             "fail",
             |_| "recorded",
-            self.inner.fail(event_id, event_type, error, now, tried),
+            self.inner
+                .fail(event_id, event_type, origin, error, now, tried),
         )
         .await
     }
@@ -230,6 +232,7 @@ impl Store for TracedStore {
         &self,
         event_id: &EventId,
         event_type: &str,
+        origin: Origin<'_>,
         destination: &str,
         state: &DestinationState,
         now: i64,
@@ -238,7 +241,7 @@ impl Store for TracedStore {
             "record_destination",
             |_| "recorded",
             self.inner
-                .record_destination(event_id, event_type, destination, state, now),
+                .record_destination(event_id, event_type, origin, destination, state, now),
         )
         .await
     }
