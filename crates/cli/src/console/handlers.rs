@@ -72,7 +72,11 @@ fn reading_options(c: &Console, form: &FilterForm) -> Result<ReplayOptions, Refu
 /// counts while a replay runs.
 async fn overview(c: &Console) -> anyhow::Result<view::Overview> {
     let stats = dlq::stats(c.backend.queue.as_ref(), c.dlq.as_ref()).await?;
-    if c.job().running() {
+    // While anything else holds dead letters hidden (a replay, a `dlq
+    // list`, an erase), the page shows counts only: its own look would hide
+    // messages from a replay for as long as it reads.
+    let others_reading = c.dlq.counts().await?.in_flight > 0;
+    if c.job().running() || others_reading {
         return Ok(view::Overview {
             waiting: stats.waiting,
             in_flight: stats.in_flight,

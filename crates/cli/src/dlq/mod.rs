@@ -24,6 +24,11 @@ use tokio_util::sync::CancellationToken;
 /// for a run that was killed.
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(300);
 
+/// How long a replay waits, once the DLQ answers empty, for messages that
+/// another reader holds hidden (the console's summary holds its look for
+/// at most 10 s) before it ends.
+pub const OTHERS_PATIENCE: Duration = Duration::from_secs(30);
+
 /// `dlq stats --json`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
@@ -362,8 +367,23 @@ impl Run<'_, '_> {
         }
     }
 
+    /// Whether messages this run has not seen may still come: visible
+    /// ones a receive missed, or messages another reader holds hidden for
+    /// a while (the console's summary, a `dlq list`, an erase's scan).
+    async fn others_hold(&self) -> Result<bool, PortError> {
+        let counts = self.dlq.counts().await?;
+        let mine = self.with(|s| {
+            let moving = s.taken - (s.summary.replayed + s.summary.failed).min(s.taken);
+            s.held.len() as u64 + moving
+        });
+        Ok(counts.waiting > 0 || counts.in_flight > mine)
+    }
+
     async fn one_loop(&self) -> Result<(), PortError> {
         let options = self.options;
+        // While others hold messages hidden, an empty receive does not end
+        // the run; it waits for them up to `OTHERS_PATIENCE`.
+        let mut waiting_since: Option<Instant> = None;
         loop {
             if self.cancel.is_cancelled() {
                 return Ok(());
@@ -376,8 +396,15 @@ impl Run<'_, '_> {
                 _ = self.cancel.cancelled() => return Ok(()),
             };
             if batch.is_empty() {
+                let since = *waiting_since.get_or_insert_with(Instant::now);
+                // The next receive's long poll takes them as soon as they
+                // are visible again.
+                if since.elapsed() < OTHERS_PATIENCE && self.others_hold().await? {
+                    continue;
+                }
                 return Ok(());
             }
+            waiting_since = None;
             let now_ms = unix_millis();
             let (selected, due) = self.with(|s| {
                 let mut selected = Vec::new();
@@ -447,7 +474,9 @@ impl Run<'_, '_> {
             .iter()
             .map(|d| {
                 let mut m = d.to_outbound();
-                m.attributes.remove(attr::ERROR);
+                for dead_letter_only in [attr::ERROR, attr::SENT_AT, attr::SCANNED_BY] {
+                    m.attributes.remove(dead_letter_only);
+                }
                 m
             })
             .collect();
