@@ -30,6 +30,15 @@ a message as it hands it out, and two concurrent replays rely on that to
 move each message once. Each receive pass here runs under its queue's lock;
 a long poll waits outside it.
 
+Besides these, one change of speed, not of behaviour. moto checks each
+message it hands out against the queue's retention period by computing
+every attribute of the queue (counting all its messages), and every send
+does the same once; each count reads the clock through datetime for each
+message. One ReceiveMessage on a queue of 2,000 messages took 2 s and a
+SendMessageBatch 0.9 s. Here the retention period is read directly, with
+the same rule, and SQS's clock reads are time.time(), so a test of a
+2,000-message DLQ runs in seconds, not in many minutes.
+
 Everything else is moto as published.
 
 Usage: python moto_server.py HOST PORT
@@ -148,6 +157,35 @@ def serialized_dynamodb(app):
     return wrapped
 
 
+def sqs_at_speed():
+    """The same retention rule as moto's, reading the period directly
+    instead of computing every queue attribute per message; the same clock,
+    read without datetime arithmetic."""
+    import time
+
+    import moto.sqs.models as sqs_models
+    from moto.sqs.models import SQSBackend
+
+    def unix_time(dt=None):
+        return time.time() if dt is None else original_unix_time(dt)
+
+    def unix_time_millis(dt=None):
+        return unix_time(dt) * 1000.0
+
+    original_unix_time = sqs_models.unix_time
+    sqs_models.unix_time = unix_time
+    sqs_models.unix_time_millis = unix_time_millis
+
+    def is_message_valid_based_on_retention_period(self, queue_name, message):
+        queue = self.get_queue(queue_name)
+        retain_until = int(queue.message_retention_period) + message.sent_timestamp / 1000
+        return retain_until > time.time()
+
+    SQSBackend.is_message_valid_based_on_retention_period = (
+        is_message_valid_based_on_retention_period
+    )
+
+
 def main():
     host, port = sys.argv[1], int(sys.argv[2])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -155,6 +193,7 @@ def main():
     fifo_deduplication_as_sqs()
     batch_system_attributes_as_sqs()
     receive_as_sqs()
+    sqs_at_speed()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(
         host,
