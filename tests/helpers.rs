@@ -244,6 +244,16 @@ pub fn wait_exit(child: &mut std::process::Child, within: Duration) -> Option<i3
     }
 }
 
+/// A child process, killed when dropped.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `hookline-worker` process; killed on drop.
 pub struct WorkerProc {
     pub child: std::process::Child,

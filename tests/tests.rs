@@ -83,3 +83,7 @@ mod tidy;
 /// One event, one trace: OpenTelemetry spans from the ingress to the last
 /// write, decoded by an OTLP receiver built on OpenTelemetry's protos.
 mod traces;
+
+/// The newest edges under hostile input and slow peers: thin-event fetches
+/// that cannot leave Stripe, destinations that hang or answer huge.
+mod edges;
