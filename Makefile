@@ -184,7 +184,8 @@ soak-short: release-build
 # Every figure of the performance budget: signature verification, ingress
 # CPU per event beside the Node peer, the worker's drain on the embedded
 # backend, the latency model (A, B) and the replay (D), and the requests and
-# DynamoDB write units per event counted against moto (C).
+# DynamoDB write units per event counted against moto (C), and an erasure's
+# scan of a 100,000-item ledger (time on moto, read units as billed).
 bench: release-build $(MOTO_STAMP)
 	$(CARGO) bench -p hookline-signature
 	$(CARGO) bench -p hookline-suite --bench ingress_load
@@ -192,5 +193,6 @@ bench: release-build $(MOTO_STAMP)
 	$(CARGO) bench -p hookline-suite --bench thin_rate
 	$(CARGO) bench -p hookline-suite --bench latency_model
 	@endpoint=$$(VENV=$(VENV) scripts/moto.sh start) || exit 1; \
-	AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) RUST_LOG=warn BENCH_PART=C $(CARGO) bench -p hookline-suite --bench latency_model; \
+	AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) RUST_LOG=warn BENCH_PART=C $(CARGO) bench -p hookline-suite --bench latency_model \
+	  && AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) $(CARGO) bench -p hookline-suite --bench erase_scan; \
 	rc=$$?; scripts/moto.sh stop; exit $$rc

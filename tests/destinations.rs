@@ -420,7 +420,17 @@ async fn events_show_names_each_destination_and_redeliver_sends_again(bed: Bed) 
     let seen = rx.wait_for("a", 2, Duration::from_secs(30)).await;
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[1]["verified"], true);
-    assert_eq!(seen[1]["idempotencyKey"], "evt_test_destAgain");
+    // A deliberate redelivery: a key of its own, so a receiver that dedupes
+    // on the key does not drop it, and a header that says what it is.
+    assert_eq!(seen[0]["idempotencyKey"], "evt_test_destAgain");
+    assert_eq!(seen[0]["redelivery"], Value::Null);
+    let redelivery = seen[1]["redelivery"].as_str().expect("Hookline-Redelivery");
+    assert!(out.contains(redelivery), "the command names it: {out}");
+    assert_eq!(
+        seen[1]["idempotencyKey"],
+        format!("evt_test_destAgain:redelivery:{redelivery}")
+    );
+    assert_eq!(seen[1]["hooklineEventId"], "evt_test_destAgain");
     assert_eq!(seen[1]["attempt"], 2);
     let redelivered: Value =
         serde_json::from_str(seen[1]["body"].as_str().expect("body")).expect("json");

@@ -14,8 +14,8 @@
 //                          (drop the connection); then 200 again
 // PUT  /down/NAME          {"until": <unix ms>}: answer 503 until then
 // GET  /deliveries/NAME    every delivery seen: eventId, attempt,
-//                          idempotencyKey, userAgent, verified,
-//                          verifiedWith, body
+//                          idempotencyKey, hooklineEventId, redelivery,
+//                          userAgent, verified, verifiedWith, body
 // Prints the port it listens on, then serves until killed.
 const http = require("http");
 const Stripe = require("stripe");
@@ -82,6 +82,7 @@ const server = http.createServer(async (req, res) => {
     attempt: Number(req.headers["hookline-delivery-attempt"]),
     idempotencyKey: req.headers["idempotency-key"] || null,
     hooklineEventId: req.headers["hookline-event-id"] || null,
+    redelivery: req.headers["hookline-redelivery"] || null,
     userAgent: req.headers["user-agent"] || null,
     body: body.toString("utf8"),
     at: Date.now(),

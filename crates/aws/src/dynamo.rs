@@ -1127,3 +1127,43 @@ impl Store for DynamoStore {
         Ok(())
     }
 }
+
+#[cfg(feature = "test-support")]
+impl DynamoStore {
+    /// Writes `items` (JSON objects, as the adapter stores them) to
+    /// `table` with `BatchWriteItem`, 25 at a time: how the benches fill a
+    /// large table without the SDK's types.
+    pub async fn put_raw(
+        &self,
+        table: &str,
+        items: &[serde_json::Map<String, serde_json::Value>],
+    ) -> Result<(), PortError> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        for chunk in items.chunks(25) {
+            let mut requests = chunk
+                .iter()
+                .map(|item| {
+                    PutRequest::builder()
+                        .set_item(Some(to_item(item)))
+                        .build()
+                        .map(|put| WriteRequest::builder().put_request(put).build())
+                        .map_err(|e| PortError::permanent(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            while !requests.is_empty() {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(table, requests)
+                    .send()
+                    .await
+                    .map_err(|e| classify(&format!("BatchWriteItem on table {table}"), e))?;
+                requests = out
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(table))
+                    .unwrap_or_default();
+            }
+        }
+        Ok(())
+    }
+}

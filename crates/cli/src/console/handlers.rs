@@ -98,14 +98,19 @@ async fn overview(c: &Console) -> anyhow::Result<view::Overview> {
             for d in &batch {
                 rows.push(Row {
                     message_id: d.message_id.clone(),
-                    entry: dlq::entry(d, c.backend.store.as_ref(), now).await,
+                    entry: dlq::entry_of(d, now),
                 });
             }
         }
     }
     .await;
+    // Released before the ledger is read, so the look hides each message
+    // only for the receives, never past its hold.
     dlq::release(c.dlq.as_ref(), peek.held()).await;
     read?;
+    for row in &mut rows {
+        row.entry.fill_reason(c.backend.store.as_ref()).await;
+    }
     let recent = c
         .backend
         .store

@@ -111,29 +111,42 @@ pub fn about(d: &Delivery) -> About {
 }
 
 pub async fn entry(d: &Delivery, store: &dyn Store, now_ms: i64) -> Entry {
+    let mut e = entry_of(d, now_ms);
+    e.fill_reason(store).await;
+    e
+}
+
+/// What the message itself says, without the ledger's reason.
+pub fn entry_of(d: &Delivery, now_ms: i64) -> Entry {
     let About {
         event_id,
         event_type,
         source,
     } = about(d);
-    let mut reason = d.attributes.get(attr::ERROR).cloned();
-    if reason.is_none() {
-        if let Some(id) = &event_id {
-            reason = store
-                .event(id)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|r| r.last_error);
-        }
-    }
     Entry {
         event_id,
         event_type,
         age_secs: age_secs(d, now_ms),
         receive_count: d.receive_count,
-        reason,
+        reason: d.attributes.get(attr::ERROR).cloned(),
         source,
+    }
+}
+
+impl Entry {
+    /// A message without a reason (the queue's own redrive moved it) takes
+    /// the ledger's `lastError`.
+    pub async fn fill_reason(&mut self, store: &dyn Store) {
+        if self.reason.is_none() {
+            if let Some(id) = &self.event_id {
+                self.reason = store
+                    .event(id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|r| r.last_error);
+            }
+        }
     }
 }
 
