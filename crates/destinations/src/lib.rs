@@ -38,7 +38,7 @@ use hookline_core::routes::Http;
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, TryAcquireError};
 
 /// Headers sent with each delivery, besides `Stripe-Signature`.
 pub mod header {
@@ -186,14 +186,23 @@ impl Destination for HttpDestination {
     }
 
     async fn deliver(&self, event: Outgoing<'_>) -> Result<(), DeliveryError> {
-        let _slot = match tokio::time::timeout(SLOT_WAIT, self.slots.acquire()).await {
-            Ok(Ok(slot)) => slot,
-            Ok(Err(_)) => return Err(DeliveryError::transient("destination closed")),
-            Err(_) => {
-                return Err(DeliveryError::not_sent(
-                    "every slot (max_concurrency) is taken: not sent",
-                    SLOT_RETRY,
-                ))
+        // A free slot is taken at once, without a timer.
+        let _slot = match self.slots.try_acquire() {
+            Ok(slot) => slot,
+            Err(TryAcquireError::Closed) => {
+                return Err(DeliveryError::transient("destination closed"))
+            }
+            Err(TryAcquireError::NoPermits) => {
+                match tokio::time::timeout(SLOT_WAIT, self.slots.acquire()).await {
+                    Ok(Ok(slot)) => slot,
+                    Ok(Err(_)) => return Err(DeliveryError::transient("destination closed")),
+                    Err(_) => {
+                        return Err(DeliveryError::not_sent(
+                            "every slot (max_concurrency) is taken: not sent",
+                            SLOT_RETRY,
+                        ))
+                    }
+                }
             }
         };
         // Signed here, once a slot is held: `t=` is the moment of sending.
