@@ -646,18 +646,8 @@ async fn an_applied_event_costs_two_billed_write_units() {
     };
     let dynamo = hookline_aws::DynamoStore::new(clients.dynamodb.clone(), tables);
     let processor = hookline_worker::process::Processor {
-        store: Arc::new(dynamo.clone()),
-        app_env: hookline_core::settings::AppEnv::Development,
         enabled: hookline_core::settings::EventFilter::All,
-        backoff: hookline_worker::decide::Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(300),
-        },
-        max_receives: 5,
-        lease: Duration::from_secs(30),
-        registry: hookline_core::handlers::registered,
-        stripe: None,
-        routing: Default::default(),
+        ..hookline_worker::process::Processor::with_defaults(Arc::new(dynamo.clone()))
     };
     let mut n = 0;
     let mut apply = |body: String| {

@@ -12,7 +12,7 @@ use hookline_core::handlers::{Effect, Handler};
 use hookline_core::ports::{Change, Claim, Delivery, Lease, Origin, Store};
 use hookline_core::records::{Completion, EventStatus, Outcome};
 use hookline_core::settings::{AppEnv, EventFilter};
-use hookline_worker::decide::{Backoff, Decision};
+use hookline_worker::decide::Decision;
 use hookline_worker::process::Processor;
 
 use crate::helpers::*;
@@ -42,18 +42,8 @@ fn steps_with(registry: hookline_core::handlers::Registry) -> Steps {
     let store: Arc<dyn Store> = e.store;
     Steps {
         processor: Processor {
-            store: Arc::clone(&store),
-            app_env: AppEnv::Development,
-            enabled: EventFilter::default(),
-            backoff: Backoff {
-                base: Duration::from_secs(1),
-                max: Duration::from_secs(300),
-            },
-            max_receives: 5,
-            lease: Duration::from_secs(30),
             registry,
-            stripe: None,
-            routing: Default::default(),
+            ..Processor::with_defaults(Arc::clone(&store))
         },
         store,
         _dir: dir,

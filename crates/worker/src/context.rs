@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::breaker::Breaker;
 use crate::decide::{Cause, Decision};
+use crate::info::EventInfo;
 use crate::metrics::{Part, WorkerMetrics};
 use crate::outcome::Handled;
-use crate::process::{EventInfo, Processor};
+use crate::process::Processor;
 
 pub(crate) struct Context {
     pub(crate) queue: Arc<dyn Queue>,
@@ -68,7 +69,7 @@ impl Context {
             async {
                 self.metrics.in_flight.add(1);
                 let start = Instant::now();
-                let receive = crate::trace::step("receive");
+                let receive = hookline_telemetry::step("receive");
                 if !receive.is_disabled() {
                     let waited = unix_millis().saturating_sub(delivery.sent_at_ms).max(0);
                     receive.record("hookline.outcome", "received");

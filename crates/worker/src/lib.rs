@@ -20,18 +20,24 @@
 pub mod breaker;
 mod context;
 pub mod decide;
+mod deliver;
 pub mod handler;
 pub mod held;
 mod housekeeping;
+pub mod info;
+mod ledger;
 pub mod metrics;
 pub mod outcome;
 mod poll;
 pub mod process;
+mod project;
 pub mod route;
 pub mod run;
 mod serve;
 mod settings;
+mod slot;
 mod trace;
+mod traced_store;
 
 pub use run::Worker;
 pub use settings::WorkerArgs;

@@ -95,7 +95,7 @@ pub struct WorkerMetrics {
     /// Each routed destination's, by name (none without routes).
     pub destinations: Vec<(String, std::sync::Arc<DestinationMetrics>)>,
     /// The API key's version as last loaded (`hookline keys status`).
-    pub loaded: std::sync::Arc<hookline_core::loaded::LoadedSecrets>,
+    pub loaded: std::sync::Arc<hookline_core::loaded_secrets::LoadedSecrets>,
 }
 
 impl Default for WorkerMetrics {
@@ -126,7 +126,10 @@ impl Default for WorkerMetrics {
 
 impl WorkerMetrics {
     /// Metrics that also tell the secrets' versions this worker loaded.
-    pub fn with_loaded(self, loaded: std::sync::Arc<hookline_core::loaded::LoadedSecrets>) -> Self {
+    pub fn with_loaded(
+        self,
+        loaded: std::sync::Arc<hookline_core::loaded_secrets::LoadedSecrets>,
+    ) -> Self {
         Self { loaded, ..self }
     }
 

@@ -1,17 +1,22 @@
-//! What became of one delivery, as values. The worker acts on a
+//! What became of one delivery, and of each destination's try of its event,
+//! as values that record themselves: one log line and the metrics of each
+//! outcome, in this one place. The worker acts on a
 //! [`Decision`](crate::decide::Decision) (the queue calls), and the result is
-//! one [`Handled`], which records itself once: one log line and its metrics,
-//! in one place per outcome.
+//! one [`Handled`]; a routed destination's try ends in a
+//! [`DestinationOutcome`].
 
 use std::time::Duration;
 
 use hookline_core::clock::unix_secs;
 use hookline_core::ports::{Delivery, PortError, Tie};
 
-use crate::decide::Cause;
-use crate::metrics::{Part, WorkerMetrics};
-use crate::process::EventInfo;
+use hookline_core::envelope::EventId;
+use hookline_core::ports::DeliveryError;
 use hookline_core::records::Completion;
+
+use crate::decide::{Cause, DestinationOutcome};
+use crate::info::EventInfo;
+use crate::metrics::{DestinationMetrics, Part, WorkerMetrics};
 
 /// One delivery's end.
 #[derive(Debug)]
@@ -162,5 +167,34 @@ fn retry_later(
             delay_ms,
             %error,
         );
+    }
+}
+
+impl DestinationOutcome {
+    /// The destination's log line and metrics for this try; `attempts` is
+    /// its count after the try, `error` what it answered. A delivery not
+    /// sent counts nothing (the event's own line says it waits).
+    pub(crate) fn record(
+        &self,
+        destination: &str,
+        event_id: &EventId,
+        attempts: u32,
+        error: Option<&DeliveryError>,
+        metrics: Option<&DestinationMetrics>,
+    ) {
+        let count = |f: fn(&DestinationMetrics)| metrics.into_iter().for_each(f);
+        match self {
+            Self::Delivered => {
+                count(|m| m.delivered.inc());
+                tracing::debug!(message = "Delivered.", event_id = %event_id, destination, attempts);
+                return;
+            }
+            Self::Held { .. } => return,
+            Self::Retry { .. } => count(|m| m.retried.inc()),
+            Self::GiveUp { .. } => count(|m| m.failed.inc()),
+        }
+        if let Some(error) = error {
+            tracing::warn!(message = "Destination did not take the event.", event_id = %event_id, destination, attempts, error_kind = error.kind.as_str(), %error);
+        }
     }
 }

@@ -183,8 +183,7 @@ impl Poll {
             self.tasks.spawn(async move {
                 let mut held = held.into_iter();
                 while let Some((delivery, permit)) = held.next() {
-                    let slot = WorkerSlot(std::sync::Mutex::new(Some(permit)));
-                    let done = SLOT.scope(slot, ctx.handle(delivery)).await;
+                    let done = crate::slot::holding(permit, ctx.handle(delivery)).await;
                     if !done {
                         for (later, permit) in held.by_ref() {
                             hand_back(ctx.queue.as_ref(), &later).await;
@@ -195,30 +194,6 @@ impl Poll {
             });
         }
     }
-}
-
-tokio::task_local! {
-    /// The worker slot (`WORKER_CONCURRENCY`) of the delivery this task is
-    /// processing.
-    static SLOT: WorkerSlot;
-}
-
-/// One of the worker's shared slots, held while a delivery is processed,
-/// unless it is given back early ([`release_worker_slot`]).
-struct WorkerSlot(std::sync::Mutex<Option<OwnedSemaphorePermit>>);
-
-/// Gives the current delivery's worker slot back for the rest of its
-/// processing: what it waits on now is a destination, whose own limits
-/// (`max_concurrency`, its timeout, its breaker) bound it, so a destination
-/// that hangs holds none of the slots other events need. Nothing happens
-/// outside a poller's task.
-pub(crate) fn release_worker_slot() {
-    let _ = SLOT.try_with(|slot| {
-        slot.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-    });
 }
 
 /// A receive's messages as runs to process: each message of no group on
@@ -282,11 +257,9 @@ mod tests {
 
     use hookline_core::message::OutboundMessage;
     use hookline_core::ports::{PortError, Store};
-    use hookline_core::settings::{AppEnv, EventFilter};
 
     use super::*;
     use crate::breaker::Breaker;
-    use crate::decide::Backoff;
     use crate::metrics::WorkerMetrics;
     use crate::process::Processor;
     use hookline_core::coalescer::{DeleteCoalescer, SendCoalescer};
@@ -344,20 +317,7 @@ mod tests {
         let local = hookline_core::coalescer::CoalescerConfig::local();
         let ctx = Arc::new(Context {
             queue: Arc::clone(&queue),
-            processor: Processor {
-                store: Arc::clone(&store),
-                app_env: AppEnv::Development,
-                enabled: EventFilter::default(),
-                backoff: Backoff {
-                    base: Duration::from_secs(1),
-                    max: Duration::from_secs(300),
-                },
-                max_receives: 5,
-                lease: Duration::from_secs(30),
-                registry: hookline_core::handlers::registered,
-                stripe: None,
-                routing: Default::default(),
-            },
+            processor: Processor::with_defaults(Arc::clone(&store)),
             metrics: Arc::new(WorkerMetrics::default()),
             visibility: Duration::from_secs(30),
             acks: DeleteCoalescer::spawn(Arc::clone(&queue), local),

@@ -1,9 +1,9 @@
 //! The worker's assembly: settings to parts, the parts started, and the
 //! bounded shutdown. The parts: [`crate::poll`] (receive loops),
-//! [`crate::context`] (one delivery: process, act, record), [`crate::acks`]
-//! (batched deletes), [`crate::breaker`] (stop receiving while a
-//! dependency fails), [`crate::serve`] (metrics endpoints),
-//! [`crate::housekeeping`].
+//! [`crate::context`] (one delivery: process, act, record), the batched
+//! deletes and copies (`hookline_core::coalescer`), [`crate::breaker`]
+//! (stop receiving while a dependency fails), [`crate::serve`] (metrics
+//! endpoints), [`crate::housekeeping`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,25 +103,11 @@ impl Worker {
         backend: Backend,
         handlers: Handlers,
     ) -> Result<Self, WorkerError> {
-        let loaded = Arc::new(hookline_core::loaded::LoadedSecrets::default());
+        let loaded = Arc::new(hookline_core::loaded_secrets::LoadedSecrets::default());
         let stripe = backend
             .stripe_api_kept_fresh(&args.common, Arc::clone(&loaded))
             .await?;
-        let mut routes = args
-            .routes
-            .load(&args.events.enabled_events, args.common.app_env)?;
-        for (event_type, handler) in &handlers.registered {
-            routes.add_handler(handler.name(), event_type);
-        }
-        let routing = match routes.is_projections_only() {
-            true => Routing::projections_only(),
-            false => {
-                let refresh = Duration::from_secs(args.common.secret_refresh_secs.max(1));
-                let mut destinations = backend.destinations(&routes, Some(refresh)).await?;
-                destinations.extend(handlers.registered.into_iter().map(|(_, d)| d));
-                Routing::new(routes, destinations)
-            }
-        };
+        let routing = Self::routing(&args, &backend, handlers).await?;
         let destination_metrics = routing.metrics();
         let dlq = backend.dlq.clone().ok_or(hookline_settings::MissingDlq)?;
         let listener = TcpListener::bind(&args.metrics_addr)
@@ -143,25 +129,7 @@ impl Worker {
         Ok(Self {
             queue: backend.queue,
             dlq,
-            processor: Processor {
-                // Each store write a span of the event's trace, when exported.
-                store: if hookline_telemetry::enabled() {
-                    Arc::new(crate::trace::TracedStore::new(backend.store))
-                } else {
-                    backend.store
-                },
-                app_env: args.common.app_env,
-                enabled: args.events.enabled_events,
-                backoff: Backoff {
-                    base: Duration::from_secs(args.retry_base_secs),
-                    max: Duration::from_secs(args.retry_max_secs),
-                },
-                max_receives: args.common.max_receives,
-                lease: visibility,
-                registry: hookline_core::handlers::registered,
-                stripe,
-                routing,
-            },
+            processor: Self::processor(&args, backend.store, stripe, routing),
             metrics: Arc::new(
                 WorkerMetrics::with_destinations(destination_metrics).with_loaded(loaded),
             ),
@@ -181,6 +149,56 @@ impl Worker {
             emf: args.emf,
             coalescer: backend.coalescer,
         })
+    }
+
+    /// The routes document with its destinations and the custom worker's
+    /// handlers; without a document, the projections alone.
+    async fn routing(
+        args: &WorkerArgs,
+        backend: &Backend,
+        handlers: Handlers,
+    ) -> Result<Routing, WorkerError> {
+        let mut routes = args
+            .routes
+            .load(&args.events.enabled_events, args.common.app_env)?;
+        for (event_type, handler) in &handlers.registered {
+            routes.add_handler(handler.name(), event_type);
+        }
+        if routes.is_projections_only() {
+            return Ok(Routing::projections_only());
+        }
+        let refresh = Duration::from_secs(args.common.secret_refresh_secs.max(1));
+        let mut destinations = backend.destinations(&routes, Some(refresh)).await?;
+        destinations.extend(handlers.registered.into_iter().map(|(_, d)| d));
+        Ok(Routing::new(routes, destinations))
+    }
+
+    /// The processor over `store`: each store write a span of the event's
+    /// trace when spans are exported.
+    fn processor(
+        args: &WorkerArgs,
+        store: Arc<dyn hookline_core::ports::Store>,
+        stripe: Option<Arc<dyn hookline_core::ports::StripeApi>>,
+        routing: Routing,
+    ) -> Processor {
+        Processor {
+            store: if hookline_telemetry::enabled() {
+                Arc::new(crate::traced_store::TracedStore::new(store))
+            } else {
+                store
+            },
+            app_env: args.common.app_env,
+            enabled: args.events.enabled_events.clone(),
+            backoff: Backoff {
+                base: Duration::from_secs(args.retry_base_secs),
+                max: Duration::from_secs(args.retry_max_secs),
+            },
+            max_receives: args.common.max_receives,
+            lease: Duration::from_secs(args.common.visibility_timeout_secs),
+            registry: hookline_core::handlers::registered,
+            stripe,
+            routing,
+        }
     }
 
     pub fn metrics(&self) -> Arc<WorkerMetrics> {

@@ -1,3 +1,6 @@
+//! The worker's settings: the common groups and its own (concurrency,
+//! retries, receive wait, housekeeping, metrics address).
+
 use hookline_settings::EmfSettings;
 use hookline_settings::{CommonSettings, EventSettings, RouteSettings, TableSettings};
 
