@@ -2,16 +2,19 @@
 //! webhook's signature over the raw body, enqueues the raw bytes durably,
 //! and only then answers 200.
 //!
-//! Checks run in the SPEC's order: body size (413), signature (400), payload
-//! (400), livemode and event type (200, not enqueued), enqueue (200 or 503).
-//! Architecture invariant: no 2xx for an event that the queue did not accept.
+//! [`startup`] builds it, [`webhook`] is the pipeline a request takes,
+//! [`health`] and [`metrics`] answer the operators, [`serve`] is the HTTP/1
+//! loop. Architecture invariant: no 2xx for an event that the queue did not
+//! accept.
 
-mod app;
+mod health;
 mod metrics;
 mod serve;
 mod settings;
+mod startup;
+mod webhook;
 
-pub use app::{router, AppState, Application, BuildError};
 pub use metrics::IngressMetrics;
 pub use serve::{serve, ConnectionLimits};
 pub use settings::IngressArgs;
+pub use startup::{router, AppState, Application, BuildError};

@@ -1,4 +1,14 @@
+//! What the ingress counts, and `/metrics`, which serves it with the
+//! versions of the secrets it loaded.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use hookline_core::metrics::{Counter, Exposition, Histogram, LATENCY_BUCKETS};
+
+use crate::startup::AppState;
 
 /// What the ingress counts. `hookline_webhook_signature_failures_total`
 /// feeds the `StripeWebhookAuthFailures` alarm.
@@ -117,4 +127,13 @@ impl IngressMetrics {
         );
         e.finish()
     }
+}
+
+/// `/metrics`: Prometheus text.
+pub(crate) async fn serve(State(app): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render() + &app.loaded.render(),
+    )
+        .into_response()
 }

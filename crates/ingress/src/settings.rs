@@ -1,3 +1,6 @@
+//! The ingress's settings: the common groups and its own (listen
+//! address, webhook path, body limits, timeouts, connection cap).
+
 use hookline_settings::EmfSettings;
 use hookline_settings::{CommonSettings, EventSettings, TableSettings, WebhookSecretSettings};
 

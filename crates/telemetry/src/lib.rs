@@ -19,6 +19,7 @@
 //! above (their messages are the logs', which carry no secret either).
 
 mod export;
+pub mod span;
 pub mod xray;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
+pub use span::{failed, in_span, in_step, in_step_async, outcome, step, Verdict};
 pub use xray::TraceHeader;
 
 /// The trace context a message or request carries (not a secret).
@@ -180,36 +182,6 @@ impl IdGenerator for XrayIds {
     }
     fn new_span_id(&self) -> SpanId {
         SpanId::from(fastrand::u64(1..))
-    }
-}
-
-/// A step of an event's trace (`verify`, `unwrap`, `admit`, …): a `debug`
-/// span, disabled unless spans are exported; the caller records its
-/// outcome with [`outcome`] or [`failed`].
-pub fn step(name: &'static str) -> tracing::Span {
-    tracing::debug_span!(
-        "step",
-        otel.name = name,
-        otel.status_code = tracing::field::Empty,
-        hookline.outcome = tracing::field::Empty,
-        hookline.queue_wait_ms = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-    )
-}
-
-/// Records `outcome` (`hookline.outcome`) on `span`.
-pub fn outcome(span: &tracing::Span, outcome: &str) {
-    if !span.is_disabled() {
-        span.record("hookline.outcome", outcome);
-    }
-}
-
-/// Marks `span` failed: status ERROR, `error.type` = `kind`.
-pub fn failed(span: &tracing::Span, kind: &str) {
-    if !span.is_disabled() {
-        span.record("otel.status_code", "ERROR");
-        span.record("error.type", kind);
-        span.record("hookline.outcome", "failed");
     }
 }
 
