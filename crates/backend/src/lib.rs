@@ -10,12 +10,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hookline_aws::{AwsClients, DynamoStore, SecretsReader, SqsQueue, SqsRedrive, Tables};
+
+mod provision;
+mod refresh;
+
 use hookline_core::coalescer::CoalescerConfig;
-use hookline_core::loaded::{self, Loaded, LoadedSecrets};
+use hookline_core::loaded_secrets::LoadedSecrets;
 use hookline_core::ports::{Destination, NativeRedrive, PortError, Queue, Store, StripeApi};
+use hookline_core::refresh::Refreshing;
 use hookline_core::routes::{Kind, Routes, Signing};
 use hookline_core::secrets::{ResolveError, SecretRuleError, SecretSetting, SecretSource};
 use hookline_settings::{CommonSettings, TableSettings};
+pub use provision::provision_aws;
 use secrecy::SecretString;
 
 /// Why the backend cannot be opened.
@@ -206,31 +212,16 @@ impl Backend {
         for d in routes.destinations() {
             match &d.kind {
                 Kind::Http(http) => {
-                    let (secret, id) = match &http.signing {
-                        Signing::Inline(s) => (s.clone(), None),
+                    let secret = match &http.signing {
+                        Signing::Inline(s) => Refreshing::fixed(s.clone()),
                         Signing::SecretId(id) => {
-                            let value = self.secrets().await.fetch(id).await.map_err(|source| {
-                                BackendError::DestinationSecret {
-                                    name: d.name.clone(),
-                                    id: id.clone(),
-                                    source,
-                                }
-                            })?;
-                            (value, Some(id))
+                            let source = self.secrets().await;
+                            crate::refresh::signing_secret(&d.name, source, id, refresh).await?
                         }
                     };
-                    let destination = Arc::new(hookline_destinations::HttpDestination::new(
+                    built.push(Arc::new(hookline_destinations::HttpDestination::new(
                         &d.name, http, secret,
-                    )?);
-                    if let (Some(id), Some(every)) = (id, refresh) {
-                        tokio::spawn(keep_secret_fresh(
-                            Arc::downgrade(&destination),
-                            self.secrets().await,
-                            id.clone(),
-                            every,
-                        ));
-                    }
-                    built.push(destination);
+                    )?));
                 }
                 Kind::EventBridge(settings) => {
                     let destination = match &self.aws {
@@ -261,7 +252,10 @@ impl Backend {
         let Some(key) = self.api_key(common).await? else {
             return Ok(None);
         };
-        Ok(Some(Arc::new(stripe_client(common, key)?)))
+        Ok(Some(Arc::new(stripe_client(
+            common,
+            Refreshing::fixed(key),
+        )?)))
     }
 
     /// The same client for a service that runs for days: the key's version
@@ -275,165 +269,33 @@ impl Backend {
         loaded: Arc<LoadedSecrets>,
     ) -> Result<Option<Arc<dyn StripeApi>>, BackendError> {
         let setting = SecretSetting::of(&common.stripe_secret_key_id, &common.stripe_secret_key);
-        let (key, version, id) = match setting {
+        let key = match setting {
             SecretSetting::Unset => return Ok(None),
-            SecretSetting::Plain(key) => (key.clone(), None, None),
+            SecretSetting::Plain(key) => {
+                hookline_core::secrets::check_key_mode(common.app_env, key)?;
+                loaded.record(crate::refresh::api_key_loaded(None, None, key));
+                Refreshing::fixed(key.clone())
+            }
             SecretSetting::Stored(id) => {
-                let v = self
-                    .secrets()
-                    .await
-                    .fetch_versioned(id)
-                    .await
-                    .map_err(|source| ResolveError::Read {
-                        id: id.to_owned(),
-                        source,
-                    })?;
-                (v.value, v.version, Some(id.to_owned()))
+                let every = Duration::from_secs(common.secret_refresh_secs.max(1));
+                let source = self.secrets().await;
+                crate::refresh::api_key(source, id, common.app_env, every, loaded).await?
             }
         };
-        hookline_core::secrets::check_key_mode(common.app_env, &key)?;
-        loaded.record(api_key_loaded(id.as_deref(), version, &key));
-        let client = Arc::new(stripe_client(common, key)?);
-        if let Some(id) = id {
-            tokio::spawn(keep_api_key_fresh(
-                Arc::downgrade(&client),
-                self.secrets().await,
-                id,
-                common.app_env,
-                Duration::from_secs(common.secret_refresh_secs.max(1)),
-                loaded,
-            ));
-        }
-        Ok(Some(client))
+        Ok(Some(Arc::new(stripe_client(common, key)?)))
     }
 }
 
 fn stripe_client(
     common: &CommonSettings,
-    key: SecretString,
+    key: Refreshing<SecretString>,
 ) -> Result<hookline_stripe::StripeClient, BackendError> {
     use secrecy::ExposeSecret;
+    let rps = hookline_stripe::Config::default_rps(key.current().expose_secret());
     let config = hookline_stripe::Config {
         base: common.stripe_api_base.clone(),
-        rps: common
-            .stripe_api_rps
-            .unwrap_or_else(|| hookline_stripe::Config::default_rps(key.expose_secret())),
+        rps: common.stripe_api_rps.unwrap_or(rps),
         timeout: Duration::from_secs(common.stripe_api_timeout_secs),
     };
     Ok(hookline_stripe::StripeClient::new(config, key)?)
-}
-
-/// The API key as loaded now (its mode, never its value).
-fn api_key_loaded(id: Option<&str>, version: Option<String>, key: &SecretString) -> Loaded {
-    Loaded {
-        secret: "api_key".to_owned(),
-        source: match id {
-            Some(_) => loaded::FROM_SECRETS_MANAGER,
-            None => loaded::FROM_ENVIRONMENT,
-        }
-        .to_owned(),
-        secret_id: id.map(str::to_owned),
-        version,
-        mode: hookline_core::secrets::key_mode(key).map(str::to_owned),
-        values: 1,
-        loaded_at: hookline_core::clock::unix_secs(),
-    }
-}
-
-/// Reads the API key again every `every` for as long as the client lives.
-async fn keep_api_key_fresh(
-    client: std::sync::Weak<hookline_stripe::StripeClient>,
-    source: Arc<dyn SecretSource>,
-    id: String,
-    env: hookline_core::settings::AppEnv,
-    every: Duration,
-    loaded: Arc<LoadedSecrets>,
-) {
-    loop {
-        tokio::time::sleep(every).await;
-        let Some(c) = client.upgrade() else {
-            return;
-        };
-        match source.fetch_versioned(&id).await {
-            Ok(v) => match hookline_core::secrets::check_key_mode(env, &v.value) {
-                Ok(()) => {
-                    loaded.record(api_key_loaded(Some(&id), v.version, &v.value));
-                    if c.set_key(v.value) {
-                        tracing::info!(message = "Stripe API key rotated.", secret_id = %id);
-                    }
-                }
-                Err(error) => tracing::warn!(
-                    message = "The Stripe API key in Secrets Manager breaks the key-mode rule; keeping the last good key.",
-                    secret_id = %id,
-                    %error,
-                ),
-            },
-            Err(error) => tracing::warn!(
-                message = "Cannot refresh the Stripe API key; keeping the last good key.",
-                secret_id = %id,
-                %error,
-            ),
-        }
-    }
-}
-
-/// Reads an `http` destination's signing secret again every `every`, for
-/// as long as the destination lives; a failed read keeps the last good
-/// value.
-async fn keep_secret_fresh(
-    destination: std::sync::Weak<hookline_destinations::HttpDestination>,
-    source: Arc<dyn SecretSource>,
-    id: String,
-    every: Duration,
-) {
-    loop {
-        tokio::time::sleep(every).await;
-        let Some(d) = destination.upgrade() else {
-            return;
-        };
-        match source.fetch(&id).await {
-            Ok(value) => {
-                if d.set_secret(value) {
-                    tracing::info!(
-                        message = "Destination signing secret rotated.",
-                        destination = d.name(),
-                        secret_id = %id,
-                    );
-                }
-            }
-            Err(error) => tracing::warn!(
-                message = "Cannot refresh a destination's signing secret; keeping the last good value.",
-                destination = d.name(),
-                secret_id = %id,
-                %error,
-            ),
-        }
-    }
-}
-
-/// Creates the SQS queue + DLQ and the DynamoDB tables on the endpoint the
-/// standard AWS settings name (`hookline dev aws-setup`, for a local
-/// AWS-compatible server); returns `(QUEUE_URL, DLQ_URL)`.
-pub async fn provision_aws(
-    queue_name: &str,
-    max_receives: u32,
-    visibility_secs: u64,
-    tables: &TableSettings,
-) -> Result<(String, String), BackendError> {
-    let clients = AwsClients::load().await;
-    let tables = Tables {
-        events: tables.events_table_name.clone(),
-        objects: tables.objects_table_name.clone(),
-        provider: tables.provider_table_name.clone(),
-    };
-    let pair = hookline_aws::provision::provision(
-        &clients,
-        queue_name,
-        max_receives,
-        visibility_secs,
-        &tables,
-    )
-    .await
-    .map_err(BackendError::Provision)?;
-    Ok((pair.queue_url, pair.dlq_url))
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use hookline_core::clock::rfc3339;
-use hookline_core::loaded::{self, Loaded};
+use hookline_core::loaded_secrets::{self, Loaded};
 use hookline_core::ports::ErrorKind;
 use hookline_core::secrets::{key_mode, parse_webhook_secrets, SecretSetting};
 use hookline_settings::WebhookSecretSettings;
@@ -157,11 +157,11 @@ async fn current(
     let value = match setting {
         SecretSetting::Unset => return c,
         SecretSetting::Plain(v) => {
-            c.source = loaded::FROM_ENVIRONMENT;
+            c.source = loaded_secrets::FROM_ENVIRONMENT;
             v.clone()
         }
         SecretSetting::Stored(id) => {
-            c.source = loaded::FROM_SECRETS_MANAGER;
+            c.source = loaded_secrets::FROM_SECRETS_MANAGER;
             c.secret_id = Some(id.to_owned());
             // The version comes from DescribeSecret, which an operator
             // who may not read the value (the webhook secret) can call.
@@ -216,7 +216,7 @@ async fn ask(http: &reqwest::Client, url: &str, current: &[Current]) -> Service 
         },
         Ok(text) => Service {
             url: url.to_owned(),
-            loaded: loaded::parse(&text)
+            loaded: loaded_secrets::parse(&text)
                 .into_iter()
                 .map(|l| {
                     let now = current.iter().find(|c| c.secret == l.secret);

@@ -29,11 +29,11 @@
 //! `Idempotency-Key` (`EVENT_ID:redelivery:ID`) and a `Hookline-Redelivery:
 //! ID` header, so a receiver that dedupes on the key does not drop it.
 
-use std::sync::RwLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use hookline_core::ports::{DeliveryError, Destination, ErrorKind, Outgoing};
+use hookline_core::refresh::Refreshing;
 use hookline_core::routes::Http;
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
@@ -81,8 +81,8 @@ pub struct BuildError {
 pub struct HttpDestination {
     name: String,
     url: String,
-    /// Replaced when Secrets Manager holds a new value.
-    secret: RwLock<SecretString>,
+    /// Kept current from Secrets Manager when it is read from there.
+    secret: Refreshing<SecretString>,
     retry_for: Duration,
     client: reqwest::Client,
     slots: Semaphore,
@@ -99,9 +99,13 @@ impl std::fmt::Debug for HttpDestination {
 }
 
 impl HttpDestination {
-    /// A destination with its settings and its signing secret (already read
-    /// from where the document says).
-    pub fn new(name: &str, http: &Http, secret: SecretString) -> Result<Self, BuildError> {
+    /// A destination with its settings and its signing secret (read from
+    /// where the document says, and kept current).
+    pub fn new(
+        name: &str,
+        http: &Http,
+        secret: Refreshing<SecretString>,
+    ) -> Result<Self, BuildError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("Hookline/", env!("CARGO_PKG_VERSION")))
             .timeout(http.timeout)
@@ -117,31 +121,16 @@ impl HttpDestination {
         Ok(Self {
             name: name.to_owned(),
             url: http.url.clone(),
-            secret: RwLock::new(secret),
+            secret,
             retry_for: http.retry_for,
             client,
             slots: Semaphore::new(http.max_concurrency),
         })
     }
 
-    /// Signs from now on with `secret`; whether it differs from the one in
-    /// use.
-    pub fn set_secret(&self, secret: SecretString) -> bool {
-        let mut current = self
-            .secret
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let changed = current.expose_secret() != secret.expose_secret();
-        *current = secret;
-        changed
-    }
-
     fn headers(&self, event: &Outgoing<'_>) -> HeaderMap {
         let signature = {
-            let secret = self
-                .secret
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let secret = self.secret.current();
             hookline_signature::header_for(
                 secret.expose_secret().as_bytes(),
                 hookline_core::clock::unix_secs(),
