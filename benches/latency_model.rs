@@ -27,7 +27,7 @@ use hookline_core::envelope::EventId;
 use hookline_core::message::OutboundMessage;
 use hookline_core::ports::{
     Applied, BatchLimits, Change, Claim, Delivery, Holdings, Lease, Origin, PortError, Queue,
-    QueueCounts, Store, Subject, Tried,
+    QueueCounts, Store, Subject, WritePath,
 };
 use hookline_core::records::{Completion, EventRecord, StoredItem};
 
@@ -132,10 +132,10 @@ impl Store for Slow<dyn Store> {
         origin: Origin<'_>,
         e: &str,
         now: i64,
-        tried: Tried,
+        path: WritePath,
     ) -> Result<(), PortError> {
         self.pay().await;
-        self.inner.fail(id, t, origin, e, now, tried).await
+        self.inner.fail(id, t, origin, e, now, path).await
     }
     async fn record_destination(
         &self,

@@ -106,7 +106,7 @@ async fn list_and_export_leave_the_dlq_unchanged(bed: Bed) {
             hookline_core::ports::Origin::source("test"),
             "store unreachable",
             now(),
-            hookline_core::ports::Tried::Unclaimed,
+            hookline_core::ports::WritePath::Apply,
         )
         .await
         .expect("ledger");

@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use hookline_core::envelope::EventId;
 use hookline_core::message::OutboundMessage;
-use hookline_core::ports::{Applied, Change, Claim, Lease, Origin, Queue, Store, Tie, Ties, Tried};
+use hookline_core::ports::{
+    Applied, Change, Claim, Lease, Origin, Queue, Store, Tie, Ties, WritePath,
+};
 use hookline_core::records::{
     lifecycle_rank, Completion, EventStatus, ObjectRecord, ObjectType, Outcome, Projection,
     LEDGER_TTL_SECS,
@@ -374,7 +376,7 @@ async fn ledger_lifecycle_and_ttl(p: Ports) {
             hookline_core::ports::Origin::source("test"),
             "store timed out",
             t,
-            Tried::Claimed,
+            WritePath::Claimed,
         )
         .await
         .expect("fail");
@@ -427,7 +429,7 @@ async fn ledger_lifecycle_and_ttl(p: Ports) {
             hookline_core::ports::Origin::source("test"),
             "late failure",
             t,
-            Tried::Claimed,
+            WritePath::Claimed,
         )
         .await
         .expect("fail is a no-op");
@@ -787,7 +789,7 @@ async fn apply_counts_tries_and_records_the_source(p: Ports) {
             hookline_core::ports::Origin::source("test"),
             "store timed out",
             now(),
-            Tried::Unclaimed,
+            WritePath::Apply,
         )
         .await
         .expect("fail");
@@ -835,7 +837,7 @@ async fn apply_counts_tries_and_records_the_source(p: Ports) {
             hookline_core::ports::Origin::source("test"),
             "late",
             now(),
-            Tried::Unclaimed,
+            WritePath::Apply,
         )
         .await
         .expect("fail");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hookline_core::message::OutboundMessage;
-use hookline_core::ports::{Queue, Tried};
+use hookline_core::ports::{Queue, WritePath};
 use hookline_core::records::{EventStatus, Outcome};
 
 use crate::bed::Bed;
@@ -771,7 +771,7 @@ async fn the_worker_purges_expired_records_on_the_embedded_backend() {
             hookline_core::ports::Origin::source("test"),
             "x",
             old,
-            Tried::Unclaimed,
+            WritePath::Apply,
         )
         .await
         .expect("write");
@@ -782,7 +782,7 @@ async fn the_worker_purges_expired_records_on_the_embedded_backend() {
             hookline_core::ports::Origin::source("test"),
             "x",
             now(),
-            Tried::Unclaimed,
+            WritePath::Apply,
         )
         .await
         .expect("write");

@@ -26,7 +26,8 @@ use aws_sdk_dynamodb::types::{
 use hookline_core::clock::rfc3339;
 use hookline_core::envelope::EventId;
 use hookline_core::ports::{
-    Applied, Change, Claim, Holdings, Lease, Origin, PortError, Store, Subject, Tie, Ties, Tried,
+    Applied, Change, Claim, Holdings, Lease, Origin, PortError, Store, Subject, Tie, Ties,
+    WritePath,
 };
 use hookline_core::records::{
     Completion, DestinationState, EventRecord, EventStatus, ItemTable, Outcome, Projection,
@@ -915,11 +916,11 @@ impl Store for DynamoStore {
         origin: Origin<'_>,
         error: &str,
         now: i64,
-        tried: Tried,
+        path: WritePath,
     ) -> Result<(), PortError> {
-        let attempts = match tried {
-            Tried::Claimed => ", attempts = if_not_exists(attempts, :one)",
-            Tried::Unclaimed => " ADD attempts :one",
+        let attempts = match path {
+            WritePath::Claimed => ", attempts = if_not_exists(attempts, :one)",
+            WritePath::Apply => " ADD attempts :one",
         };
         let (whom_set, whom_values) = whom(&origin);
         let mut request = self

@@ -7,7 +7,7 @@ use hookline_core::clock::rfc3339;
 use hookline_core::envelope::EventId;
 use hookline_core::ports::{
     Applied, Change, Claim, Holdings, Lease, Origin, PortError, RecentActivity, Store, Subject,
-    Tie, Ties, Tried,
+    Tie, Ties, WritePath,
 };
 use hookline_core::records::{
     Completion, DestinationState, EventRecord, EventStatus, ItemTable, Outcome, Projection,
@@ -455,13 +455,13 @@ impl Store for EmbeddedStore {
         origin: Origin<'_>,
         error: &str,
         now: i64,
-        tried: Tried,
+        path: WritePath,
     ) -> Result<(), PortError> {
         let id = event_id.as_str().to_owned();
         let event_type = event_type.to_owned();
         let error = error.to_owned();
         let (subject, object) = owned_whom(origin);
-        let count = i64::from(tried == Tried::Unclaimed);
+        let count = i64::from(path == WritePath::Apply);
         self.db.write(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO events (event_id, status, event_type, attempts, last_error, expires_at, subject, object_id)
