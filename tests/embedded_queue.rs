@@ -1,3 +1,6 @@
+//! The embedded queue's SQS semantics on a real SQLite file: visibility,
+//! receive counts, redrive, FIFO groups.
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,3 +1,6 @@
+//! The release ingress as a process: its exit codes, its settings, and
+//! its answers over a real socket.
+
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,3 +1,6 @@
+//! The ingress's HTTP answers, in the contract's order, from the axum app
+//! on a random port.
+
 use std::time::Duration;
 
 use hookline_backend::Tuning;

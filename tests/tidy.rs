@@ -1,6 +1,10 @@
 //! The rules ARCHITECTURE.md states, checked against `cargo metadata` and
 //! the sources, so a change that breaks one fails the build instead of
 //! making a sentence untrue.
+//!
+//! The source rules read the tree `HOOKLINE_TIDY_ROOT` names, this
+//! repository by default, so that a rule can be shown failing on an older
+//! checkout.
 
 use std::path::{Path, PathBuf};
 
@@ -75,14 +79,19 @@ fn sources() -> Vec<(PathBuf, String)> {
     }
     let mut out = Vec::new();
     for top in ["crates", "src", "tests", "benches", "examples"] {
-        walk(&repo_root().join(top), &mut out);
+        walk(&tree().join(top), &mut out);
     }
     assert!(out.len() > 20, "sources found: {}", out.len());
     out
 }
 
+/// The tree the source rules read.
+fn tree() -> PathBuf {
+    std::env::var_os("HOOKLINE_TIDY_ROOT").map_or_else(repo_root, PathBuf::from)
+}
+
 fn relative(path: &Path) -> String {
-    path.strip_prefix(repo_root())
+    path.strip_prefix(tree())
         .unwrap_or(path)
         .display()
         .to_string()
@@ -241,4 +250,326 @@ fn production_code_does_not_branch_on_error_text() {
         }
     }
     assert!(broken.is_empty(), "{broken:#?}");
+}
+
+/// A file's production code: the text before its `#[cfg(test)]` module,
+/// with `//` comments (doc comments included) blanked, line numbers kept.
+fn production_code(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("#[cfg(test)]") {
+            break;
+        }
+        let trimmed = line.trim_start();
+        out.push(if trimmed.starts_with("//") {
+            String::new()
+        } else {
+            line.to_owned()
+        });
+    }
+    out
+}
+
+/// The worker's modules (file stem) and the modules each imports through
+/// `crate::…` in its production code.
+fn worker_imports() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let dir = tree().join("crates/worker/src");
+    let files: Vec<(PathBuf, String)> = sources()
+        .into_iter()
+        .filter(|(p, _)| p.parent() == Some(dir.as_path()))
+        .collect();
+    let modules: std::collections::BTreeSet<String> = files
+        .iter()
+        .filter_map(|(p, _)| p.file_stem()?.to_str().map(str::to_owned))
+        .filter(|m| m != "lib" && m != "main")
+        .collect();
+    let mut graph = std::collections::BTreeMap::new();
+    for (path, text) in &files {
+        let Some(module) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if !modules.contains(module) {
+            continue;
+        }
+        let code = production_code(text).join("\n");
+        let mut imports = std::collections::BTreeSet::new();
+        for (i, _) in code.match_indices("crate::") {
+            let rest = &code[i + "crate::".len()..];
+            let named: Vec<&str> = match rest.strip_prefix('{') {
+                // `crate::{a, b::c}`: the first name of each path.
+                Some(group) => group[..group.find('}').unwrap_or(group.len())]
+                    .split(',')
+                    .map(|p| p.trim().split("::").next().unwrap_or(""))
+                    .collect(),
+                None => vec![rest
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap_or("")],
+            };
+            for n in named {
+                if n != module && modules.contains(n) {
+                    imports.insert(n.to_owned());
+                }
+            }
+        }
+        graph.insert(module.to_owned(), imports);
+    }
+    graph
+}
+
+/// An event's walk through the worker goes down and never back: the
+/// modules' imports form no circle (the layering ARCHITECTURE.md draws).
+#[test]
+fn the_workers_modules_import_no_circle() {
+    let graph = worker_imports();
+    assert!(graph.len() > 10, "worker modules found: {graph:?}");
+    // Depth-first; a module met again while on the path closes a circle.
+    fn visit(
+        m: &str,
+        graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+        circles: &mut Vec<String>,
+    ) {
+        if let Some(at) = path.iter().position(|p| p == m) {
+            let mut circle = path[at..].to_vec();
+            circle.push(m.to_owned());
+            circles.push(circle.join(" → "));
+            return;
+        }
+        if !done.insert(m.to_owned()) {
+            return;
+        }
+        path.push(m.to_owned());
+        for next in graph.get(m).into_iter().flatten() {
+            visit(next, graph, path, done, circles);
+        }
+        path.pop();
+    }
+    let (mut done, mut circles) = (std::collections::BTreeSet::new(), Vec::new());
+    for m in graph.keys() {
+        visit(m, &graph, &mut Vec::new(), &mut done, &mut circles);
+    }
+    assert!(
+        circles.is_empty(),
+        "the worker's modules import each other in a circle:\n  {}",
+        circles.join("\n  ")
+    );
+}
+
+/// The body of each `fn` in `code` (production lines): (name, first line,
+/// lines from its signature to its closing brace).
+fn functions(code: &[String]) -> Vec<(String, usize, usize)> {
+    let mut out = Vec::new();
+    for (start, line) in code.iter().enumerate() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(at) = words.iter().position(|w| *w == "fn") else {
+            continue;
+        };
+        let before_ok = words[..at].iter().all(|w| {
+            matches!(*w, "pub" | "async" | "const" | "unsafe" | "extern") || w.starts_with("pub(")
+        });
+        let Some(word) = words.get(at + 1).filter(|_| before_ok) else {
+            continue;
+        };
+        let name: String = word
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if let Some(len) = body_length(&code[start..]) {
+            out.push((name, start + 1, len));
+        }
+    }
+    out
+}
+
+/// Lines from the first line of `lines` to the brace that closes the
+/// first body opened, skipping string and char literals; `None` for a
+/// declaration without a body.
+fn body_length(lines: &[String]) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut opened = false;
+    for (n, line) in lines.iter().enumerate() {
+        let mut chars = line.chars().peekable();
+        let mut in_str = false;
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' if in_str => {
+                    chars.next();
+                }
+                '"' => in_str = !in_str,
+                '\'' if !in_str => {
+                    // A char literal ('{', '\''); a lifetime has no closing quote.
+                    let mut ahead = chars.clone();
+                    let first = ahead.next();
+                    let literal = match first {
+                        Some('\\') => true,
+                        Some(_) => ahead.next() == Some('\''),
+                        None => false,
+                    };
+                    if literal {
+                        while let Some(x) = chars.next() {
+                            if x == '\\' {
+                                chars.next();
+                            } else if x == '\'' {
+                                break;
+                            }
+                        }
+                    }
+                }
+                '/' if !in_str && chars.peek() == Some(&'/') => break,
+                ';' if !in_str && !opened && depth == 0 => return None,
+                '{' if !in_str => {
+                    depth += 1;
+                    opened = true;
+                }
+                '}' if !in_str => {
+                    depth = depth.saturating_sub(1);
+                    if opened && depth == 0 {
+                        return Some(n + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+/// Every function in the worker reads on one screen: 60 lines at most,
+/// from its signature to its closing brace (tests aside).
+#[test]
+fn no_function_in_the_worker_is_over_60_lines() {
+    let dir = tree().join("crates/worker/src");
+    let mut long = Vec::new();
+    let mut seen = 0;
+    for (path, text) in sources() {
+        if !path.starts_with(&dir) {
+            continue;
+        }
+        for (name, line, len) in functions(&production_code(&text)) {
+            seen += 1;
+            if len > 60 {
+                long.push(format!("{}:{line} fn {name}: {len} lines", relative(&path)));
+            }
+        }
+    }
+    assert!(seen > 100, "worker functions found: {seen}");
+    assert!(
+        long.is_empty(),
+        "functions over 60 lines in crates/worker:\n  {}",
+        long.join("\n  ")
+    );
+}
+
+#[test]
+fn the_function_reader_measures_bodies_not_strings() {
+    let code: Vec<String> = [
+        "pub(crate) async fn a(x: &str) -> usize {",
+        "    let s = \"}}{\";",
+        "    let c = '}';",
+        "    if x.is_empty() { 1 } else { 2 }",
+        "}",
+        "fn declared(&self) -> u8;",
+        "fn b<'a>(x: &'a str) -> &'a str { x }",
+    ]
+    .iter()
+    .map(|l| (*l).to_owned())
+    .collect();
+    assert_eq!(
+        functions(&code),
+        vec![("a".to_owned(), 1, 5), ("b".to_owned(), 7, 1)]
+    );
+}
+
+/// Each module says what it is for in a `//!` header: ARCHITECTURE.md
+/// points to them for the details.
+#[test]
+fn every_module_starts_with_a_header() {
+    let missing: Vec<String> = sources()
+        .into_iter()
+        .filter(|(path, _)| !relative(path).contains("/node_modules/"))
+        .filter(|(_, text)| !text.trim_start().starts_with("//!"))
+        .map(|(path, _)| relative(&path))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "modules without a `//!` header:\n  {}",
+        missing.join("\n  ")
+    );
+}
+
+fn contract() -> String {
+    std::fs::read_to_string(tree().join("docs/contract.md")).unwrap_or_default()
+}
+
+/// Every setting a binary accepts (a clap argument's `env = "…"`) is in the
+/// contract.
+#[test]
+fn every_setting_is_in_the_contract() {
+    let contract = contract();
+    let mut settings = std::collections::BTreeSet::new();
+    for (path, text) in sources() {
+        if !relative(&path).starts_with("crates/") {
+            continue;
+        }
+        for (i, _) in text.match_indices("env = \"") {
+            let rest = &text[i + "env = \"".len()..];
+            if let Some(end) = rest.find('"') {
+                settings.insert(rest[..end].to_owned());
+            }
+        }
+    }
+    assert!(settings.len() > 40, "settings found: {settings:?}");
+    let missing: Vec<&String> = settings
+        .iter()
+        .filter(|s| !contract.contains(&format!("`{s}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "settings the binaries accept but docs/contract.md does not list: {missing:?}"
+    );
+}
+
+/// Every metric the code registers, its Prometheus name and its EMF name,
+/// is in the contract.
+#[test]
+fn every_metric_is_in_the_contract() {
+    let contract = contract();
+    let mut metrics = std::collections::BTreeSet::new();
+    for (path, text) in sources() {
+        let file = relative(&path);
+        let registers = file.starts_with("crates/")
+            && (file.ends_with("/metrics.rs") || text.contains("pub const METRIC: &str"));
+        if !registers {
+            continue;
+        }
+        let code = production_code(&text).join("\n");
+        // Prometheus names: `hookline_…` literals.
+        for (i, _) in code.match_indices("\"hookline_") {
+            let rest = &code[i + 1..];
+            if let Some(end) = rest.find('"') {
+                metrics.insert(rest[..end].to_owned());
+            }
+        }
+        // EMF names: the literal before each `Reading::`.
+        for (i, _) in code.match_indices("Reading::") {
+            let before = code[..i].trim_end().trim_end_matches(',').trim_end();
+            if let Some(name) = before.strip_suffix('"') {
+                let name = &name[name.rfind('"').map_or(0, |q| q + 1)..];
+                if name.starts_with(|c: char| c.is_ascii_uppercase()) {
+                    metrics.insert(name.to_owned());
+                }
+            }
+        }
+    }
+    assert!(metrics.len() > 40, "metrics found: {metrics:?}");
+    let missing: Vec<&String> = metrics
+        .iter()
+        .filter(|m| !contract.contains(&format!("`{m}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "metrics the code registers but docs/contract.md does not list: {missing:?}"
+    );
 }
