@@ -15,15 +15,8 @@ use hookline_core::records::{EventStatus, Outcome};
 use crate::helpers::*;
 
 struct Console {
-    child: Child,
+    _child: KillOnDrop,
     base: String,
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn start_console(data_dir: &std::path::Path, addr: &str, token: Option<&str>) -> Console {
@@ -50,7 +43,10 @@ async fn start_console(data_dir: &std::path::Path, addr: &str, token: Option<&st
     })
     .await;
     assert!(up, "the console listens");
-    Console { child, base }
+    Console {
+        _child: KillOnDrop(child),
+        base,
+    }
 }
 
 fn dead(event_type: &str, id: &str, object: &str, reason: &str) -> OutboundMessage {

@@ -6,7 +6,7 @@
 //! the DLQ.
 
 use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hookline_core::records::{EventStatus, Outcome};
@@ -34,15 +34,8 @@ on_both_backends!(
 
 /// The Node receiver, killed on drop.
 struct Receiver {
-    child: Child,
+    _child: KillOnDrop,
     base: String,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Receiver {
@@ -72,7 +65,7 @@ impl Receiver {
             .expect("the receiver prints its port");
         let port: u16 = line.trim().parse().expect("a port");
         Some(Receiver {
-            child,
+            _child: KillOnDrop(child),
             base: format!("http://127.0.0.1:{port}"),
         })
     }

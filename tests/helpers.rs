@@ -245,7 +245,23 @@ pub fn wait_exit(child: &mut std::process::Child, within: Duration) -> Option<i3
 }
 
 /// A child process, killed when dropped.
+/// A child process killed (and reaped) when the guard is dropped: every
+/// process a test starts is held in one, so a failing assertion leaves none
+/// running.
 pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -256,15 +272,8 @@ impl Drop for KillOnDrop {
 
 /// A running `hookline-worker` process; killed on drop.
 pub struct WorkerProc {
-    pub child: std::process::Child,
+    pub child: KillOnDrop,
     pub metrics_url: String,
-}
-
-impl Drop for WorkerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Starts the built worker with quick test timings and `env` (the backend's
@@ -290,7 +299,7 @@ pub fn start_worker_bin(name: &str, env: &[(String, String)]) -> WorkerProc {
         cmd.env(k, v);
     }
     WorkerProc {
-        child: cmd.spawn().expect("worker starts"),
+        child: KillOnDrop(cmd.spawn().expect("worker starts")),
         metrics_url: format!("http://127.0.0.1:{port}/metrics"),
     }
 }

@@ -8,16 +8,9 @@ use std::time::{Duration, Instant};
 use crate::helpers::*;
 
 struct Ingress {
-    child: Child,
+    child: KillOnDrop,
     url: String,
     base: String,
-}
-
-impl Drop for Ingress {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Starts the built `hookline-ingress` with a clean environment.
@@ -37,7 +30,7 @@ fn start(data_dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Ingress {
     let child = cmd.spawn().expect("ingress starts");
     let base = format!("http://127.0.0.1:{port}");
     Ingress {
-        child,
+        child: KillOnDrop(child),
         url: format!("{base}/api/stripe-webhook"),
         base,
     }

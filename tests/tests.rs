@@ -34,27 +34,12 @@ mod cli;
 /// Webhook secrets from Secrets Manager: load, refresh, last good value.
 mod secrets_aws;
 
-/// Where reality differs from our fixtures: Stripe's published shapes and
-/// nullable fields, FIFO copies, operator errors, bounded shutdown, slow
-/// clients, key precedence, settings errors, data files, replays that end,
-/// `make run` and ctrl-c.
-mod reality;
-
-/// What a first deploy needs from the binaries: a placeholder secret, a
-/// `/readyz` without AWS error text, SQS message sizes, EMF metrics.
-mod deploy;
-
 /// The worker under outages and at SIGTERM: the circuit breaker, a
 /// misconfigured table, a long poll under way at shutdown.
 mod outages;
 
 /// Stripe events through Amazon EventBridge, on both backends.
 mod eventbridge;
-
-/// Stripe as it is now: thin events and the destination ping, events in
-/// the same second, `ignored` that is not final, the Stripe API stand-in
-/// against Stripe's official library.
-mod stripe_now;
 
 /// Routes and destinations: delivery to a team's service over HTTP, checked
 /// by a Node receiver that verifies with the official stripe package.
@@ -87,3 +72,46 @@ mod traces;
 /// The newest edges under hostile input and slow peers: thin-event fetches
 /// that cannot leave Stripe, destinations that hang or answer huge.
 mod edges;
+
+/// Stripe's published objects of every handled type, applied.
+mod stripe_shapes;
+
+/// What the queues promise: FIFO copies with deduplication ids of their
+/// own, concurrent receives that never share a message.
+mod queues;
+
+/// DLQ replays that end, held messages released, list and export streaming.
+mod replays;
+
+/// Bounded shutdown: a hung or locked store, the ingress's drain, ctrl-c.
+mod shutdown;
+
+/// Operator errors at start: key precedence, exit codes, a missing table.
+mod start_errors;
+
+/// Slow and idle clients at the ingress.
+mod slow_clients;
+
+/// The embedded backend's files: private, purged of expired records.
+mod embedded_files;
+
+/// A first deploy's webhook secret: placeholder, refresh, `/readyz`.
+mod secret_placeholder;
+
+/// SQS message sizes checked per message.
+mod message_size;
+
+/// Metrics as CloudWatch Embedded Metric Format lines.
+mod emf;
+
+/// Thin (v2) events and the destination ping.
+mod thin_events;
+
+/// Events of one object in the same second.
+mod same_second;
+
+/// `ignored` is not final.
+mod ignored_not_final;
+
+/// The Stripe API stand-in against Stripe's official library; 429s.
+mod stripe_stub;

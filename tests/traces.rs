@@ -4,7 +4,7 @@
 //! `opentelemetry-proto` package `make test` installs), and the tests read
 //! the spans it decoded.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,16 +22,9 @@ on_both_backends!(
 
 /// The OTLP receiver, killed on drop.
 struct Otlp {
-    child: Child,
+    _child: KillOnDrop,
     base: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Otlp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn python() -> std::path::PathBuf {
@@ -76,7 +69,7 @@ impl Otlp {
             std::thread::sleep(Duration::from_millis(50));
         };
         Some(Otlp {
-            child,
+            _child: KillOnDrop(child),
             base: format!("http://127.0.0.1:{port}"),
             _dir: dir,
         })
@@ -191,15 +184,8 @@ async fn nothing_secret(otlp: &Otlp, body: &str, also: &[&str]) {
 
 /// The `hookline-ingress` binary on `bed` with `extra` settings; killed on drop.
 struct Ingress {
-    child: Child,
+    _child: KillOnDrop,
     base: String,
-}
-
-impl Drop for Ingress {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn start_ingress(bed: &Bed, extra: &[(String, String)]) -> Ingress {
@@ -216,7 +202,7 @@ async fn start_ingress(bed: &Bed, extra: &[(String, String)]) -> Ingress {
         .spawn()
         .expect("ingress starts");
     let ingress = Ingress {
-        child,
+        _child: KillOnDrop(child),
         base: format!("http://127.0.0.1:{port}"),
     };
     let client = reqwest::Client::new();
