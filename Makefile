@@ -28,12 +28,13 @@ LOCAL_AWS_ENV = AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS
 HOOKLINE_TEST_RUN ?= $(shell date +%s%N)-$(shell echo $$PPID)
 export HOOKLINE_TEST_RUN
 
-.PHONY: console browser receiver soak soak-short run build send-event test fmt-check clippy unit check-secrets bench help moto aws-local aws-local-stop infra-lint release-build
+.PHONY: console browser receiver soak soak-short run build send-event test check fmt-check clippy doc unit-fast unit check-secrets bench help moto aws-local aws-local-stop infra-lint release-build
 
 help:
 	@echo "make run          start the ingress and the worker on the embedded backend (./data)"
 	@echo "make send-event   sign and post a sample event (TYPE=payout.updated make send-event)"
-	@echo "make test         fmt check, clippy -D warnings, secret guard, all tests"
+	@echo "make check        the fast tier: fmt check, clippy -D warnings, unit tests, docs (broken links denied)"
+	@echo "make test         everything CI runs: the fast tier's checks, secret guard, the stack, a short soak, all tests"
 	@echo "make bench        signature, ingress (beside a Node peer), worker drain, latency model, replay, AWS requests"
 	@echo "make aws-local    start a local AWS-compatible server (moto) with the queues and tables"
 	@echo "make console      the operator console on http://127.0.0.1:8090/ (embedded backend in ./data)"
@@ -58,19 +59,36 @@ send-event: build
 	@STRIPE_WEBHOOK_SECRET=$(DEV_WEBHOOK_SECRET) target/debug/hookline \
 	  dev send $(TYPE) --url http://$(BIND_ADDR)/api/stripe-webhook
 
+# The fast tier, for the edit-compile loop: format, clippy, every crate's
+# unit tests (no AWS server, no processes) and the docs.
+check: fmt-check clippy unit-fast doc
+
 # Everything CI checks; the cargo tests run last so their total closes the output.
 # A test run builds each crate once: incremental caches would only take disk.
 test: export CARGO_INCREMENTAL = 0
-test: fmt-check clippy check-secrets infra-lint release-build soak-short unit
+test: fmt-check clippy doc check-secrets infra-lint release-build soak-short unit
 
 fmt-check:
 	$(CARGO) fmt --all --check
 
 # The second run checks the service crates as they build alone, without the
 # test-support features the test suite turns on for the whole workspace.
+# In the release profile, so that build scripts and proc macros (SQLite's C
+# sources, ring's) are built once for clippy, the docs and the release build.
 clippy:
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p hookline-ingress -p hookline-worker -p hookline-cli -- -D warnings
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release -p hookline-ingress -p hookline-worker -p hookline-cli -- -D warnings
+
+# Each module's `//!` header is where ARCHITECTURE.md sends a reader: the
+# docs build with every private item, and a broken intra-doc link fails.
+doc:
+	RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links -A rustdoc::private_intra_doc_links" \
+	  $(CARGO) doc --release --workspace --no-deps --document-private-items
+
+# Every crate's unit tests: pure logic and the embedded backend, no
+# processes and no AWS server.
+unit-fast:
+	$(CARGO) test --release --workspace --lib --bins
 
 # Installs moto into the project's venv (ignored by git), once per version.
 $(MOTO_STAMP):

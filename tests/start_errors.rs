@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-
 use crate::bed::Bed;
 use crate::helpers::*;
 use crate::queues::DEAD_LETTERED;

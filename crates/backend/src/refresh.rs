@@ -1,5 +1,5 @@
 //! The secrets the backend hands out, each a
-//! [`Refreshing`](hookline_core::refresh::Refreshing) value read from
+//! [`Refreshing`] value read from
 //! Secrets Manager: the Stripe API key (checked against the key-mode rule
 //! at every read, its version recorded for `/metrics`) and an HTTP
 //! destination's signing secret.

@@ -3,7 +3,7 @@
 //! and only then answers 200.
 //!
 //! [`startup`] builds it, [`webhook`] is the pipeline a request takes,
-//! [`health`] and [`metrics`] answer the operators, [`serve`] is the HTTP/1
+//! [`health`] and [`metrics`] answer the operators, [`mod@serve`] is the HTTP/1
 //! loop. Architecture invariant: no 2xx for an event that the queue did not
 //! accept.
 

@@ -8,10 +8,10 @@
 //!   `STRIPE_API_RPS`, shared by every task of the process.
 //! - 408, 429 and `Stripe-Should-Retry: true` are retried after `Retry-After`
 //!   (or on a short backoff); 5xx and network errors too. What still fails
-//!   is [`PortError::Transient`]: the worker retries the event later and
+//!   is [`ErrorKind::Transient`](hookline_core::ports::ErrorKind::Transient): the worker retries the event later and
 //!   never dead-letters it for that.
-//! - 401 and 403 are [`PortError::Configuration`] (the key is wrong or
-//!   lacks a permission); 404 and other 4xx are [`PortError::Permanent`]
+//! - 401 and 403 are [`ErrorKind::Configuration`](hookline_core::ports::ErrorKind::Configuration) (the key is wrong or
+//!   lacks a permission); 404 and other 4xx are [`ErrorKind::Permanent`](hookline_core::ports::ErrorKind::Permanent)
 //!   with Stripe's own message.
 //! - The key is sent as a bearer token and never logged: it is a
 //!   `SecretString`, and no error text carries a header.

@@ -11,9 +11,9 @@ use super::PortError;
 /// One implementation (`hookline-stripe`): a pinned `Stripe-Version`, a
 /// timeout, a client-side rate limit, and Stripe's errors classified once:
 /// 408, 429 and `Stripe-Should-Retry: true`, 5xx and network errors are
-/// [`PortError::Transient`] (after the client's own retries); 401 and 403
-/// are [`PortError::Configuration`]; 404 and other 4xx are
-/// [`PortError::Permanent`], with Stripe's message.
+/// [`ErrorKind::Transient`](crate::ports::ErrorKind::Transient) (after the client's own retries); 401 and 403
+/// are [`ErrorKind::Configuration`](crate::ports::ErrorKind::Configuration); 404 and other 4xx are
+/// [`ErrorKind::Permanent`](crate::ports::ErrorKind::Permanent), with Stripe's message.
 #[async_trait]
 pub trait StripeApi: Send + Sync + std::fmt::Debug {
     /// `GET path` (`/v1/accounts/acct_…`, `/v2/core/events/evt_…`) with
