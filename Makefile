@@ -206,11 +206,11 @@ soak-short: release-build
 # scan of a 100,000-item ledger (time on moto, read units as billed).
 bench: release-build $(MOTO_STAMP)
 	$(CARGO) bench -p hookline-signature
-	$(CARGO) bench -p hookline-suite --bench ingress_load
-	$(CARGO) bench -p hookline-suite --bench worker_drain
-	$(CARGO) bench -p hookline-suite --bench thin_rate
-	$(CARGO) bench -p hookline-suite --bench latency_model
+	$(CARGO) bench -p hookline-testkit --bench ingress_load
+	$(CARGO) bench -p hookline-testkit --bench worker_drain
+	$(CARGO) bench -p hookline-testkit --bench thin_rate
+	$(CARGO) bench -p hookline-testkit --bench latency_model
 	@endpoint=$$(VENV=$(VENV) scripts/moto.sh start) || exit 1; \
-	AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) RUST_LOG=warn BENCH_PART=C $(CARGO) bench -p hookline-suite --bench latency_model \
-	  && AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) $(CARGO) bench -p hookline-suite --bench erase_scan; \
+	AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) RUST_LOG=warn BENCH_PART=C $(CARGO) bench -p hookline-testkit --bench latency_model \
+	  && AWS_ENDPOINT_URL=$$endpoint $(LOCAL_AWS_ENV) $(CARGO) bench -p hookline-testkit --bench erase_scan; \
 	rc=$$?; scripts/moto.sh stop; exit $$rc

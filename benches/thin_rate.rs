@@ -2,7 +2,7 @@
 //!
 //! Enqueues thin `v2.core.account.updated` notifications (each names an
 //! account of its own) on the embedded backend, serves those accounts from
-//! the Stripe API stand-in (`hookline_suite::StripeStub`) with 10 ms of
+//! the Stripe API stand-in (`hookline_testkit::StripeStub`) with 10 ms of
 //! latency per call, starts the release `hookline-worker` on that file with
 //! `STRIPE_API_RPS` set, and measures the rate at which events are applied
 //! between the first and the last fetch. The worker's concurrency (16)
@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use hookline_core::message::OutboundMessage;
 use hookline_core::ports::Queue;
-use hookline_suite::stripe_stub::published;
-use hookline_suite::StripeStub;
+use hookline_testkit::stripe_stub::published;
+use hookline_testkit::StripeStub;
 
 #[path = "support.rs"]
 mod support;

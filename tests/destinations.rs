@@ -369,7 +369,7 @@ async fn a_worker_killed_mid_delivery_delivers_again_with_the_same_key(bed: Bed)
 
 async fn events_show_names_each_destination_and_redeliver_sends_again(bed: Bed) {
     let Some(rx) = Receiver::start() else { return };
-    let stub = hookline_suite::StripeStub::start().await.expect("stub");
+    let stub = hookline_testkit::StripeStub::start().await.expect("stub");
     rx.script("b", json!([{"status": 410, "message": "retired"}]))
         .await;
     let doc = routes(&rx, &[("a", "\"*\"", ""), ("b", "\"*\"", "")]);

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hookline_core::records::Outcome;
-use hookline_suite::stripe_stub::published;
-use hookline_suite::StripeStub;
+use hookline_testkit::stripe_stub::published;
+use hookline_testkit::StripeStub;
 use serde_json::Value;
 
 use crate::bed::Bed;

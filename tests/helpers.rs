@@ -521,7 +521,7 @@ pub async fn receive_n(
     got
 }
 
-pub use hookline_suite::Switch;
+pub use hookline_testkit::Switch;
 
 /// Runs the built `hookline` with exactly `env` (plus `extra`); returns the
 /// exit code, stdout and stderr.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hookline_core::message::OutboundMessage;
 use hookline_core::records::{EventStatus, Outcome};
-use hookline_suite::StripeStub;
+use hookline_testkit::StripeStub;
 use serde_json::Value;
 
 use crate::bed::Bed;

@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hookline_suite::stripe_stub::StripeStub;
+use hookline_testkit::stripe_stub::StripeStub;
 use serde_json::Value;
 
 use crate::helpers::*;

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use hookline_suite::stripe_stub::published;
-use hookline_suite::StripeStub;
+use hookline_testkit::stripe_stub::published;
+use hookline_testkit::StripeStub;
 use serde_json::{json, Value};
 
 use crate::bed::Bed;

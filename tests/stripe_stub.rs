@@ -1,12 +1,12 @@
-//! The Stripe API stand-in (`hookline_suite::StripeStub`, built from
+//! The Stripe API stand-in (`hookline_testkit::StripeStub`, built from
 //! Stripe's published objects) checked against Stripe's official Python
 //! library, and the worker under its 429s.
 
 use std::time::Duration;
 
 use hookline_core::records::Outcome;
-use hookline_suite::stripe_stub::published;
-use hookline_suite::StripeStub;
+use hookline_testkit::stripe_stub::published;
+use hookline_testkit::StripeStub;
 use serde_json::Value;
 
 use crate::bed::Bed;

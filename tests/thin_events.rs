@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use hookline_core::message::OutboundMessage;
 use hookline_core::records::Outcome;
-use hookline_suite::stripe_stub::{merge, published};
-use hookline_suite::StripeStub;
+use hookline_testkit::stripe_stub::{merge, published};
+use hookline_testkit::StripeStub;
 use serde_json::{json, Value};
 
 use crate::bed::Bed;

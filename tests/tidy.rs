@@ -110,7 +110,7 @@ fn no_binary_crate_depends_on_an_adapter() {
                 .as_array()
                 .is_some_and(|k| k.iter().any(|k| k == "bin"))
         });
-        if !is_bin || name(p) == "hookline-suite" {
+        if !is_bin || name(p) == "hookline-testkit" {
             continue;
         }
         for (dep, kind, _) in dependencies(p) {

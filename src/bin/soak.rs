@@ -243,7 +243,7 @@ impl Drop for Procs {
     }
 }
 
-use hookline_suite::Switch;
+use hookline_testkit::Switch;
 
 enum Outage {
     Embedded(PathBuf),

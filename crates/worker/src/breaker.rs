@@ -16,7 +16,7 @@ use std::time::Duration;
 use hookline_core::ports::PortError;
 use tokio::sync::watch;
 
-use crate::metrics::Part;
+use crate::metrics::Dependency;
 
 /// The first probe's delay; each failed probe doubles it up to [`PROBE_MAX`].
 pub const PROBE_FIRST: Duration = Duration::from_secs(1);
@@ -31,7 +31,7 @@ pub enum Circuit {
     Closed,
     /// `part` fails: no message is taken until a probe of it succeeds.
     Open {
-        part: Part,
+        part: Dependency,
         /// The last error, for the log and nothing else.
         error: String,
         configuration: bool,
@@ -43,7 +43,7 @@ pub enum Circuit {
 impl Circuit {
     /// `part` failed for a reason that is not the event's: opens the
     /// circuit (or records the newer error). `true` when this call opened it.
-    pub fn trip(&mut self, part: Part, error: &PortError) -> bool {
+    pub fn trip(&mut self, part: Dependency, error: &PortError) -> bool {
         let opened = matches!(self, Self::Closed);
         let failed_probes = match self {
             Self::Open { failed_probes, .. } => *failed_probes,
@@ -59,7 +59,7 @@ impl Circuit {
     }
 
     /// What to probe next, and after how long; `None` when closed.
-    pub fn next_probe(&self) -> Option<(Part, Duration)> {
+    pub fn next_probe(&self) -> Option<(Dependency, Duration)> {
         match self {
             Self::Closed => None,
             Self::Open {
@@ -129,7 +129,7 @@ impl Breaker {
     }
 
     /// See [`Circuit::trip`].
-    pub fn trip(&self, part: Part, error: &PortError) -> bool {
+    pub fn trip(&self, part: Dependency, error: &PortError) -> bool {
         self.step(|c| c.trip(part, error))
     }
 
@@ -179,12 +179,18 @@ mod tests {
     fn a_failure_opens_probes_back_off_and_an_answer_closes() {
         let mut c = Circuit::Closed;
         assert_eq!(c.next_probe(), None);
-        assert!(c.trip(Part::Store, &down()), "the first failure opens");
-        assert!(!c.trip(Part::Store, &down()), "later ones keep it open");
+        assert!(
+            c.trip(Dependency::Store, &down()),
+            "the first failure opens"
+        );
+        assert!(
+            !c.trip(Dependency::Store, &down()),
+            "later ones keep it open"
+        );
         let delays: Vec<u64> = (0..6)
             .map(|_| {
                 let (part, delay) = c.next_probe().expect("open");
-                assert_eq!(part, Part::Store);
+                assert_eq!(part, Dependency::Store);
                 c.probe_failed(&down());
                 delay.as_secs()
             })
@@ -198,7 +204,7 @@ mod tests {
     #[test]
     fn the_last_error_and_its_kind_are_kept_for_the_log() {
         let mut c = Circuit::Closed;
-        c.trip(Part::Queue, &down());
+        c.trip(Dependency::Queue, &down());
         c.probe_failed(&PortError::configuration("no such table".to_owned()));
         match &c {
             Circuit::Open {
@@ -214,15 +220,18 @@ mod tests {
             Circuit::Closed => panic!("open"),
         }
         // A new failure of another part keeps the probe schedule.
-        c.trip(Part::Store, &down());
-        assert_eq!(c.next_probe(), Some((Part::Store, Duration::from_secs(2))));
+        c.trip(Dependency::Store, &down());
+        assert_eq!(
+            c.next_probe(),
+            Some((Dependency::Store, Duration::from_secs(2)))
+        );
     }
 
     #[tokio::test]
     async fn waiters_see_it_open_and_close() {
         let b = std::sync::Arc::new(Breaker::default());
         b.closed().await;
-        b.trip(Part::Store, &down());
+        b.trip(Dependency::Store, &down());
         assert!(b.is_open());
         b.opened().await;
         let waiter = tokio::spawn({

@@ -18,7 +18,7 @@
 //! its copy is in the dead-letter queue (or, requeued, on the queue).
 
 pub mod breaker;
-mod context;
+mod consume;
 pub mod decide;
 mod deliver;
 pub mod handler;

@@ -7,12 +7,12 @@ use hookline_core::records::Outcome;
 
 /// What a readiness mark is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
+pub enum Dependency {
     Queue = 0,
     Store = 1,
 }
 
-impl Part {
+impl Dependency {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queue => "queue",
@@ -154,35 +154,37 @@ impl WorkerMetrics {
         }
     }
 
-    pub fn mark_configuration_error(&self, part: Part) {
+    pub fn mark_configuration_error(&self, part: Dependency) {
         self.configuration_errors.inc();
         self.last_configuration_error_ms[part as usize].set(hookline_core::clock::unix_millis());
     }
 
-    pub fn mark_success(&self, part: Part) {
+    pub fn mark_success(&self, part: Dependency) {
         self.last_success_ms[part as usize].set(hookline_core::clock::unix_millis());
     }
 
     /// The queue or the store had a configuration error and has not
     /// succeeded since (a receive that works says nothing of the store).
     pub fn configuration_broken(&self) -> bool {
-        [Part::Queue, Part::Store].into_iter().any(|part| {
-            let error = self.last_configuration_error_ms[part as usize].get();
-            error > 0 && error >= self.last_success_ms[part as usize].get()
-        })
+        [Dependency::Queue, Dependency::Store]
+            .into_iter()
+            .any(|part| {
+                let error = self.last_configuration_error_ms[part as usize].get();
+                error > 0 && error >= self.last_success_ms[part as usize].get()
+            })
     }
 
     /// The circuit breaker's state: `part` unavailable, or every part
     /// available again.
-    pub fn mark_unavailable(&self, part: Option<Part>) {
-        for p in [Part::Queue, Part::Store] {
+    pub fn mark_unavailable(&self, part: Option<Dependency>) {
+        for p in [Dependency::Queue, Dependency::Store] {
             self.unavailable[p as usize].set(i64::from(Some(p) == part));
         }
     }
 
     /// The dependency the circuit breaker waits for, if any.
-    pub fn unavailable(&self) -> Option<Part> {
-        [Part::Queue, Part::Store]
+    pub fn unavailable(&self) -> Option<Dependency> {
+        [Dependency::Queue, Dependency::Store]
             .into_iter()
             .find(|p| self.unavailable[*p as usize].get() > 0)
     }
@@ -357,8 +359,8 @@ impl WorkerMetrics {
             "1 while the worker takes no messages because this dependency fails (circuit open).",
             "dependency",
             &[
-                ("queue", &self.unavailable[Part::Queue as usize]),
-                ("store", &self.unavailable[Part::Store as usize]),
+                ("queue", &self.unavailable[Dependency::Queue as usize]),
+                ("store", &self.unavailable[Dependency::Store as usize]),
             ],
         )
         .gauge(

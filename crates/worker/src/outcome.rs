@@ -16,7 +16,7 @@ use hookline_core::records::Completion;
 
 use crate::decide::{Cause, DestinationOutcome};
 use crate::info::EventInfo;
-use crate::metrics::{DestinationMetrics, Part, WorkerMetrics};
+use crate::metrics::{Dependency, DestinationMetrics, WorkerMetrics};
 
 /// One delivery's end.
 #[derive(Debug)]
@@ -112,7 +112,7 @@ fn completed(done: Completion, info: &EventInfo, f: &Fields<'_>, metrics: &Worke
             event_type = f.event_type,
         );
     }
-    metrics.mark_success(Part::Store);
+    metrics.mark_success(Dependency::Store);
     if let (Completion::Completed(_), Some(created)) = (done, info.created) {
         let age = unix_secs().saturating_sub(created);
         metrics.event_age.observe_secs(age as f64);
@@ -140,7 +140,7 @@ fn retry_later(
     let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
     if error.is_configuration() {
         if cause == Cause::Store {
-            metrics.mark_configuration_error(Part::Store);
+            metrics.mark_configuration_error(Dependency::Store);
         }
         tracing::error!(
             message = "Configuration error: the event waits in the queue until an operator fixes it.",

@@ -9,13 +9,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::context::Context;
-use crate::metrics::Part;
+use crate::consume::Consumer;
+use crate::metrics::Dependency;
 
 /// One receive loop; several share the slots.
 #[derive(Clone)]
 pub(crate) struct Poll {
-    pub(crate) ctx: Arc<Context>,
+    pub(crate) ctx: Arc<Consumer>,
     /// Messages one receive asks for (this poller's share of the slots).
     pub(crate) batch: usize,
     pub(crate) slots: Arc<Semaphore>,
@@ -30,7 +30,7 @@ impl Poll {
     /// at most ten messages), all sharing the slots, so receiving keeps up
     /// with processing when each call takes time.
     pub(crate) fn spawn_all(
-        ctx: Arc<Context>,
+        ctx: Arc<Consumer>,
         concurrency: usize,
         tasks: TaskTracker,
         receive_wait: Duration,
@@ -55,7 +55,7 @@ impl Poll {
     /// Loops over [`Poll::once`] until shutdown.
     pub(crate) async fn run(self) {
         while !self.shutdown.is_cancelled() {
-            if self.once().await == Step::Stop {
+            if self.once().await == Turn::Stop {
                 break;
             }
         }
@@ -63,32 +63,32 @@ impl Poll {
 
     /// One turn: wait for the breaker and for free slots, receive, start a
     /// task per message (or, shutting down, hand them back).
-    pub(crate) async fn once(&self) -> Step {
+    pub(crate) async fn once(&self) -> Turn {
         if self.shutdown.is_cancelled() {
-            return Step::Stop;
+            return Turn::Stop;
         }
         // While a dependency fails, take nothing: the events wait on the
         // queue instead of spending their deliveries.
         tokio::select! {
             biased;
             () = self.ctx.breaker.closed() => {}
-            _ = self.shutdown.cancelled() => return Step::Stop,
+            _ = self.shutdown.cancelled() => return Turn::Stop,
         }
         let Some(permits) = self.free_slots().await else {
-            return Step::Stop;
+            return Turn::Stop;
         };
         let deliveries = match self.receive(permits.len()).await {
             Received::Messages(d) => d,
-            Received::Failed => return Step::Again,
-            Received::Abandoned => return Step::Stop,
+            Received::Failed => return Turn::Again,
+            Received::Abandoned => return Turn::Stop,
         };
         if self.shutdown.is_cancelled() && !deliveries.is_empty() {
             // Handed back together, at once.
             hand_back_all(&self.ctx.queue, deliveries).await;
-            return Step::Stop;
+            return Turn::Stop;
         }
         self.start(deliveries, permits).await;
-        Step::Again
+        Turn::Again
     }
 
     /// Waits until this poller's share of slots (at most ten, what one
@@ -139,18 +139,18 @@ impl Poll {
         };
         match received {
             Ok(d) => {
-                self.ctx.metrics.mark_success(Part::Queue);
+                self.ctx.metrics.mark_success(Dependency::Queue);
                 Received::Messages(d)
             }
             Err(error) => {
                 self.ctx.metrics.receive_errors.inc();
                 if error.is_configuration() {
-                    self.ctx.metrics.mark_configuration_error(Part::Queue);
+                    self.ctx.metrics.mark_configuration_error(Dependency::Queue);
                     tracing::error!(message = "Receive failed: configuration error.", %error);
                 } else {
                     tracing::warn!(message = "Receive failed.", %error);
                 }
-                self.ctx.trip(Part::Queue, &error);
+                self.ctx.trip(Dependency::Queue, &error);
                 Received::Failed
             }
         }
@@ -218,7 +218,7 @@ fn in_groups(deliveries: Vec<Delivery>) -> Vec<Vec<Delivery>> {
 
 /// Whether a poller goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
+pub(crate) enum Turn {
     Again,
     Stop,
 }
@@ -289,7 +289,7 @@ mod tests {
         assert_eq!(ids, [vec!["1", "4"], vec!["2"], vec!["3"], vec!["5"]]);
     }
 
-    struct Bench {
+    struct Fixture {
         _dir: tempfile::TempDir,
         queue: Arc<dyn Queue>,
         store: Arc<dyn Store>,
@@ -297,7 +297,7 @@ mod tests {
     }
 
     /// A poller on a fresh embedded backend holding `n` payout events.
-    async fn bench(n: usize) -> Bench {
+    async fn bench(n: usize) -> Fixture {
         let dir = tempfile::tempdir().expect("tmp");
         let e = hookline_embedded::open(dir.path(), hookline_embedded::Options::default())
             .expect("open");
@@ -315,7 +315,7 @@ mod tests {
             .collect();
         assert!(queue.send_batch(&messages).await.iter().all(Result::is_ok));
         let local = hookline_core::coalescer::CoalescerConfig::local();
-        let ctx = Arc::new(Context {
+        let ctx = Arc::new(Consumer {
             queue: Arc::clone(&queue),
             processor: Processor::with_defaults(Arc::clone(&store)),
             metrics: Arc::new(WorkerMetrics::default()),
@@ -334,7 +334,7 @@ mod tests {
             visibility: Duration::from_secs(30),
             shutdown: CancellationToken::new(),
         };
-        Bench {
+        Fixture {
             _dir: dir,
             queue,
             store,
@@ -351,7 +351,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_turn_takes_its_share_and_acks_what_completed() {
         let b = bench(12).await;
-        assert_eq!(b.poll.once().await, Step::Again);
+        assert_eq!(b.poll.once().await, Turn::Again);
         b.poll.tasks.close();
         b.poll.tasks.wait().await;
         assert_eq!(waiting(b.queue.as_ref()).await, 2, "ten taken, two left");
@@ -369,12 +369,15 @@ mod tests {
     async fn an_open_breaker_takes_nothing_until_it_closes() {
         let b = bench(3).await;
         let down = PortError::transient("connection refused".to_owned());
-        b.poll.ctx.breaker.trip(crate::metrics::Part::Store, &down);
+        b.poll
+            .ctx
+            .breaker
+            .trip(crate::metrics::Dependency::Store, &down);
         let waited = tokio::time::timeout(Duration::from_millis(300), b.poll.once()).await;
         assert!(waited.is_err(), "the turn waits for the breaker");
         assert_eq!(waiting(b.queue.as_ref()).await, 3, "nothing taken");
         b.poll.ctx.breaker.probe_succeeded();
-        assert_eq!(b.poll.once().await, Step::Again);
+        assert_eq!(b.poll.once().await, Turn::Again);
         b.poll.tasks.close();
         b.poll.tasks.wait().await;
         assert_eq!(waiting(b.queue.as_ref()).await, 0);
@@ -385,7 +388,7 @@ mod tests {
     async fn after_shutdown_a_turn_stops_and_takes_nothing() {
         let b = bench(3).await;
         b.poll.shutdown.cancel();
-        assert_eq!(b.poll.once().await, Step::Stop);
+        assert_eq!(b.poll.once().await, Turn::Stop);
         assert_eq!(waiting(b.queue.as_ref()).await, 3);
         let c = b.queue.counts().await.expect("counts");
         assert_eq!(c.in_flight, 0, "nothing hidden");

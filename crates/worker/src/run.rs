@@ -1,6 +1,6 @@
 //! The worker's assembly: settings to parts, the parts started, and the
 //! bounded shutdown. The parts: [`crate::poll`] (receive loops),
-//! [`crate::context`] (one delivery: process, act, record), the batched
+//! [`crate::consume`] (one delivery: process, act, record), the batched
 //! deletes and copies (`hookline_core::coalescer`), [`crate::breaker`]
 //! (stop receiving while a dependency fails), [`crate::serve`] (metrics
 //! endpoints), [`crate::housekeeping`].
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::breaker::Breaker;
-use crate::context::{probe_while_open, Context};
+use crate::consume::{probe_while_open, Consumer};
 use crate::decide::Backoff;
 use crate::handler::Handlers;
 use crate::housekeeping::Housekeeping;
@@ -213,7 +213,7 @@ impl Worker {
         let emf = spawn_emf(&self.emf, Arc::clone(&self.metrics), &shutdown);
         let acks = DeleteCoalescer::spawn(Arc::clone(&self.queue), CoalescerConfig::deletes());
         let dlq = self.dlq;
-        let ctx = Arc::new(Context {
+        let ctx = Arc::new(Consumer {
             queue: Arc::clone(&self.queue),
             processor: self.processor,
             metrics: Arc::clone(&self.metrics),

@@ -11,7 +11,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{Part, WorkerMetrics};
+use crate::metrics::{Dependency, WorkerMetrics};
 
 /// Serves the metrics endpoints until `shutdown` fires.
 pub(crate) fn spawn(
@@ -49,8 +49,8 @@ async fn readyz(State(m): State<Arc<WorkerMetrics>>) -> impl IntoResponse {
         (
             unavailable,
             match part {
-                Part::Store => "not ready: the store fails; no message is taken until it answers (events wait on the queue); the worker's error log says what fails",
-                Part::Queue => "not ready: the queue fails; the worker's error log says what fails",
+                Dependency::Store => "not ready: the store fails; no message is taken until it answers (events wait on the queue); the worker's error log says what fails",
+                Dependency::Queue => "not ready: the queue fails; the worker's error log says what fails",
             },
         )
     } else {

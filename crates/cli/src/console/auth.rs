@@ -46,7 +46,7 @@ pub fn check_token(token: &str) -> Result<(), TokenError> {
 }
 
 /// Constant-time equality of two strings.
-pub fn same(a: &str, b: &str) -> bool {
+pub fn equal_in_constant_time(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
@@ -91,7 +91,10 @@ impl Sessions {
             return false;
         };
         // The expiry as written: a tag over another spelling does not match.
-        !tag.is_empty() && same(tag, &self.tag(at)) && at.to_string() == expiry && at > now
+        !tag.is_empty()
+            && equal_in_constant_time(tag, &self.tag(at))
+            && at.to_string() == expiry
+            && at > now
     }
 }
 

@@ -193,7 +193,7 @@ pub(super) async fn login(
         }
         return r;
     }
-    if !auth::same(&form.token, secrecy::ExposeSecret::expose_secret(token)) {
+    if !auth::equal_in_constant_time(&form.token, secrecy::ExposeSecret::expose_secret(token)) {
         c.logins
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -232,7 +232,7 @@ async fn signed_in(State(c): State<Arc<Console>>, request: Request, next: Next) 
         let headers = request.headers();
         let bearer = text(headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
         let now = hookline_core::clock::unix_secs();
-        let ok = bearer.is_some_and(|b| auth::same(b, token.expose_secret()))
+        let ok = bearer.is_some_and(|b| auth::equal_in_constant_time(b, token.expose_secret()))
             || cookie(headers, COOKIE).is_some_and(|s| sessions.valid(s, now));
         if !ok {
             return (
@@ -244,7 +244,7 @@ async fn signed_in(State(c): State<Arc<Console>>, request: Request, next: Next) 
     }
     if request.method() == axum::http::Method::POST {
         let sent = text(request.headers(), "x-csrf-token");
-        if !sent.is_some_and(|t| auth::same(t, &c.csrf)) {
+        if !sent.is_some_and(|t| auth::equal_in_constant_time(t, &c.csrf)) {
             return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
         }
     }

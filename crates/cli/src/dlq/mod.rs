@@ -333,7 +333,8 @@ pub async fn replay(
     // Several receive → send → delete loops at once; they share what was
     // seen, the limit and the rate.
     let loops = options.parallel.max(1);
-    let results = futures_util::future::join_all((0..loops).map(|_| run.one_loop())).await;
+    let results =
+        futures_util::future::join_all((0..loops).map(|_| run.receive_until_done())).await;
     let held = match shared.lock() {
         Ok(mut s) => std::mem::take(&mut s.held),
         Err(poisoned) => std::mem::take(&mut poisoned.into_inner().held),
@@ -392,7 +393,7 @@ impl Run<'_, '_> {
         Ok(counts.waiting > 0 || counts.in_flight > mine)
     }
 
-    async fn one_loop(&self) -> Result<(), PortError> {
+    async fn receive_until_done(&self) -> Result<(), PortError> {
         let options = self.options;
         // While others hold messages hidden, an empty receive does not end
         // the run; it waits for them up to `OTHERS_PATIENCE`.

@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 use crate::breaker::Breaker;
 use crate::decide::{Cause, Decision};
 use crate::info::EventInfo;
-use crate::metrics::{Part, WorkerMetrics};
+use crate::metrics::{Dependency, WorkerMetrics};
 use crate::outcome::Handled;
 use crate::process::Processor;
 
-pub(crate) struct Context {
+pub(crate) struct Consumer {
     pub(crate) queue: Arc<dyn Queue>,
     pub(crate) processor: Processor,
     pub(crate) metrics: Arc<WorkerMetrics>,
@@ -32,10 +32,10 @@ pub(crate) struct Context {
     pub(crate) breaker: Arc<Breaker>,
 }
 
-impl Context {
+impl Consumer {
     /// A dependency failed for a reason that is not the event's: open the
     /// circuit breaker (no new message is taken until a probe succeeds).
-    pub(crate) fn trip(&self, part: Part, error: &hookline_core::ports::PortError) {
+    pub(crate) fn trip(&self, part: Dependency, error: &hookline_core::ports::PortError) {
         if self.breaker.trip(part, error) {
             self.metrics.circuit_opened.inc();
             self.metrics.mark_unavailable(Some(part));
@@ -134,7 +134,7 @@ impl Context {
                 cause,
             } => {
                 if cause == Cause::Store {
-                    self.trip(Part::Store, &error);
+                    self.trip(Dependency::Store, &error);
                 }
                 // If this fails too, the visibility timeout brings it back.
                 let _ = self.queue.set_visibility(&delivery.receipt, delay).await;
@@ -146,7 +146,7 @@ impl Context {
             }
             Decision::Requeue { error, cause } => {
                 if cause == Cause::Store {
-                    self.trip(Part::Store, &error);
+                    self.trip(Dependency::Store, &error);
                 }
                 self.requeue(delivery, error).await
             }
@@ -245,7 +245,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 /// While the circuit breaker is open, probes the failing dependency on its
 /// backoff and closes the breaker at the first answer.
-pub(crate) async fn probe_while_open(ctx: Arc<Context>, shutdown: CancellationToken) {
+pub(crate) async fn probe_while_open(ctx: Arc<Consumer>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = ctx.breaker.opened() => {}
@@ -257,8 +257,8 @@ pub(crate) async fn probe_while_open(ctx: Arc<Context>, shutdown: CancellationTo
                 _ = shutdown.cancelled() => return,
             }
             let answered = match part {
-                Part::Store => ctx.processor.store.ping().await,
-                Part::Queue => ctx.queue.ping().await,
+                Dependency::Store => ctx.processor.store.ping().await,
+                Dependency::Queue => ctx.queue.ping().await,
             };
             match answered {
                 Ok(()) => {
