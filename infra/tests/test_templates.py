@@ -205,7 +205,7 @@ def test_signature_failure_alarm_watches_what_the_ingress_logs(template):
               if f["Properties"]["MetricTransformations"][0]["MetricName"] == "StripeWebhookAuthFailures"]
     assert flt["LogGroupName"] == {"Ref": "IngressLogGroup"}
     message = re.search(r'\$\.message = "([^"]+)"', flt["FilterPattern"]).group(1)
-    source = (ROOT / "crates/ingress/src/app.rs").read_text()
+    source = (ROOT / "crates/ingress/src/webhook.rs").read_text()
     assert f'message = "{message}"' in source, "the filter matches the ingress's log line"
     names = {a["Properties"]["MetricName"] for a in alarms.values() if "MetricName" in a["Properties"]}
     assert {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage", "WorkerErrors"} <= names

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookline_core::loaded_secrets::{self, Loaded, LoadedSecrets};
+use hookline_core::loaded_secrets::{Loaded, LoadedSecrets};
 use hookline_core::refresh::{Reader, Refreshing, Rejected};
 use hookline_core::secrets::{ResolveError, SecretSource};
 use hookline_core::settings::AppEnv;
@@ -106,17 +106,6 @@ pub(crate) fn api_key_loaded(
     version: Option<String>,
     key: &SecretString,
 ) -> Loaded {
-    Loaded {
-        secret: "api_key".to_owned(),
-        source: match id {
-            Some(_) => loaded_secrets::FROM_SECRETS_MANAGER,
-            None => loaded_secrets::FROM_ENVIRONMENT,
-        }
-        .to_owned(),
-        secret_id: id.map(str::to_owned),
-        version,
-        mode: hookline_core::secrets::key_mode(key).map(str::to_owned),
-        values: 1,
-        loaded_at: hookline_core::clock::unix_secs(),
-    }
+    let mode = hookline_core::secrets::key_mode(key);
+    Loaded::now("api_key", id, version, mode, 1)
 }

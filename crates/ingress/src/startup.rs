@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use hookline_backend::{Backend, Tuning};
 use hookline_core::coalescer::SendCoalescer;
-use hookline_core::loaded_secrets::{self, Loaded, LoadedSecrets};
+use hookline_core::loaded_secrets::{Loaded, LoadedSecrets};
 use hookline_core::ports::Queue;
 use hookline_core::refresh::{Reader, Refreshing, Rejected};
 use hookline_core::secrets::{parse_webhook_secrets, SecretRuleError, SecretSetting, SecretSource};
@@ -299,17 +299,5 @@ fn webhook_reader(
 /// The webhook secret as loaded now: from Secrets Manager `id` at
 /// `version`, or from the environment.
 fn webhook_loaded(id: Option<&str>, version: Option<String>, values: usize) -> Loaded {
-    Loaded {
-        secret: "webhook".to_owned(),
-        source: match id {
-            Some(_) => loaded_secrets::FROM_SECRETS_MANAGER,
-            None => loaded_secrets::FROM_ENVIRONMENT,
-        }
-        .to_owned(),
-        secret_id: id.map(str::to_owned),
-        version,
-        mode: None,
-        values,
-        loaded_at: hookline_core::clock::unix_secs(),
-    }
+    Loaded::now("webhook", id, version, None, values)
 }

@@ -40,6 +40,32 @@ pub struct Loaded {
     pub loaded_at: i64,
 }
 
+impl Loaded {
+    /// `secret` as loaded now: from Secrets Manager `id` at `version`, or
+    /// from the environment without an id; `mode` for an API key.
+    pub fn now(
+        secret: &str,
+        id: Option<&str>,
+        version: Option<String>,
+        mode: Option<&str>,
+        values: usize,
+    ) -> Self {
+        Self {
+            secret: secret.to_owned(),
+            source: match id {
+                Some(_) => FROM_SECRETS_MANAGER,
+                None => FROM_ENVIRONMENT,
+            }
+            .to_owned(),
+            secret_id: id.map(str::to_owned),
+            version,
+            mode: mode.map(str::to_owned),
+            values,
+            loaded_at: crate::clock::unix_secs(),
+        }
+    }
+}
+
 /// The secrets one service has loaded, by name.
 #[derive(Debug, Default)]
 pub struct LoadedSecrets(RwLock<Vec<Loaded>>);
