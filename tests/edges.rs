@@ -1025,10 +1025,17 @@ async fn erase_reads_each_of_two_thousand_dead_letters_once() {
     sampling.store(false, Ordering::SeqCst);
     let mut hidden = sampler.await.expect("samples");
     hidden.sort_unstable();
-    let median = hidden.get(hidden.len() / 2).copied().unwrap_or(0);
+    // The scan holds its own copies from when it reaches them until it ends
+    // (so that none is read twice): the last part of the run counts up to
+    // N of them, however fast it goes. While it reads the originals, which
+    // take three calls a batch against one for a copy, what it does not
+    // take goes back at once: the lowest quarter of the samples shows that
+    // part. Holding every message read (the defect) would hide a quarter of
+    // the DLQ by then.
+    let quartile = hidden.get(hidden.len() / 4).copied().unwrap_or(0);
     assert!(
-        median <= N as u64 / 20,
-        "what the scan does not take is released at once: a median of {median} messages hidden ({} samples)",
+        quartile <= N as u64 / 20,
+        "what the scan does not take is released at once: a lower quartile of {quartile} messages hidden ({} samples)",
         hidden.len()
     );
     assert!(out.contains("DLQ messages        1"), "{out}");
