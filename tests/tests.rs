@@ -8,7 +8,7 @@ mod helpers;
 /// A test bed on either backend, and `on_both_backends!`.
 mod bed;
 
-/// Every row of the SPEC's "Ingress HTTP" table, in-process on a random port.
+/// Every row of the contract's "Ingress HTTP" table, in-process on a random port.
 mod ingress_http;
 
 /// The `hookline-ingress` binary: settings, exit codes, logs, signals, crashes.

@@ -155,7 +155,7 @@ def test_the_stack_deploys_with_existing_secrets(aws):
     attrs = sqs.get_queue_attributes(QueueUrl=outputs["QueueUrl"], AttributeNames=["All"])["Attributes"]
     assert json.loads(attrs["RedrivePolicy"])["maxReceiveCount"] == 5
 
-    # Tables with the SPEC's keys.
+    # Tables with the contract's keys.
     ddb = aws("dynamodb")
     keys = {}
     for logical in ("EventsTable", "ObjectsTable", "ProviderTable"):

@@ -1,5 +1,5 @@
 //! The store port on DynamoDB: the events ledger and the two projection
-//! tables, with the SPEC's key and attribute names.
+//! tables, with the contract's key and attribute names.
 //!
 //! Cost of an applied event, items under 1 KB:
 //! - [`Store::apply`] (effects that replace state, the built-in handlers):

@@ -86,7 +86,7 @@ struct Data<T> {
 
 /// A field Stripe may send as `null` or leave out: either reads as the
 /// type's default (`None`, an empty list, `false`). Only `id`, `type`,
-/// `created` and the object's `id` are required (see the SPEC).
+/// `created` and the object's `id` are required (see docs/contract.md).
 fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::envelope::Envelope;
 
-/// Attribute names, as the SPEC fixes them.
+/// Attribute names, as the contract (docs/contract.md) fixes them.
 pub mod attr {
     pub const EVENT_ID: &str = "event_id";
     pub const EVENT_TYPE: &str = "event_type";

@@ -1,4 +1,4 @@
-//! Stored records, with the attribute names of the SPEC's "Stored records".
+//! Stored records, with the attribute names of the contract's "Stored records".
 //!
 //! Both backends store these shapes: DynamoDB as items, the embedded backend
 //! as rows whose JSON uses the same attribute names, so `events show --json`
@@ -362,7 +362,7 @@ impl Projection {
         }
         self
     }
-    /// The item as a JSON object with the SPEC's attribute names.
+    /// The item as a JSON object with the contract's attribute names.
     pub fn to_item(&self) -> serde_json::Map<String, serde_json::Value> {
         let value = match self {
             Self::Object(o) => serde_json::to_value(o),

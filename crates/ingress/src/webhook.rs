@@ -77,7 +77,7 @@ pub(crate) async fn webhook(
 
 /// What became of one webhook request. One place logs and counts it
 /// ([`WebhookOutcome::record`]) and one place answers it (`IntoResponse`,
-/// the SPEC's "Ingress HTTP" table).
+/// the contract's "Ingress HTTP" table).
 #[derive(Debug)]
 enum WebhookOutcome {
     TooLarge,
@@ -228,7 +228,7 @@ impl IntoResponse for WebhookOutcome {
     }
 }
 
-/// The SPEC's order: body size, signature, payload, livemode and type,
+/// The contract's order: body size, signature, payload, livemode and type,
 /// enqueue; the first step that ends the request gives its outcome. Each
 /// step is a span of the webhook's trace.
 async fn handle_webhook(app: &AppState, headers: &HeaderMap, body: Body) -> WebhookOutcome {

@@ -1,5 +1,5 @@
 //! How the binaries read their settings: environment variables and
-//! `--kebab-case` flags (clap), loaded once at start, with the SPEC's exit
+//! `--kebab-case` flags (clap), loaded once at start, with the contract's exit
 //! codes; and the logging set-up. Each binary flattens the groups it uses.
 //! The values they carry (`AppEnv`, `EventFilter`) are the domain's, in
 //! `hookline-core`.
@@ -10,7 +10,7 @@ use hookline_core::secrets::{check_key_mode, SecretRuleError, SecretSetting};
 use hookline_core::settings::{AppEnv, EventFilter};
 use secrecy::SecretString;
 
-/// Parses a binary's settings from its flags and environment, as the SPEC
+/// Parses a binary's settings from its flags and environment, as the contract
 /// wants its exit codes: a settings value that fails validation (an unknown
 /// `APP_ENV`, `MAX_RECEIVES=0`, a number that does not parse), whether from
 /// the environment or a flag, exits 1; a command-line usage error (an
