@@ -124,8 +124,9 @@ receiver: $(RECEIVER_STAMP)
 # under test) is still running, or if a log line the run wrote carries a
 # personal field of the fixtures (docs/data.md).
 # The tests run against the release binaries, the ones the image ships,
-# and build on the release build: about 70 of its 230 dependencies are
-# built again for the tests' features, instead of a whole debug build.
+# and build on the release build: the tests ask no feature the release
+# build lacks (tests/tidy.rs checks it), so only the test harnesses are
+# compiled on top of it.
 unit: release-build $(MOTO_STAMP) browser receiver
 	@endpoint=$$(VENV=$(VENV) scripts/moto.sh start) || exit 1; \
 	echo "local AWS (moto) at $$endpoint"; \

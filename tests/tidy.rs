@@ -573,3 +573,47 @@ fn every_metric_is_in_the_contract() {
         "metrics the code registers but docs/contract.md does not list: {missing:?}"
     );
 }
+
+/// The tests build on the release build: a dev-dependency that asks a
+/// feature the normal build lacks makes cargo build that crate, and every
+/// crate above it, a second time for the tests (tokio's `test-util` once
+/// cost about 60 crates). `cargo tree` resolves the features with and
+/// without the dev-dependencies; they must agree on every crate both use.
+#[test]
+fn the_tests_ask_no_feature_the_release_build_lacks() {
+    let tree = |dev: bool| -> std::collections::BTreeMap<String, String> {
+        let mut args = vec!["tree", "--workspace", "--prefix", "none", "-f", "{p}|{f}"];
+        if !dev {
+            args.extend(["-e", "no-dev"]);
+        }
+        let out = std::process::Command::new(env!("CARGO"))
+            .args(&args)
+            .current_dir(repo_root())
+            .output()
+            .expect("cargo tree runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim_end_matches(" (*)").split_once('|'))
+            .map(|(p, f)| (p.to_owned(), f.to_owned()))
+            .collect()
+    };
+    let (release, tests) = (tree(false), tree(true));
+    assert!(release.len() > 100, "crates resolved: {}", release.len());
+    let differ: Vec<String> = release
+        .iter()
+        .filter_map(|(p, f)| {
+            let t = tests.get(p)?;
+            (t != f).then(|| format!("{p}: [{f}] for the release build, [{t}] for the tests"))
+        })
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "the tests would build these crates again:\n  {}",
+        differ.join("\n  ")
+    );
+}
