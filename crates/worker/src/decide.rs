@@ -66,10 +66,10 @@ impl Backoff {
             .min(MAX_VISIBILITY)
     }
 
-    /// The delay after the `n`-th failed delivery, `unit` in [0, 1] being the
+    /// The delay after the `n`-th failed delivery, `jitter` in [0, 1] being the
     /// caller's random draw: a delay in [0, ceiling(n)].
-    pub fn delay(&self, n: u32, unit: f64) -> Duration {
-        self.ceiling(n).mul_f64(unit.clamp(0.0, 1.0))
+    pub fn delay(&self, n: u32, jitter: f64) -> Duration {
+        self.ceiling(n).mul_f64(jitter.clamp(0.0, 1.0))
     }
 }
 
@@ -84,13 +84,13 @@ pub fn after_dependency_failure(
     receive_count: u32,
     max_receives: u32,
     backoff: Backoff,
-    unit: f64,
+    jitter: f64,
 ) -> Decision {
     if receive_count >= max_receives {
         Decision::Requeue { error, cause }
     } else {
         Decision::RetryLater {
-            delay: backoff.delay(receive_count, unit),
+            delay: backoff.delay(receive_count, jitter),
             error,
             cause,
         }
@@ -107,7 +107,7 @@ pub fn busy_delay(
     backoff: Backoff,
     receive_count: u32,
     max_receives: u32,
-    unit: f64,
+    jitter: f64,
     lease_remaining_secs: u64,
 ) -> Duration {
     let lease_end = Duration::from_secs(lease_remaining_secs + 1);
@@ -115,7 +115,7 @@ pub fn busy_delay(
         return lease_end;
     }
     backoff
-        .delay(receive_count, unit)
+        .delay(receive_count, jitter)
         .min(lease_end)
         .max(Duration::from_millis(500))
 }
@@ -351,7 +351,8 @@ mod tests {
         };
         let day = Duration::from_secs(86_400);
         let long = Duration::from_secs(7 * 86_400);
-        let d = |horizon, attempts, unit| destination_delay(worker, horizon, attempts, long, unit);
+        let d =
+            |horizon, attempts, jitter| destination_delay(worker, horizon, attempts, long, jitter);
         assert_eq!(d(day, 1, 1.0), Duration::from_secs(1));
         assert_eq!(d(day, 8, 1.0), Duration::from_secs(128));
         assert_eq!(d(day, 30, 1.0), Duration::from_secs(3600));
