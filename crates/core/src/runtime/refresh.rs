@@ -1,7 +1,8 @@
 //! The one way a secret stays current: a [`Refreshing`] value. A secret
 //! given in the environment is [`Refreshing::fixed`]; one held in Secrets
 //! Manager is read again every `SECRET_REFRESH_SECS` by a task of its own
-//! ([`Refreshing::spawn`]), so a rotated secret needs no restart. A read
+//! ([`Refreshing::spawn_or`], [`Refreshing::after_first_read`]), so a
+//! rotated secret needs no restart. A read
 //! that fails, or a value the reader refuses (a placeholder, a key of the
 //! wrong mode), keeps the last good value, logs why, and leaves the
 //! [`Refreshing::problem`] a health check can show. The task ends when the
@@ -80,15 +81,8 @@ impl<T: Send + Sync + 'static> Refreshing<T> {
     }
 
     /// Reads the secret once now, then keeps reading it every
-    /// `reader.every`. `Err` when the first read fails: the caller has
-    /// nothing to serve.
-    pub async fn spawn(reader: Reader<T>) -> Result<Self, Rejected> {
-        let (version, value) = read(&reader).await?;
-        Ok(Self::keep(reader, Some(version), value, None))
-    }
-
-    /// [`Refreshing::spawn`], with `empty` serving until a first value is
-    /// taken (reads come every few seconds meanwhile).
+    /// `reader.every`; `empty` serves until a first value is taken (reads
+    /// come every few seconds meanwhile).
     pub async fn spawn_or(reader: Reader<T>, empty: T) -> Self {
         match read(&reader).await {
             Ok((version, value)) => Self::keep(reader, Some(version), value, None),
